@@ -1,0 +1,581 @@
+//! Configuration, read once at start: the TOML file as written (`file::*`, serde, unknown
+//! keys rejected) is turned into the validated [`Config`] the rest of ringway uses
+//! (durations, socket addresses, resolved endpoints). Every error names the key and
+//! where the configuration came from.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::http1::{HEADER_CAP, HeadLimits};
+use crate::log::Level;
+use crate::routing::Balancer;
+use crate::upstream::EndpointType;
+
+/// The documented example configuration, which is also the default when no file is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/ringway.toml");
+
+/// A configuration problem: where it came from, which key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file path, or "the embedded default configuration", or a command-line flag.
+    pub origin: String,
+    /// Dotted key, e.g. `endpoints[1].url`; empty for syntax errors (the message then
+    /// carries line and column).
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config error in {}: {}", self.origin, self.message)
+        } else {
+            write!(
+                f,
+                "config error in {}: `{}`: {}",
+                self.origin, self.key, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which event-loop driver the shards use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from, for messages.
+    pub origin: String,
+    pub server: ServerConfig,
+    pub proxy: ProxyConfig,
+    pub log_level: Level,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// 0 = one per available CPU.
+    pub shards: usize,
+    pub pin_cores: bool,
+    pub driver: DriverChoice,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub balancer: Balancer,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub url: String,
+    pub kind: EndpointType,
+    pub priority: u32,
+    /// Resolved once here, off the request path; tried in order when connecting.
+    pub addrs: Vec<SocketAddr>,
+    /// `host[:port]` as written in the URL: the `Host` header sent to the endpoint.
+    pub authority: String,
+    /// Path prefix from the URL without a trailing slash ("" when none).
+    pub base_path: String,
+}
+
+impl ServerConfig {
+    pub(crate) fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+        }
+    }
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        Config::from_toml(DEFAULT_CONFIG, "the embedded default configuration")
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::from_toml(&text, &origin)
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: file::Root = toml::from_str(text).map_err(|e| ConfigError {
+            origin: origin.to_string(),
+            key: String::new(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let err = |key: &str, message: String| ConfigError {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let s = raw.server;
+        let p = raw.proxy;
+
+        let listen = parse_listen(&s.listen).map_err(|m| err("server.listen", m))?;
+        let driver = match s.driver.as_str() {
+            "auto" => DriverChoice::Auto,
+            "io_uring" | "io-uring" | "iouring" => DriverChoice::IoUring,
+            "epoll" | "legacy" => DriverChoice::Epoll,
+            other => {
+                return Err(err(
+                    "server.driver",
+                    format!(
+                        "unknown driver {other:?}; expected \"auto\", \"io_uring\" or \"epoll\""
+                    ),
+                ));
+            }
+        };
+        if s.max_header_bytes < 1024 {
+            return Err(err(
+                "server.max_header_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if !(8..=HEADER_CAP).contains(&s.max_headers) {
+            return Err(err(
+                "server.max_headers",
+                format!("must be between 8 and {HEADER_CAP}"),
+            ));
+        }
+        let balancer = Balancer::parse(&p.balancer).ok_or_else(|| {
+            err(
+                "proxy.balancer",
+                format!(
+                    "unknown balancer {:?}; expected \"least-connections\", \"round-robin\" or \"priority\"",
+                    p.balancer
+                ),
+            )
+        })?;
+        let log_level = Level::parse(&raw.log.level).ok_or_else(|| {
+            err(
+                "log.level",
+                format!(
+                    "unknown level {:?}; expected \"error\", \"warn\", \"info\" or \"debug\"",
+                    raw.log.level
+                ),
+            )
+        })?;
+        let ms = |key: &str, v: u64| {
+            if v == 0 {
+                Err(err(key, "must be greater than 0".into()))
+            } else {
+                Ok(Duration::from_millis(v))
+            }
+        };
+
+        let mut endpoints: Vec<EndpointConfig> = Vec::with_capacity(raw.endpoints.len());
+        for (i, e) in raw.endpoints.into_iter().enumerate() {
+            let key = |field: &str| format!("endpoints[{i}].{field}");
+            let url = parse_url(&e.url).map_err(|m| err(&key("url"), m))?;
+            let kind = EndpointType::parse(&e.kind).ok_or_else(|| {
+                err(
+                    &key("type"),
+                    format!(
+                        "unknown endpoint type {:?}; expected one of {}",
+                        e.kind,
+                        EndpointType::names()
+                    ),
+                )
+            })?;
+            let name = e.name.unwrap_or_else(|| url.authority.clone());
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err(
+                    &key("name"),
+                    format!(
+                        "{name:?} must be non-empty printable ASCII without spaces (it is sent in headers)"
+                    ),
+                ));
+            }
+            if let Some(j) = endpoints.iter().position(|other| other.name == name) {
+                return Err(err(
+                    &key("name"),
+                    format!("{name:?} is already the name of endpoints[{j}]"),
+                ));
+            }
+            let addrs = (url.host.as_str(), url.port)
+                .to_socket_addrs()
+                .map_err(|e| err(&key("url"), format!("cannot resolve {:?}: {e}", url.host)))?
+                .collect::<Vec<_>>();
+            if addrs.is_empty() {
+                return Err(err(
+                    &key("url"),
+                    format!("{:?} resolves to no address", url.host),
+                ));
+            }
+            endpoints.push(EndpointConfig {
+                name,
+                url: e.url,
+                kind,
+                priority: e.priority,
+                addrs,
+                authority: url.authority,
+                base_path: url.base_path,
+            });
+        }
+
+        Ok(Config {
+            origin: origin.to_string(),
+            server: ServerConfig {
+                listen,
+                shards: s.shards,
+                pin_cores: s.pin_cores,
+                driver,
+                max_header_bytes: s.max_header_bytes,
+                max_headers: s.max_headers,
+                max_body_bytes: s.max_body_bytes,
+                header_timeout: ms("server.header_timeout_ms", s.header_timeout_ms)?,
+                body_timeout: ms("server.body_timeout_ms", s.body_timeout_ms)?,
+            },
+            proxy: ProxyConfig {
+                balancer,
+                connect_timeout: ms("proxy.connect_timeout_ms", p.connect_timeout_ms)?,
+                response_timeout: ms("proxy.response_timeout_ms", p.response_timeout_ms)?,
+                stream_idle_timeout: ms("proxy.stream_idle_timeout_ms", p.stream_idle_timeout_ms)?,
+                pool_idle_timeout: ms("proxy.pool_idle_timeout_ms", p.pool_idle_timeout_ms)?,
+                pool_max_idle: p.pool_max_idle,
+            },
+            log_level,
+            endpoints,
+        })
+    }
+
+    /// Applies `--listen`.
+    pub fn set_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
+        self.server.listen = parse_listen(listen).map_err(|message| ConfigError {
+            origin: "the command line".into(),
+            key: "--listen".into(),
+            message,
+        })?;
+        Ok(())
+    }
+
+    /// The number of shards to run: `server.shards`, or one per available CPU.
+    pub fn shard_count(&self) -> usize {
+        match self.server.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an IP:port address (for example \"127.0.0.1:40114\" or \"[::]:40114\")"
+        )
+    })
+}
+
+struct Url {
+    host: String,
+    port: u16,
+    authority: String,
+    base_path: String,
+}
+
+/// Accepts `http://host[:port][/path]`; anything else is refused with the reason.
+fn parse_url(s: &str) -> Result<Url, String> {
+    let rest = match s.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            return Err(format!(
+                "{s:?}: https endpoints are not supported yet; use http:// (inference servers on a private network) or put a TLS client proxy in front"
+            ));
+        }
+        _ => return Err(format!("{s:?} is not an http:// URL")),
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if path.contains(['?', '#']) {
+        return Err(format!(
+            "{s:?}: a query or fragment is not allowed in an endpoint URL"
+        ));
+    }
+    if authority.contains('@') {
+        return Err(format!("{s:?}: credentials in the URL are not supported"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?}: unterminated IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("{s:?}: bad port"))?,
+            ),
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{s:?}: {p:?} is not a valid port"))?,
+    };
+    Ok(Url {
+        host: host.to_string(),
+        port,
+        authority: authority.to_string(),
+        base_path: path.trim_end_matches('/').to_string(),
+    })
+}
+
+/// The file as written. Defaults here are the documented defaults in
+/// `config/ringway.toml`; a test checks the two agree.
+mod file {
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Root {
+        #[serde(default)]
+        pub(super) server: Server,
+        #[serde(default)]
+        pub(super) proxy: Proxy,
+        #[serde(default)]
+        pub(super) log: Log,
+        #[serde(default)]
+        pub(super) endpoints: Vec<Endpoint>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct Server {
+        pub(super) listen: String,
+        pub(super) shards: usize,
+        pub(super) pin_cores: bool,
+        pub(super) driver: String,
+        pub(super) max_header_bytes: usize,
+        pub(super) max_headers: usize,
+        pub(super) max_body_bytes: u64,
+        pub(super) header_timeout_ms: u64,
+        pub(super) body_timeout_ms: u64,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Server {
+                listen: "127.0.0.1:40114".into(),
+                shards: 0,
+                pin_cores: false,
+                driver: "auto".into(),
+                max_header_bytes: 64 * 1024,
+                max_headers: 100,
+                max_body_bytes: 100 * 1024 * 1024,
+                header_timeout_ms: 60_000,
+                body_timeout_ms: 60_000,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct Proxy {
+        pub(super) balancer: String,
+        pub(super) connect_timeout_ms: u64,
+        pub(super) response_timeout_ms: u64,
+        pub(super) stream_idle_timeout_ms: u64,
+        pub(super) pool_idle_timeout_ms: u64,
+        pub(super) pool_max_idle: usize,
+    }
+
+    impl Default for Proxy {
+        fn default() -> Self {
+            Proxy {
+                balancer: "least-connections".into(),
+                connect_timeout_ms: 3_000,
+                response_timeout_ms: 600_000,
+                stream_idle_timeout_ms: 300_000,
+                pool_idle_timeout_ms: 4_000,
+                pool_max_idle: 64,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct Log {
+        pub(super) level: String,
+    }
+
+    impl Default for Log {
+        fn default() -> Self {
+            Log {
+                level: "info".into(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Endpoint {
+        pub(super) name: Option<String>,
+        pub(super) url: String,
+        #[serde(rename = "type", default = "openai_compatible")]
+        pub(super) kind: String,
+        #[serde(default = "default_priority")]
+        pub(super) priority: u32,
+    }
+
+    fn openai_compatible() -> String {
+        "openai-compatible".into()
+    }
+
+    fn default_priority() -> u32 {
+        100
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml")
+    }
+
+    #[test]
+    fn embedded_default_is_the_documented_one() {
+        let c = Config::embedded_default();
+        assert_eq!(c.server.listen, "127.0.0.1:40114".parse().unwrap());
+        let names: Vec<_> = c
+            .endpoints
+            .iter()
+            .map(|e| (e.kind, e.addrs[0].port()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                (EndpointType::Ollama, 11434),
+                (EndpointType::LmStudio, 1234),
+                (EndpointType::Vllm, 8000),
+                (EndpointType::LlamaCpp, 8080)
+            ]
+        );
+    }
+
+    #[test]
+    fn file_defaults_match_the_documented_values() {
+        // An empty file and the documented file must configure the proxy identically.
+        let empty = parse("").unwrap();
+        let doc = Config::embedded_default();
+        assert_eq!(format!("{:?}", empty.server), format!("{:?}", doc.server));
+        assert_eq!(format!("{:?}", empty.proxy), format!("{:?}", doc.proxy));
+        assert_eq!(empty.log_level, doc.log_level);
+        assert!(empty.endpoints.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let e = parse("[server]\nlisten = \"nowhere\"").unwrap_err();
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("test.toml", "server.listen")
+        );
+        let e = parse("[[endpoints]]\nurl = \"http://127.0.0.1:1\"\n[[endpoints]]\nurl = \"http://127.0.0.1:2\"\ntype = \"tgi\"").unwrap_err();
+        assert_eq!(e.key, "endpoints[1].type");
+        assert!(
+            e.message.contains("ollama"),
+            "lists valid types: {}",
+            e.message
+        );
+        let e = parse("[proxy]\nbalancer = \"random\"").unwrap_err();
+        assert_eq!(e.key, "proxy.balancer");
+        let e = parse("[proxy]\nconnect_timeout_ms = 0").unwrap_err();
+        assert_eq!(e.key, "proxy.connect_timeout_ms");
+        let shown = parse("[server]\nlisten = \"x\"").unwrap_err().to_string();
+        assert!(
+            shown.contains("test.toml") && shown.contains("server.listen"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = parse("[server]\nlisen = \"127.0.0.1:1\"").unwrap_err();
+        assert!(e.message.contains("lisen"), "{}", e.message);
+        assert!(e.message.contains("line 2"), "{}", e.message);
+        let e = parse("[[endpoints]]\nurl = \"http://127.0.0.1:1\"\nweight = 3").unwrap_err();
+        assert!(e.message.contains("weight"), "{}", e.message);
+    }
+
+    #[test]
+    fn endpoint_urls() {
+        let c = parse(
+            "[[endpoints]]\nurl = \"http://127.0.0.1:8000/openai/\"\n[[endpoints]]\nname = \"v6\"\nurl = \"http://[::1]\"",
+        )
+        .unwrap();
+        let e = &c.endpoints[0];
+        assert_eq!(
+            (e.name.as_str(), e.authority.as_str(), e.base_path.as_str()),
+            ("127.0.0.1:8000", "127.0.0.1:8000", "/openai")
+        );
+        assert_eq!(e.kind, EndpointType::OpenAiCompatible);
+        assert_eq!(e.priority, 100);
+        assert_eq!(c.endpoints[1].addrs[0], "[::1]:80".parse().unwrap());
+        for bad in [
+            "https://a:1",
+            "ftp://a",
+            "http://:80",
+            "http://a:0",
+            "http://a:x",
+            "http://u:p@a:1",
+            "http://a:1/?q",
+        ] {
+            let text = format!("[[endpoints]]\nurl = \"{bad}\"");
+            assert_eq!(parse(&text).unwrap_err().key, "endpoints[0].url", "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoint_names_are_unique_and_header_safe() {
+        let dup = "[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:2\"";
+        assert_eq!(parse(dup).unwrap_err().key, "endpoints[1].name");
+        let spaced = "[[endpoints]]\nname = \"a b\"\nurl = \"http://127.0.0.1:1\"";
+        assert_eq!(parse(spaced).unwrap_err().key, "endpoints[0].name");
+    }
+}

@@ -1,0 +1,112 @@
+//! The `ringway` command: parses the command line, loads the configuration and starts
+//! the shards. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ringway::{Config, ConfigError, Level};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "ringway", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). Without it, the embedded default (config/ringway.toml).
+    #[arg(short, long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding server.listen.
+    #[arg(long, value_name = "ADDR", global = true)]
+    listen: Option<String>,
+    /// Number of shards (threads), overriding server.shards; 0 = one per CPU.
+    #[arg(long, value_name = "N", global = true)]
+    shards: Option<usize>,
+    /// Log level (error, warn, info, debug), overriding log.level and RINGWAY_LOG.
+    #[arg(long, value_name = "LEVEL", global = true)]
+    log_level: Option<String>,
+    /// Validate the configuration, print a summary and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ringway in front of two built-in mock backends, to try it with curl.
+    Demo {
+        /// Delay between streamed tokens of the mock backends, in milliseconds.
+        #[arg(long, default_value_t = 40)]
+        token_delay_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ringway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!(
+            "{}: OK: listen {}, {} shard(s), balancer {}, {} endpoint(s)",
+            config.origin,
+            config.server.listen,
+            config.shard_count(),
+            config.proxy.balancer.name(),
+            config.endpoints.len()
+        );
+        for e in &config.endpoints {
+            println!(
+                "  {} ({}) {} priority {}",
+                e.name, e.kind, e.url, e.priority
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let result = match cli.command {
+        Some(Command::Demo { token_delay_ms }) => ringway::demo::run(config, token_delay_ms),
+        None => ringway::start(config)
+            .map_err(Into::into)
+            .and_then(|server| server.wait().map_err(Into::into)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    if let Some(listen) = &cli.listen {
+        config.set_listen(listen)?;
+    }
+    if let Some(shards) = cli.shards {
+        config.server.shards = shards;
+    }
+    let from_env = std::env::var("RINGWAY_LOG").ok();
+    let level = match (&cli.log_level, &from_env) {
+        (Some(l), _) => Some(("--log-level", l)),
+        (None, Some(l)) => Some(("RINGWAY_LOG", l)),
+        _ => None,
+    };
+    if let Some((source, name)) = level {
+        config.log_level = Level::parse(name).ok_or_else(|| ConfigError {
+            origin: "the command line".into(),
+            key: source.into(),
+            message: format!("unknown level {name:?}; expected error, warn, info or debug"),
+        })?;
+    }
+    ringway::set_level(config.log_level);
+    Ok(config)
+}

@@ -1,0 +1,768 @@
+//! The request path, as named phases:
+//!
+//! ```text
+//! parse_request ─► route ─► select_backend ─► forward ─► stream_response
+//!   head+body      path →     balancer over     pooled or     head rewritten, body
+//!   (bounded)      scope      eligible          new conn,     relayed chunk by chunk
+//!                             endpoints         request out,  as it arrives
+//!                                 ▲             head in
+//!                                 └── retry on another endpoint while nothing has
+//!                                     reached the client
+//! ```
+//!
+//! One `serve_connection` task runs per client connection on its shard; it handles that
+//! connection's requests one after another (keep-alive, pipelining).
+
+pub(crate) mod error;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use monoio::net::TcpStream;
+
+use crate::admin;
+use crate::http1::{
+    self, BodyProgress, Conn, Framing, HeaderKind, IoFail, RequestHead, ResponseHead,
+};
+use crate::log::{debug, warning};
+use crate::routing::{self, Route, Scope};
+use crate::runtime::Shard;
+use crate::upstream::{self, Endpoint};
+use error::{ProxyError, Rescue};
+
+/// Request bodies up to this size are sent in the same write as the head.
+const COALESCE_BODY: usize = 64 * 1024;
+
+/// A client connection and the buffers reused by each of its requests.
+struct Client {
+    conn: Conn,
+    /// The client address, formatted once for X-Forwarded-For.
+    peer_ip: String,
+    head: RequestHead,
+    /// Bytes of `conn.buf` taken by the current request (head and raw body).
+    request_len: usize,
+    /// A chunked request body, decoded (empty otherwise: the body is in `conn.buf`).
+    decoded_body: Vec<u8>,
+    /// The request for the endpoint: rewritten head, and the body if small.
+    upstream_request: Vec<u8>,
+    /// The response head for the client (and the start of the body).
+    out: Vec<u8>,
+    response: ResponseHead,
+}
+
+/// Whether the client connection carries on after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serves one client connection until it closes, errs or times out.
+pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut client = Client {
+        conn: Conn::new(stream, 8 * 1024),
+        peer_ip: peer.ip().to_string(),
+        head: RequestHead::default(),
+        request_len: 0,
+        decoded_body: Vec::new(),
+        upstream_request: Vec::with_capacity(2048),
+        out: Vec::with_capacity(2048),
+        response: ResponseHead::default(),
+    };
+    while handle_request(shard, &mut client).await == Next::KeepAlive {}
+}
+
+async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
+    let next = match parse_request(shard, client).await {
+        Ok(false) => return Next::Close,
+        Err(e) => {
+            let id = RequestId::generate(shard);
+            return send_error(client, &e, &id).await;
+        }
+        Ok(true) => {
+            let started = Instant::now();
+            let id = RequestId::for_request(shard, client);
+            match routing::classify(client.head.target.get(&client.conn.buf)) {
+                Route::Forward { scope, strip } => {
+                    proxy_request(shard, client, scope, strip, &id, started).await
+                }
+                Route::Internal(page) => {
+                    let method = client.head.method.get(&client.conn.buf);
+                    if method != b"GET" && method != b"HEAD" {
+                        send_error(client, &ProxyError::MethodNotAllowed, &id).await
+                    } else {
+                        let (status, body) = admin::render(page, shard);
+                        respond(client, status, b"application/json", &body, &id, true, None).await
+                    }
+                }
+                Route::UnknownProvider => {
+                    send_error(client, &ProxyError::UnknownProvider, &id).await
+                }
+                Route::NotFound => send_error(client, &ProxyError::NotFound, &id).await,
+            }
+        }
+    };
+    // A request body lost to a cancelled upstream write leaves the buffer short: the
+    // connection's remaining input is unknown, so it cannot carry another request.
+    let intact = client.conn.buf.len() >= client.request_len;
+    client.conn.consume(client.request_len);
+    if intact { next } else { Next::Close }
+}
+
+// ---- parse_request ----
+
+/// Reads a request head and its body (bounded). `Ok(false)`: the client closed or went
+/// idle between requests, which ends the connection quietly.
+async fn parse_request(shard: &Shard, client: &mut Client) -> Result<bool, ProxyError> {
+    let server = &shard.config.server;
+    let limits = server.head_limits();
+    client.request_len = 0;
+    client.head.reset();
+    loop {
+        if !client.conn.buf.is_empty()
+            && http1::parse_request(&client.conn.buf, &limits, &mut client.head)
+                .map_err(ProxyError::from_client_head)?
+        {
+            break;
+        }
+        let between_requests = client.conn.buf.is_empty();
+        match client.conn.fill(server.header_timeout).await {
+            Ok(0) | Err(IoFail::Io(_)) => return Ok(false),
+            Ok(_) => {}
+            Err(IoFail::Timeout) if between_requests => return Ok(false),
+            Err(IoFail::Timeout) => return Err(ProxyError::ClientTimeout),
+        }
+    }
+    let head_len = client.head.len;
+    client.request_len = head_len;
+    client.decoded_body.clear();
+    let framing = client.head.body.unwrap_or(Framing::Empty);
+    if let Framing::Length(n) = framing {
+        if n > server.max_body_bytes {
+            return Err(ProxyError::BodyTooLarge {
+                limit: server.max_body_bytes,
+            });
+        }
+    }
+    if framing == Framing::Empty {
+        return Ok(true);
+    }
+    let mut body = BodyProgress::new(framing);
+    if let BodyProgress::Chunked(decoder) = &mut body {
+        *decoder = http1::ChunkedDecoder::new(server.max_body_bytes);
+    }
+    let decoded = (framing == Framing::Chunked).then_some(&mut client.decoded_body);
+    let mut decoded = decoded;
+    if client.head.expect_continue && client.conn.buf.len() == head_len {
+        let buf = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        let len = buf.len();
+        if http1::write_all(&mut client.conn.stream, buf, len)
+            .await
+            .0
+            .is_err()
+        {
+            return Err(ProxyError::ClientGone);
+        }
+    }
+    loop {
+        let consumed = body
+            .advance(
+                &client.conn.buf[client.request_len..],
+                decoded.as_deref_mut(),
+            )
+            .map_err(ProxyError::BadChunkedBody)?;
+        client.request_len += consumed;
+        if body.is_done() {
+            return Ok(true);
+        }
+        match client.conn.fill(server.body_timeout).await {
+            Ok(0) | Err(IoFail::Io(_)) => return Err(ProxyError::ClientGone),
+            Ok(_) => {}
+            Err(IoFail::Timeout) => return Err(ProxyError::ClientTimeout),
+        }
+    }
+}
+
+impl Client {
+    fn body(&self) -> &[u8] {
+        match self.head.body {
+            Some(Framing::Chunked) => &self.decoded_body,
+            _ => &self.conn.buf[self.head.len..self.request_len],
+        }
+    }
+}
+
+// ---- select_backend, forward, retry ----
+
+async fn proxy_request(
+    shard: &Shard,
+    client: &mut Client,
+    scope: Scope,
+    strip: usize,
+    id: &RequestId,
+    started: Instant,
+) -> Next {
+    let endpoints = &shard.upstreams.endpoints;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error: Option<ProxyError> = None;
+    loop {
+        let Some(ep) = select_backend(shard, scope, &tried) else {
+            let err = match last_error {
+                None => ProxyError::NoEndpoint { scope },
+                Some(last) if tried.len() == 1 => last,
+                Some(last) => ProxyError::AllFailed {
+                    tried: tried
+                        .iter()
+                        .map(|&i| endpoints[i].name.to_string())
+                        .collect(),
+                    last: Box::new(last),
+                },
+            };
+            return send_error(client, &err, id).await;
+        };
+        let _in_flight = ep.begin_request();
+        write_upstream_head(client, ep, scope, strip);
+        match forward(shard, client, ep).await {
+            Ok(upstream) => return stream_response(shard, client, ep, upstream, id, started).await,
+            Err(e) if e.retryable() => {
+                warning!(
+                    "request {id}: endpoint {} failed, trying another: {e:?}",
+                    ep.name
+                );
+                tried.push(ep.index);
+                last_error = Some(e);
+            }
+            Err(e) => return send_error(client, &e, id).await,
+        }
+    }
+}
+
+/// Picks an endpoint in `scope` that has not been tried yet.
+fn select_backend<'a>(shard: &'a Shard, scope: Scope, tried: &[usize]) -> Option<&'a Endpoint> {
+    let endpoints = &shard.upstreams.endpoints;
+    let eligible = |i: usize| scope.admits(endpoints[i].kind) && !tried.contains(&i);
+    let i = shard
+        .config
+        .proxy
+        .balancer
+        .pick(endpoints, eligible, shard.next_pick.get())?;
+    shard.next_pick.set(i + 1);
+    Some(&endpoints[i])
+}
+
+/// Writes the request line and headers for `ep` into `client.upstream_request`.
+fn write_upstream_head(client: &mut Client, ep: &Endpoint, scope: Scope, strip: usize) {
+    let buf = &client.conn.buf;
+    let head = &client.head;
+    let out = &mut client.upstream_request;
+    out.clear();
+    out.extend_from_slice(head.method.get(buf));
+    out.push(b' ');
+    out.extend_from_slice(&ep.base_path);
+    out.extend_from_slice(scope.upstream_prefix(ep.kind));
+    out.extend_from_slice(&head.target.get(buf)[strip..]);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(&ep.authority);
+    out.extend_from_slice(b"\r\n");
+    let mut forwarded_for: Option<&[u8]> = None;
+    for h in &head.headers {
+        match h.kind {
+            HeaderKind::Other | HeaderKind::RequestId => {
+                if http1::is_end_to_end(buf, &head.headers, h, head.connection_names_headers) {
+                    http1::push_header(out, h.name.get(buf), h.value.get(buf));
+                }
+            }
+            HeaderKind::XForwardedFor => forwarded_for = Some(h.value.get(buf)),
+            // Framing and routing headers are rewritten below; hop-by-hop ones stay here.
+            _ => {}
+        }
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prior) = forwarded_for {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client.peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(host) = head.host {
+        http1::push_header(out, b"X-Forwarded-Host", host.get(buf));
+    }
+    http1::push_header(out, b"X-Real-IP", client.peer_ip.as_bytes());
+    let body_len = match head.body {
+        Some(Framing::Chunked) => client.decoded_body.len(),
+        _ => client.request_len - head.len,
+    };
+    if body_len > 0 || head.body != Some(Framing::Empty) || expects_body(head.method.get(buf)) {
+        http1::push_header_decimal(out, b"Content-Length", body_len as u64);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn expects_body(method: &[u8]) -> bool {
+    matches!(method, b"POST" | b"PUT" | b"PATCH")
+}
+
+/// Sends the request to `ep` and reads the response head, on a pooled connection if
+/// there is one. A pooled connection that turns out closed is replaced once.
+async fn forward(shard: &Shard, client: &mut Client, ep: &Endpoint) -> Result<Conn, ProxyError> {
+    let pooled = shard.pool.take(ep.index);
+    let mut reused = pooled.is_some();
+    let mut conn = match pooled {
+        Some(conn) => conn,
+        None => connect(shard, ep).await?,
+    };
+    loop {
+        match exchange(shard, client, &mut conn, ep).await {
+            Ok(()) => return Ok(conn),
+            Err(Exchange::ClosedEarly) if reused => {
+                debug!("stale pooled connection to {}; reconnecting", ep.name);
+                reused = false;
+                conn = connect(shard, ep).await?;
+            }
+            Err(Exchange::ClosedEarly) => {
+                return Err(ProxyError::ClosedBeforeResponse {
+                    endpoint: ep.name.to_string(),
+                });
+            }
+            Err(Exchange::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+async fn connect(shard: &Shard, ep: &Endpoint) -> Result<Conn, ProxyError> {
+    match upstream::connect(ep, shard.config.proxy.connect_timeout).await {
+        Ok(stream) => Ok(Conn::new(stream, 16 * 1024)),
+        Err(cause) => Err(ProxyError::Connect {
+            endpoint: ep.name.to_string(),
+            cause,
+        }),
+    }
+}
+
+enum Exchange {
+    /// The connection closed or reset before a single response byte: the endpoint did
+    /// not answer this request.
+    ClosedEarly,
+    Failed(ProxyError),
+}
+
+/// One request/response-head exchange on `conn`; the head is left in `client.response`
+/// with its bytes (and any body bytes after it) in `conn.buf`.
+async fn exchange(
+    shard: &Shard,
+    client: &mut Client,
+    conn: &mut Conn,
+    ep: &Endpoint,
+) -> Result<(), Exchange> {
+    let proxy = &shard.config.proxy;
+    let deadline = Instant::now() + proxy.response_timeout;
+    let timeout = || {
+        Exchange::Failed(ProxyError::ResponseTimeout {
+            endpoint: ep.name.to_string(),
+        })
+    };
+
+    // Request out: head and small bodies in one write; large bodies straight from where
+    // they were received.
+    let body_len = client.body().len();
+    let mut request = std::mem::take(&mut client.upstream_request);
+    let head_len = request.len();
+    let separate_body = body_len > COALESCE_BODY;
+    if !separate_body {
+        request.extend_from_slice(client.body());
+    }
+    let len = request.len();
+    let write = http1::write_all(&mut conn.stream, request, len);
+    let (written, mut request) = match monoio::time::timeout(proxy.response_timeout, write).await {
+        Ok(done) => done,
+        Err(_) => return Err(timeout()),
+    };
+    request.truncate(head_len);
+    client.upstream_request = request;
+    if written.is_err() {
+        return Err(Exchange::ClosedEarly);
+    }
+    if separate_body {
+        write_body(client, conn, proxy.response_timeout)
+            .await
+            .map_err(|e| match e {
+                IoFail::Timeout => timeout(),
+                IoFail::Io(_) => Exchange::ClosedEarly,
+            })?;
+    }
+
+    // Response head in, skipping interim 1xx responses.
+    let limits = shard.config.server.head_limits();
+    let was_head = client.head.method.get(&client.conn.buf) == b"HEAD";
+    let mut received_any = false;
+    loop {
+        if !conn.buf.is_empty() {
+            received_any = true;
+            match http1::parse_response(&conn.buf, &limits, was_head, &mut client.response) {
+                Ok(true) if client.response.status == 101 => {
+                    return Err(bad_response(ep, "unexpected 101 Switching Protocols"));
+                }
+                Ok(true) if client.response.status < 200 => {
+                    let len = client.response.len;
+                    conn.consume(len);
+                    continue;
+                }
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => return Err(bad_response(ep, e.describe())),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match conn.fill(left).await {
+            Ok(0) | Err(IoFail::Io(_)) if !received_any => return Err(Exchange::ClosedEarly),
+            Ok(0) | Err(IoFail::Io(_)) => {
+                return Err(bad_response(
+                    ep,
+                    "connection closed inside the response head",
+                ));
+            }
+            Ok(_) => {}
+            Err(IoFail::Timeout) => return Err(timeout()),
+        }
+    }
+}
+
+fn bad_response(ep: &Endpoint, what: &'static str) -> Exchange {
+    Exchange::Failed(ProxyError::BadResponse {
+        endpoint: ep.name.to_string(),
+        what,
+    })
+}
+
+/// Writes a large request body from the buffer it was received into.
+async fn write_body(client: &mut Client, conn: &mut Conn, within: Duration) -> Result<(), IoFail> {
+    let chunked = client.head.body == Some(Framing::Chunked);
+    let (buf, range) = if chunked {
+        let len = client.decoded_body.len();
+        (std::mem::take(&mut client.decoded_body), 0..len)
+    } else {
+        (
+            std::mem::take(&mut client.conn.buf),
+            client.head.len..client.request_len,
+        )
+    };
+    use monoio::buf::IoBuf;
+    use monoio::io::AsyncWriteRentExt;
+    let write = conn.stream.write_all(buf.slice(range));
+    let (result, slice) = monoio::time::timeout(within, write)
+        .await
+        .map_err(|_| IoFail::Timeout)?;
+    let buf = slice.into_inner();
+    if chunked {
+        client.decoded_body = buf;
+    } else {
+        client.conn.buf = buf;
+    }
+    result.map(drop).map_err(IoFail::Io)
+}
+
+// ---- stream_response ----
+
+/// Sends the response head to the client, then relays the body as it arrives: each read
+/// from the endpoint is written to the client before the next read, so streamed tokens
+/// are never held back. The endpoint connection goes back to the pool only after a clean
+/// end of the message.
+async fn stream_response(
+    shard: &Shard,
+    client: &mut Client,
+    ep: &Endpoint,
+    mut upstream: Conn,
+    id: &RequestId,
+    started: Instant,
+) -> Next {
+    let response = &client.response;
+    let framing = response.body.unwrap_or(Framing::Empty);
+    // An HTTP/1.0 client cannot receive chunked framing: decode it and close at the end.
+    let decode = framing == Framing::Chunked && client.head.minor_version == 0;
+    let keep_alive = client.head.keep_alive && framing != Framing::UntilClose && !decode;
+    write_response_head(client, &upstream.buf, ep, id, started, keep_alive, decode);
+
+    let mut body = BodyProgress::new(framing);
+    let head_len = client.response.len;
+    let mut clean = client.response.keep_alive;
+    // Body bytes that came with the head go out in the same write.
+    let mut pending = head_len;
+    let result = body.advance(&upstream.buf[pending..], decode.then_some(&mut client.out));
+    match result {
+        Ok(n) if decode => pending += n,
+        Ok(n) => {
+            client
+                .out
+                .extend_from_slice(&upstream.buf[pending..pending + n]);
+            pending += n;
+        }
+        Err(_) => return Next::Close,
+    }
+    clean &= pending == upstream.buf.len();
+    let out = std::mem::take(&mut client.out);
+    let len = out.len();
+    let (written, out) = http1::write_all(&mut client.conn.stream, out, len).await;
+    client.out = out;
+    if written.is_err() {
+        return Next::Close;
+    }
+
+    let idle = shard.config.proxy.stream_idle_timeout;
+    while !body.is_done() {
+        let n = match upstream.refill(idle).await {
+            Ok(0) if framing == Framing::UntilClose => {
+                clean = false;
+                break;
+            }
+            // Truncated or stalled: the client sees the cut (missing bytes or final
+            // chunk, then close). Nothing else can be done once the head is out.
+            Ok(0) => {
+                debug!("request {id}: endpoint {} closed mid-response", ep.name);
+                return Next::Close;
+            }
+            Err(IoFail::Timeout) => {
+                debug!(
+                    "request {id}: endpoint {} went silent mid-response",
+                    ep.name
+                );
+                return Next::Close;
+            }
+            Err(IoFail::Io(e)) => {
+                debug!(
+                    "request {id}: endpoint {} failed mid-response: {e}",
+                    ep.name
+                );
+                return Next::Close;
+            }
+            Ok(n) => n,
+        };
+        let written = if decode {
+            client.out.clear();
+            match body.advance(&upstream.buf[..n], Some(&mut client.out)) {
+                Ok(consumed) => clean &= consumed == n,
+                Err(_) => return Next::Close,
+            }
+            let out = std::mem::take(&mut client.out);
+            let len = out.len();
+            let (written, out) = http1::write_all(&mut client.conn.stream, out, len).await;
+            client.out = out;
+            written
+        } else {
+            let consumed = match body.advance(&upstream.buf[..n], None) {
+                Ok(consumed) => consumed,
+                Err(_) => return Next::Close,
+            };
+            clean &= consumed == n;
+            let buf = std::mem::take(&mut upstream.buf);
+            let (written, buf) = http1::write_all(&mut client.conn.stream, buf, consumed).await;
+            upstream.buf = buf;
+            written
+        };
+        if written.is_err() {
+            // The client went away: dropping `upstream` closes it, so the endpoint stops
+            // generating for nobody.
+            return Next::Close;
+        }
+    }
+    if clean {
+        upstream.buf.clear();
+        shard.pool.put(ep.index, upstream);
+    }
+    if keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// The client's response head: the endpoint's status and end-to-end headers, ringway's
+/// framing and connection headers, and the X-Olla-* headers.
+fn write_response_head(
+    client: &mut Client,
+    upstream_buf: &[u8],
+    ep: &Endpoint,
+    id: &RequestId,
+    started: Instant,
+    keep_alive: bool,
+    decode: bool,
+) {
+    let response = &client.response;
+    let framing = response.body.unwrap_or(Framing::Empty);
+    let out = &mut client.out;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    http1::push_decimal(out, u64::from(response.status));
+    out.push(b' ');
+    out.extend_from_slice(response.reason.get(upstream_buf));
+    out.extend_from_slice(b"\r\n");
+    let mut has_length = false;
+    for h in &response.headers {
+        let copy = match h.kind {
+            HeaderKind::ContentLength => {
+                has_length = true;
+                true
+            }
+            _ => http1::is_end_to_end(
+                upstream_buf,
+                &response.headers,
+                h,
+                response.connection_names_headers,
+            ),
+        };
+        if copy {
+            http1::push_header(out, h.name.get(upstream_buf), h.value.get(upstream_buf));
+        }
+    }
+    let bodiless_status = response.status < 200 || response.status == 204 || response.status == 304;
+    match framing {
+        Framing::Chunked if !decode => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        Framing::Empty if !has_length && !bodiless_status && !client.head.is_head => {
+            out.extend_from_slice(b"Content-Length: 0\r\n");
+        }
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client.head.minor_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    push_olla_headers(out, id, Some(ep), started);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_olla_headers(out: &mut Vec<u8>, id: &RequestId, ep: Option<&Endpoint>, started: Instant) {
+    http1::push_header(out, b"X-Olla-Request-ID", id.as_bytes());
+    if let Some(ep) = ep {
+        http1::push_header(out, b"X-Olla-Endpoint", ep.name.as_bytes());
+        http1::push_header(out, b"X-Olla-Backend-Type", ep.kind.name().as_bytes());
+    }
+    out.extend_from_slice(b"X-Olla-Response-Time: ");
+    http1::push_decimal(out, started.elapsed().as_millis() as u64);
+    out.extend_from_slice(b"ms\r\n");
+}
+
+// ---- responses ringway writes itself ----
+
+async fn send_error(client: &mut Client, err: &ProxyError, id: &RequestId) -> Next {
+    let Some(rescue) = err.rescue() else {
+        return Next::Close;
+    };
+    if rescue.status.is_server_error() {
+        debug!(
+            "request {id}: {} {}",
+            rescue.status.as_u16(),
+            rescue.message
+        );
+    }
+    let body = error::error_body(&rescue);
+    let keep_alive = rescue.keep_alive && client.head.keep_alive;
+    respond(
+        client,
+        rescue.status,
+        b"application/json",
+        &body,
+        id,
+        keep_alive,
+        Some(&rescue),
+    )
+    .await
+}
+
+/// Writes a complete response generated by ringway (errors, internal pages).
+async fn respond(
+    client: &mut Client,
+    status: StatusCode,
+    content_type: &[u8],
+    body: &[u8],
+    id: &RequestId,
+    keep_alive: bool,
+    rescue: Option<&Rescue>,
+) -> Next {
+    let keep_alive = keep_alive && client.head.keep_alive;
+    let out = &mut client.out;
+    out.clear();
+    http1::push_status_line(out, status);
+    http1::push_header(out, b"Content-Type", content_type);
+    http1::push_header_decimal(out, b"Content-Length", body.len() as u64);
+    if let Some(seconds) = rescue.and_then(|r| r.retry_after) {
+        http1::push_header_decimal(out, b"Retry-After", u64::from(seconds));
+    }
+    http1::push_header(out, b"X-Olla-Request-ID", id.as_bytes());
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client.head.minor_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !client.head.is_head {
+        out.extend_from_slice(body);
+    }
+    let out = std::mem::take(&mut client.out);
+    let len = out.len();
+    let (written, out) = http1::write_all(&mut client.conn.stream, out, len).await;
+    client.out = out;
+    if written.is_ok() && keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+// ---- request ids ----
+
+/// `X-Olla-Request-ID`: the client's `X-Request-ID` when it is sane (1-128 printable
+/// characters), otherwise generated: process tag, shard, per-shard sequence number.
+pub(crate) struct RequestId {
+    bytes: [u8; 128],
+    len: u8,
+}
+
+impl RequestId {
+    fn for_request(shard: &Shard, client: &Client) -> RequestId {
+        if let Some(span) = client.head.request_id {
+            let given = span.get(&client.conn.buf);
+            if !given.is_empty() && given.len() <= 128 && given.iter().all(u8::is_ascii_graphic) {
+                let mut id = RequestId {
+                    bytes: [0; 128],
+                    len: given.len() as u8,
+                };
+                id.bytes[..given.len()].copy_from_slice(given);
+                return id;
+            }
+        }
+        RequestId::generate(shard)
+    }
+
+    fn generate(shard: &Shard) -> RequestId {
+        let seq = shard.next_request.get();
+        shard.next_request.set(seq + 1);
+        let mut id = RequestId {
+            bytes: [0; 128],
+            len: 0,
+        };
+        let mut push_hex = |v: u64, width: usize| {
+            for i in (0..width).rev() {
+                id.bytes[id.len as usize] = b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf];
+                id.len += 1;
+            }
+        };
+        push_hex(u64::from(shard.process_tag), 8);
+        push_hex(shard.id as u64, 2);
+        push_hex(seq, 10);
+        id
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}

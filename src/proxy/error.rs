@@ -1,0 +1,324 @@
+//! Everything that can fail while handling one request: which side caused it, whether
+//! another endpoint may be tried, and, in one place ([`ProxyError::rescue`]), the HTTP
+//! status, the OpenAI-style JSON error body and whether the client connection survives.
+
+use http::StatusCode;
+
+use crate::http1::{ChunkError, HeadError};
+use crate::routing::Scope;
+
+#[derive(Debug)]
+pub(crate) enum ProxyError {
+    // ---- the client's side ----
+    /// The client went away or broke the connection: nothing can be answered.
+    ClientGone,
+    /// The client did not send its request in time.
+    ClientTimeout,
+    /// An unacceptable request head.
+    BadHead(HeadError),
+    BadChunkedBody(ChunkError),
+    BodyTooLarge {
+        limit: u64,
+    },
+    NotFound,
+    UnknownProvider,
+    MethodNotAllowed,
+
+    // ---- the endpoint's side ----
+    /// No endpoint in the route's scope is available.
+    NoEndpoint {
+        scope: Scope,
+    },
+    /// Every eligible endpoint was tried and failed; `tried` names them.
+    AllFailed {
+        tried: Vec<String>,
+        last: Box<ProxyError>,
+    },
+    /// Could not connect (refused, reset, unreachable, timed out).
+    Connect {
+        endpoint: String,
+        cause: std::io::Error,
+    },
+    /// The endpoint closed or reset the connection before any response byte.
+    ClosedBeforeResponse {
+        endpoint: String,
+    },
+    /// No response head within `proxy.response_timeout_ms`.
+    ResponseTimeout {
+        endpoint: String,
+    },
+    /// The endpoint answered something that is not valid HTTP/1.
+    BadResponse {
+        endpoint: String,
+        what: &'static str,
+    },
+}
+
+/// How a failed request is answered.
+pub(crate) struct Rescue {
+    pub(crate) status: StatusCode,
+    /// OpenAI error `type`.
+    pub(crate) kind: &'static str,
+    /// OpenAI error `code`.
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    /// Whether the client connection may carry another request afterwards.
+    pub(crate) keep_alive: bool,
+    /// Seconds for a `Retry-After` header.
+    pub(crate) retry_after: Option<u32>,
+}
+
+impl ProxyError {
+    pub(crate) fn from_client_head(e: HeadError) -> ProxyError {
+        ProxyError::BadHead(e)
+    }
+
+    /// Whether the request may be tried on another endpoint: only when the failed
+    /// endpoint cannot have produced anything the client saw.
+    pub(crate) fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. } | ProxyError::ClosedBeforeResponse { .. }
+        )
+    }
+
+    /// The one mapping from error to response. `None` when nothing can be sent.
+    pub(crate) fn rescue(&self) -> Option<Rescue> {
+        use ProxyError::*;
+        let r = |status, kind, code, message: String, keep_alive| Rescue {
+            status,
+            kind,
+            code,
+            message,
+            keep_alive,
+            retry_after: None,
+        };
+        const CLIENT: &str = "invalid_request_error";
+        const SERVER: &str = "server_error";
+        Some(match self {
+            ClientGone => return None,
+            ClientTimeout => r(
+                StatusCode::REQUEST_TIMEOUT,
+                CLIENT,
+                "request_timeout",
+                "the request was not received in time".into(),
+                false,
+            ),
+            BadHead(e) => {
+                let status = match e {
+                    HeadError::TooLarge | HeadError::TooManyHeaders => {
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                    }
+                    HeadError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                    HeadError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+                    HeadError::Malformed(_) => StatusCode::BAD_REQUEST,
+                };
+                r(status, CLIENT, "bad_request", e.describe().into(), false)
+            }
+            BadChunkedBody(ChunkError::TooLarge) => return BodyTooLarge { limit: 0 }.rescue(),
+            BadChunkedBody(e) => r(
+                StatusCode::BAD_REQUEST,
+                CLIENT,
+                "bad_request",
+                format!("malformed chunked body: {e}"),
+                false,
+            ),
+            BodyTooLarge { limit } => r(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                CLIENT,
+                "request_too_large",
+                if *limit > 0 {
+                    format!("request body larger than the limit of {limit} bytes")
+                } else {
+                    "request body larger than the limit (server.max_body_bytes)".into()
+                },
+                false,
+            ),
+            NotFound => r(
+                StatusCode::NOT_FOUND,
+                CLIENT,
+                "not_found",
+                "no route for this path; ringway serves /v1/*, /api/*, /olla/<provider>/*, /olla/proxy/* and /internal/*".into(),
+                true,
+            ),
+            UnknownProvider => r(
+                StatusCode::NOT_FOUND,
+                CLIENT,
+                "not_found",
+                format!(
+                    "unknown provider in /olla/<provider>/; known: proxy, {}",
+                    crate::upstream::EndpointType::names()
+                ),
+                true,
+            ),
+            MethodNotAllowed => r(
+                StatusCode::METHOD_NOT_ALLOWED,
+                CLIENT,
+                "method_not_allowed",
+                "method not allowed on this path".into(),
+                true,
+            ),
+            NoEndpoint { scope } => Rescue {
+                retry_after: Some(1),
+                ..r(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVER,
+                    "no_healthy_endpoint",
+                    format!("no available endpoint can serve this request ({})", describe(*scope)),
+                    true,
+                )
+            },
+            AllFailed { tried, last } => {
+                let mut rescue = last.rescue()?;
+                rescue.message = format!(
+                    "all endpoints failed (tried {}); last error: {}",
+                    tried.join(", "),
+                    rescue.message
+                );
+                rescue
+            }
+            Connect { endpoint, cause } => r(
+                StatusCode::BAD_GATEWAY,
+                SERVER,
+                "upstream_unreachable",
+                format!("cannot connect to endpoint {endpoint}: {cause}"),
+                true,
+            ),
+            ClosedBeforeResponse { endpoint } => r(
+                StatusCode::BAD_GATEWAY,
+                SERVER,
+                "upstream_closed",
+                format!("endpoint {endpoint} closed the connection without responding"),
+                true,
+            ),
+            ResponseTimeout { endpoint } => r(
+                StatusCode::GATEWAY_TIMEOUT,
+                SERVER,
+                "upstream_timeout",
+                format!("endpoint {endpoint} did not respond in time (proxy.response_timeout_ms)"),
+                true,
+            ),
+            BadResponse { endpoint, what } => r(
+                StatusCode::BAD_GATEWAY,
+                SERVER,
+                "upstream_protocol_error",
+                format!("endpoint {endpoint} sent an invalid response: {what}"),
+                true,
+            ),
+        })
+    }
+}
+
+fn describe(scope: Scope) -> String {
+    match scope {
+        Scope::OpenAi => "OpenAI-compatible API".into(),
+        Scope::Ollama => "Ollama API: needs an endpoint of type ollama".into(),
+        Scope::Type(t) => format!("needs an endpoint of type {t}"),
+        Scope::Any => "any endpoint".into(),
+    }
+}
+
+/// The OpenAI error body: `{"error":{"message","type","code"}}`.
+pub(crate) fn error_body(rescue: &Rescue) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "error": {
+            "message": rescue.message,
+            "type": rescue.kind,
+            "code": rescue.code,
+        }
+    }))
+    .expect("a JSON value serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let status = |e: ProxyError| e.rescue().unwrap().status.as_u16();
+        assert_eq!(status(ProxyError::BadHead(HeadError::TooLarge)), 431);
+        assert_eq!(status(ProxyError::BadHead(HeadError::Malformed("x"))), 400);
+        assert_eq!(status(ProxyError::BadHead(HeadError::Version)), 505);
+        assert_eq!(
+            status(ProxyError::BadChunkedBody(ChunkError::TooLarge)),
+            413
+        );
+        assert_eq!(status(ProxyError::BodyTooLarge { limit: 1 }), 413);
+        assert_eq!(status(ProxyError::NotFound), 404);
+        assert_eq!(status(ProxyError::NoEndpoint { scope: Scope::Any }), 503);
+        assert_eq!(
+            status(ProxyError::ResponseTimeout {
+                endpoint: "a".into()
+            }),
+            504
+        );
+        let connect = || ProxyError::Connect {
+            endpoint: "a".into(),
+            cause: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(status(connect()), 502);
+        assert!(ProxyError::ClientGone.rescue().is_none());
+        let all = ProxyError::AllFailed {
+            tried: vec!["a".into(), "b".into()],
+            last: Box::new(connect()),
+        };
+        let rescue = all.rescue().unwrap();
+        assert_eq!(rescue.status.as_u16(), 502);
+        assert!(rescue.message.contains("tried a, b"), "{}", rescue.message);
+    }
+
+    #[test]
+    fn only_failures_the_client_cannot_have_seen_are_retried() {
+        assert!(
+            ProxyError::ClosedBeforeResponse {
+                endpoint: "a".into()
+            }
+            .retryable()
+        );
+        assert!(
+            !ProxyError::ResponseTimeout {
+                endpoint: "a".into()
+            }
+            .retryable()
+        );
+        assert!(
+            !ProxyError::BadResponse {
+                endpoint: "a".into(),
+                what: "x"
+            }
+            .retryable()
+        );
+    }
+
+    #[test]
+    fn client_framing_errors_close_the_connection() {
+        assert!(
+            !ProxyError::BadHead(HeadError::Malformed("x"))
+                .rescue()
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !ProxyError::BodyTooLarge { limit: 1 }
+                .rescue()
+                .unwrap()
+                .keep_alive
+        );
+        assert!(ProxyError::NotFound.rescue().unwrap().keep_alive);
+    }
+
+    #[test]
+    fn error_bodies_are_openai_shaped_json() {
+        let rescue = ProxyError::BadResponse {
+            endpoint: "quote\"d".into(),
+            what: "x",
+        }
+        .rescue()
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&error_body(&rescue)).unwrap();
+        assert_eq!(v["error"]["code"], "upstream_protocol_error");
+        assert_eq!(v["error"]["type"], "server_error");
+        assert!(v["error"]["message"].as_str().unwrap().contains("quote\"d"));
+    }
+}

@@ -1,0 +1,573 @@
+//! Shards and their lifecycle: the listeners (bound on the main thread, one SO_REUSEPORT
+//! socket per shard, after checking the port is really free), one OS thread per shard
+//! with its own monoio runtime (io_uring, or epoll as the fallback), the accept loop,
+//! per-connection panic isolation, and the supervisor that turns a dead shard into an
+//! error instead of a process limping on with fewer cores.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use monoio::io::Canceller;
+use monoio::net::TcpListener;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use crate::config::{Config, DriverChoice};
+use crate::log::{error, info, warning};
+use crate::proxy;
+use crate::upstream::Upstreams;
+use crate::upstream::pool::Pool;
+
+/// io_uring submission queue size per shard.
+const URING_ENTRIES: u32 = 4096;
+/// Pending connections the kernel queues per listener.
+const BACKLOG: i32 = 4096;
+
+/// Everything one shard owns. Built inside the shard thread; never crosses threads.
+pub(crate) struct Shard {
+    pub(crate) id: usize,
+    /// "io_uring" or "epoll".
+    pub(crate) driver: &'static str,
+    pub(crate) config: Arc<Config>,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) pool: Pool,
+    /// Where the balancer starts scanning: just after this shard's previous pick.
+    pub(crate) next_pick: Cell<usize>,
+    pub(crate) next_request: Cell<u64>,
+    /// Distinguishes this process's generated request ids from another's.
+    pub(crate) process_tag: u32,
+    stopping: Cell<bool>,
+}
+
+/// A running ringway: its shards and their listeners.
+pub struct Server {
+    local_addr: SocketAddr,
+    drivers: Vec<&'static str>,
+    stop: Arc<StopSignal>,
+    supervisor: Supervisor,
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    /// The address is taken (typically by another ringway).
+    AddrInUse(SocketAddr),
+    Bind(SocketAddr, io::Error),
+    /// A shard could not start (no runtime, listener registration failed).
+    Shard(usize, String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::AddrInUse(addr) => write!(
+                f,
+                "cannot listen on {addr}: the address is already in use (is another ringway running?)"
+            ),
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Shard(id, why) => write!(f, "shard {id} failed to start: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A shard thread that ended without being asked to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardDied {
+    pub shard: usize,
+    pub panicked: bool,
+}
+
+impl fmt::Display for ShardDied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.panicked { "panicked" } else { "exited" };
+        write!(f, "shard {} {how} unexpectedly", self.shard)
+    }
+}
+
+impl std::error::Error for ShardDied {}
+
+/// Binds the listeners and starts the shards; returns once every shard accepts.
+pub fn start(config: Config) -> Result<Server, StartError> {
+    let config = Arc::new(config);
+    let shards = config.shard_count();
+    let listeners = bind_listeners(config.server.listen, shards)?;
+    let local_addr = listeners[0]
+        .local_addr()
+        .map_err(|e| StartError::Bind(config.server.listen, e))?;
+    let upstreams = Arc::new(Upstreams::new(&config.endpoints));
+    let stop = Arc::new(StopSignal::default());
+    let cores = if config.server.pin_cores {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        if cores.is_empty() {
+            warning!("server.pin_cores: cannot read the allowed CPUs; shards are not pinned");
+        }
+        cores
+    } else {
+        Vec::new()
+    };
+    let process_tag = process_tag();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut supervisor = Supervisor::new();
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let start = ShardStart {
+            id,
+            config: config.clone(),
+            upstreams: upstreams.clone(),
+            listener,
+            stop: stop.clone(),
+            ready: ready_tx.clone(),
+            process_tag,
+        };
+        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        supervisor.spawn(id, move || {
+            if let Some(core) = core {
+                if !core_affinity::set_for_current(core) {
+                    warning!("shard {id}: could not pin to CPU {}", core.id);
+                }
+            }
+            run_shard(start);
+        });
+    }
+    drop(ready_tx);
+    let mut drivers = vec![""; shards];
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok((id, driver))) => drivers[id] = driver,
+            Ok(Err((id, why))) => {
+                stop.trigger();
+                supervisor.join();
+                return Err(StartError::Shard(id, why));
+            }
+            Err(_) => {
+                stop.trigger();
+                supervisor.join();
+                return Err(StartError::Shard(
+                    0,
+                    "a shard thread ended during start-up".into(),
+                ));
+            }
+        }
+    }
+    info!(
+        "ringway {} listening on {local_addr} with {shards} shard(s) ({}), balancer {}, {} endpoint(s)",
+        env!("CARGO_PKG_VERSION"),
+        summarize(&drivers),
+        config.proxy.balancer.name(),
+        config.endpoints.len()
+    );
+    Ok(Server {
+        local_addr,
+        drivers,
+        stop,
+        supervisor,
+    })
+}
+
+impl Server {
+    /// The address clients connect to (with the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The event-loop driver each shard runs on: "io_uring" or "epoll".
+    pub fn drivers(&self) -> &[&'static str] {
+        &self.drivers
+    }
+
+    /// Stops accepting, closes the listeners and waits for the shard threads to end.
+    pub fn shutdown(mut self) {
+        self.stop.trigger();
+        self.supervisor.join();
+    }
+
+    /// Blocks until the server is stopped; an `Err` if a shard died first.
+    pub fn wait(mut self) -> Result<(), ShardDied> {
+        let result = self.supervisor.wait(&self.stop);
+        self.stop.trigger();
+        self.supervisor.join();
+        result
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.trigger();
+        self.supervisor.join();
+    }
+}
+
+fn summarize(drivers: &[&str]) -> String {
+    let mut kinds: Vec<&str> = drivers.to_vec();
+    kinds.dedup();
+    kinds.join("+")
+}
+
+fn process_tag() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let mixed = (nanos ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 32) as u32
+}
+
+/// One listening socket per shard, all with SO_REUSEPORT on the same address.
+fn bind_listeners(
+    addr: SocketAddr,
+    shards: usize,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let us silently share a port another ringway (same user)
+        // already listens on. A plain bind first fails if anything holds the port.
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(if e.kind() == io::ErrorKind::AddrInUse {
+                StartError::AddrInUse(addr)
+            } else {
+                StartError::Bind(addr, e)
+            });
+        }
+    }
+    let mut bound = addr;
+    let mut listeners = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let socket = (|| {
+            let socket = Socket::new(
+                Domain::for_address(bound),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&bound.into())?;
+            socket.listen(BACKLOG)?;
+            Ok::<_, io::Error>(std::net::TcpListener::from(socket))
+        })()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => StartError::AddrInUse(bound),
+            _ => StartError::Bind(bound, e),
+        })?;
+        // With port 0 the first socket picks the port; the others join it.
+        bound = socket.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+        listeners.push(socket);
+    }
+    Ok(listeners)
+}
+
+// ---- one shard ----
+
+type Ready = Result<(usize, &'static str), (usize, String)>;
+
+struct ShardStart {
+    id: usize,
+    config: Arc<Config>,
+    upstreams: Arc<Upstreams>,
+    listener: std::net::TcpListener,
+    stop: Arc<StopSignal>,
+    ready: mpsc::Sender<Ready>,
+    process_tag: u32,
+}
+
+/// Builds the shard's runtime on the configured driver and runs the shard on it.
+fn run_shard(start: ShardStart) {
+    let id = start.id;
+    let choice = start.config.server.driver;
+    let try_uring = match choice {
+        DriverChoice::Epoll => false,
+        DriverChoice::IoUring => true,
+        // Also honours MONOIO_FORCE_LEGACY_DRIVER=1.
+        DriverChoice::Auto => monoio::utils::detect_uring(),
+    };
+    if try_uring {
+        match RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => return rt.block_on(shard_main(start, "io_uring")),
+            Err(e) if choice == DriverChoice::Auto => {
+                // Typically RLIMIT_MEMLOCK too low for the rings.
+                warning!("shard {id}: cannot build an io_uring runtime ({e}); using epoll");
+            }
+            Err(e) => {
+                let _ = start
+                    .ready
+                    .send(Err((id, format!("io_uring runtime: {e}"))));
+                return;
+            }
+        }
+    }
+    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => rt.block_on(shard_main(start, "epoll")),
+        Err(e) => {
+            let _ = start.ready.send(Err((id, format!("epoll runtime: {e}"))));
+        }
+    }
+}
+
+async fn shard_main(start: ShardStart, driver: &'static str) {
+    let id = start.id;
+    let listener = match TcpListener::from_std(start.listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = start.ready.send(Err((id, format!("listener: {e}"))));
+            return;
+        }
+    };
+    let proxy = &start.config.proxy;
+    let shard = Rc::new(Shard {
+        id,
+        driver,
+        pool: Pool::new(
+            start.upstreams.endpoints.len(),
+            proxy.pool_idle_timeout,
+            proxy.pool_max_idle,
+        ),
+        config: start.config.clone(),
+        upstreams: start.upstreams,
+        next_pick: Cell::new(id),
+        next_request: Cell::new(0),
+        process_tag: start.process_tag,
+        stopping: Cell::new(false),
+    });
+    let _ = start.ready.send(Ok((id, driver)));
+
+    monoio::spawn(evict_idle_connections(shard.clone()));
+    let canceller = Canceller::new();
+    let accepting = monoio::spawn(accept_loop(listener, shard.clone(), canceller.handle()));
+    start.stop.wait().await;
+    shard.stopping.set(true);
+    canceller.cancel();
+    accepting.await; // the listener is closed when the loop ends
+}
+
+async fn accept_loop(listener: TcpListener, shard: Rc<Shard>, cancel: monoio::io::CancelHandle) {
+    loop {
+        match listener.cancelable_accept(cancel.clone()).await {
+            Ok((stream, peer)) => {
+                let shard = shard.clone();
+                monoio::spawn(async move {
+                    let served =
+                        CatchUnwind(Box::pin(proxy::serve_connection(&shard, stream, peer)));
+                    if let Err(panic) = served.await {
+                        error!(
+                            "shard {}: panic while serving {peer}: {}; that connection was closed, the shard carries on",
+                            shard.id,
+                            panic_message(&*panic)
+                        );
+                    }
+                });
+            }
+            Err(_) if shard.stopping.get() => return,
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                warning!("shard {}: accept failed: {e}", shard.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn evict_idle_connections(shard: Rc<Shard>) {
+    let every = (shard.pool.idle_timeout() / 2).max(Duration::from_millis(100));
+    while !shard.stopping.get() {
+        monoio::time::sleep(every).await;
+        shard.pool.evict_expired();
+    }
+}
+
+// ---- panic isolation ----
+
+/// Runs a future and turns a panic inside it into an `Err`, so one connection's bug
+/// cannot take down the shard and every other connection on it.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-string panic)"
+    }
+}
+
+// ---- cross-thread stop ----
+
+/// Tells every shard to stop. The only lock is taken when a shard starts waiting and
+/// when the signal fires, never on the request path.
+#[derive(Default)]
+pub(crate) struct StopSignal {
+    stopped: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl StopSignal {
+    pub(crate) fn trigger(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    pub(crate) fn is_triggered(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_triggered() {
+                return Poll::Ready(());
+            }
+            let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            drop(wakers);
+            if self.is_triggered() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+// ---- supervision ----
+
+/// Owns the shard threads and learns when any of them ends, however it ends.
+struct Supervisor {
+    threads: Vec<JoinHandle<()>>,
+    exits_tx: mpsc::Sender<ShardDied>,
+    exits: mpsc::Receiver<ShardDied>,
+}
+
+/// Reports its shard's end when dropped, which also happens while a panic unwinds.
+struct ExitNotice {
+    shard: usize,
+    tx: mpsc::Sender<ShardDied>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.tx.send(ShardDied {
+            shard: self.shard,
+            panicked: std::thread::panicking(),
+        });
+    }
+}
+
+impl Supervisor {
+    fn new() -> Supervisor {
+        let (exits_tx, exits) = mpsc::channel();
+        Supervisor {
+            threads: Vec::new(),
+            exits_tx,
+            exits,
+        }
+    }
+
+    fn spawn(&mut self, shard: usize, body: impl FnOnce() + Send + 'static) {
+        let notice = ExitNotice {
+            shard,
+            tx: self.exits_tx.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ringway-shard-{shard}"))
+            .spawn(move || {
+                let _notice = notice;
+                body();
+            })
+            .expect("spawn a shard thread");
+        self.threads.push(thread);
+    }
+
+    /// Blocks until `stop` fires (`Ok`) or a shard thread ends first (`Err`).
+    fn wait(&self, stop: &StopSignal) -> Result<(), ShardDied> {
+        loop {
+            match self.exits.recv_timeout(Duration::from_millis(200)) {
+                Ok(_) if stop.is_triggered() => return Ok(()),
+                Ok(died) => return Err(died),
+                Err(mpsc::RecvTimeoutError::Timeout) if stop.is_triggered() => return Ok(()),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn join(&mut self) {
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_that_dies_is_reported() {
+        let stop = StopSignal::default();
+        let mut supervisor = Supervisor::new();
+        supervisor.spawn(0, || std::thread::sleep(Duration::from_secs(2)));
+        supervisor.spawn(1, || panic!("injected shard failure"));
+        let died = supervisor.wait(&stop).unwrap_err();
+        assert_eq!(
+            died,
+            ShardDied {
+                shard: 1,
+                panicked: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_requested_stop_is_not_a_death() {
+        let stop = Arc::new(StopSignal::default());
+        let mut supervisor = Supervisor::new();
+        let s = stop.clone();
+        supervisor.spawn(0, move || {
+            while !s.is_triggered() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        stop.trigger();
+        assert_eq!(supervisor.wait(&stop), Ok(()));
+        supervisor.join();
+    }
+
+    #[test]
+    fn catch_unwind_contains_a_panicking_future() {
+        let mut rt = RuntimeBuilder::<LegacyDriver>::new().build().unwrap();
+        let caught = rt.block_on(CatchUnwind(Box::pin(async { panic!("boom") })));
+        assert_eq!(panic_message(&*caught.unwrap_err()), "boom");
+        let fine = rt.block_on(CatchUnwind(Box::pin(async { 7 })));
+        assert_eq!(fine.unwrap(), 7);
+    }
+}

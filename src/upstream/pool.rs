@@ -1,0 +1,85 @@
+//! Per-shard keep-alive pools of connections to endpoints, used by `forward`.
+//!
+//! Life of a pooled connection:
+//! 1. `take` hands out the most recently used idle connection (LIFO: the one least
+//!    likely to have been closed by the backend), dropping any idle for longer than
+//!    `idle_timeout` (which is set below the backends' own keep-alive timeouts).
+//! 2. The request path uses it for exactly one request/response exchange.
+//! 3. `put` takes it back only after a clean end of the response message with nothing
+//!    unread, no timeout and no error: a connection in any other state is dropped (closed),
+//!    so a later request can never read the tail of an earlier response.
+//! 4. If a reused connection turns out closed before any response byte arrives, the
+//!    request path retries once on a fresh connection (the backend never saw it).
+//! 5. `evict_expired`, run periodically by the shard, closes connections idle too long so
+//!    the shard does not hold sockets the backend has given up on.
+//!
+//! Shard-local: `RefCell`, no locks; the pool is never borrowed across an `.await`.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use crate::http1::Conn;
+
+pub(crate) struct Pool {
+    idle: RefCell<Vec<Vec<Idle>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+impl Pool {
+    pub(crate) fn new(endpoints: usize, idle_timeout: Duration, max_idle: usize) -> Pool {
+        Pool {
+            idle: RefCell::new((0..endpoints).map(|_| Vec::new()).collect()),
+            idle_timeout,
+            max_idle,
+        }
+    }
+
+    /// The most recently returned live connection to endpoint `ep`, if any.
+    pub(crate) fn take(&self, ep: usize) -> Option<Conn> {
+        let mut idle = self.idle.borrow_mut();
+        let list = &mut idle[ep];
+        let newest = list.pop()?;
+        if newest.since.elapsed() < self.idle_timeout {
+            return Some(newest.conn);
+        }
+        // The newest is expired, so all older ones are too.
+        list.clear();
+        None
+    }
+
+    /// Returns a connection whose last exchange ended cleanly.
+    pub(crate) fn put(&self, ep: usize, conn: Conn) {
+        debug_assert!(conn.buf.is_empty(), "pooled connection with unread bytes");
+        let mut idle = self.idle.borrow_mut();
+        let list = &mut idle[ep];
+        if list.len() >= self.max_idle {
+            list.remove(0); // the oldest goes
+        }
+        list.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes connections idle longer than the timeout.
+    pub(crate) fn evict_expired(&self) {
+        let now = Instant::now();
+        for list in self.idle.borrow_mut().iter_mut() {
+            let expired = list
+                .iter()
+                .take_while(|i| now - i.since >= self.idle_timeout)
+                .count();
+            list.drain(..expired);
+        }
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+}

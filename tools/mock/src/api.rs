@@ -1,0 +1,736 @@
+//! Routes and response rendering: OpenAI, Ollama and LM Studio shapes, health, `/mock/*`.
+//!
+//! Hot-path bodies are written with `write!` straight into the connection's reusable buffer;
+//! strings from outside (model and backend names) go through serde_json for escaping. The
+//! rare paths (`/mock/*`, errors) use `serde_json::json!` and `format!` for brevity.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::conn::{Fail, Meta};
+
+pub(crate) const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+/// Completion tokens cycle through these; none needs JSON escaping.
+const VOCAB: [&str; 12] = [
+    "Hello", " from", " the", " mock", " backend", ",", " one", " token", " at", " a", " time", ".",
+];
+const EMBEDDING: &str = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8]";
+
+/// Writing into a `Vec<u8>` cannot fail.
+macro_rules! w {
+    ($out:expr, $($fmt:tt)*) => {{ let _ = write!($out, $($fmt)*); }};
+}
+
+pub(crate) fn push_fmt(out: &mut Vec<u8>, args: std::fmt::Arguments<'_>) {
+    let _ = out.write_fmt(args);
+}
+
+/// A JSON string literal.
+fn js(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// What the connection should send; any body is already rendered into its scratch buffer.
+pub(crate) enum Reply {
+    Full {
+        status: u16,
+        ctype: &'static str,
+        delay: Duration,
+    },
+    Stream(StreamSpec),
+    Close,
+    Hang,
+    BadHead,
+}
+
+pub(crate) enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+fn full(status: u16) -> Reply {
+    Reply::Full {
+        status,
+        ctype: JSON,
+        delay: Duration::ZERO,
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Mock Status",
+    }
+}
+
+pub(crate) fn head(
+    out: &mut Vec<u8>,
+    sh: &Shared,
+    status: u16,
+    ctype: &str,
+    framing: Framing,
+    keep: bool,
+) {
+    w!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\n",
+        reason(status)
+    );
+    match framing {
+        Framing::Length(n) => w!(out, "Content-Length: {n}\r\n"),
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::UntilClose => {}
+    }
+    out.extend_from_slice(&sh.backend_header);
+    out.extend_from_slice(if keep {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
+}
+
+pub(crate) fn openai_error(out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
+    let e = json!({"error": {"message": message, "type": kind, "code": code}});
+    let _ = serde_json::to_writer(out, &e);
+}
+
+fn ollama_error(out: &mut Vec<u8>, message: &str) {
+    let _ = serde_json::to_writer(out, &json!({ "error": message }));
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    Chat,
+    Completion,
+    Embeddings,
+    Models,
+    OChat,
+    OGenerate,
+    OEmbed,
+    OEmbeddings,
+    Tags,
+    Version,
+    Show,
+    LmModels,
+    Root,
+    Health,
+}
+
+fn route(path: &str) -> Option<(&'static str, Route)> {
+    use Route::*;
+    Some(match path {
+        "/v1/chat/completions" => ("POST", Chat),
+        "/v1/completions" => ("POST", Completion),
+        "/v1/embeddings" => ("POST", Embeddings),
+        "/v1/models" => ("GET", Models),
+        "/api/chat" => ("POST", OChat),
+        "/api/generate" => ("POST", OGenerate),
+        "/api/embed" => ("POST", OEmbed),
+        "/api/embeddings" => ("POST", OEmbeddings),
+        "/api/tags" => ("GET", Tags),
+        "/api/version" => ("GET", Version),
+        "/api/show" => ("POST", Show),
+        "/api/v0/models" => ("GET", LmModels),
+        "/" => ("GET", Root),
+        "/health" | "/api/v1/health" => ("GET", Health),
+        _ => return None,
+    })
+}
+
+/// Picks and renders the response to one complete request.
+pub(crate) fn handle(
+    sh: &Shared,
+    req: &httparse::Request<'_, '_>,
+    meta: &Meta,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Reply {
+    out.clear();
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("/");
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    // `/mock/*` is the test harness's own channel: no overrides apply to it.
+    if let Some(name) = path.strip_prefix("/mock/") {
+        return mock_route(sh, name, req, meta, body, out);
+    }
+    match meta.fail {
+        Fail::Close => return Reply::Close,
+        Fail::Hang => return Reply::Hang,
+        Fail::BadHead => return Reply::BadHead,
+        Fail::None | Fail::MidStream => {}
+    }
+    if let Some(status) = meta.status.or_else(|| sh.control.status_override()) {
+        openai_error(
+            out,
+            &format!("mock status {status}"),
+            "server_error",
+            "mock_status",
+        );
+        return full(status);
+    }
+    let Some((want, route)) = route(path) else {
+        openai_error(
+            out,
+            &format!("no route for {path}"),
+            "invalid_request_error",
+            "not_found",
+        );
+        return full(404);
+    };
+    if method != want {
+        let msg = format!("method {method} not allowed on {path}");
+        openai_error(out, &msg, "invalid_request_error", "method_not_allowed");
+        return full(405);
+    }
+    match route {
+        Route::Root | Route::Health => health(sh, route, out),
+        Route::Models | Route::Tags | Route::LmModels => list_models(sh, route, out),
+        Route::Version => {
+            out.extend_from_slice(br#"{"version":"0.0.0-mock"}"#);
+            full(200)
+        }
+        _ => model_route(sh, route, meta, body, out),
+    }
+}
+
+fn health(sh: &Shared, route: Route, out: &mut Vec<u8>) -> Reply {
+    let (status, text) = match (route, sh.control.healthy()) {
+        (Route::Root, true) => (200, "Ollama is running"),
+        (Route::Root, false) => (503, "Ollama is unhealthy"),
+        (_, true) => (200, r#"{"status":"ok"}"#),
+        (_, false) => (503, r#"{"status":"unhealthy"}"#),
+    };
+    out.extend_from_slice(text.as_bytes());
+    let ctype = if route == Route::Root { TEXT } else { JSON };
+    Reply::Full {
+        status,
+        ctype,
+        delay: Duration::ZERO,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Ollama guesses the family from the model name; so do we ("llama3.2:latest" → "llama").
+fn family(model: &str) -> &str {
+    let end = model
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(model.len());
+    if end == 0 { "llama" } else { &model[..end] }
+}
+
+fn details(out: &mut Vec<u8>, model: &str) {
+    out.extend_from_slice(br#"{"format":"gguf","family":"#);
+    js(out, family(model));
+    out.extend_from_slice(br#","parameter_size":"7B","quantization_level":"Q4_K_M"}"#);
+}
+
+fn list_models(sh: &Shared, route: Route, out: &mut Vec<u8>) -> Reply {
+    let created = unix_now();
+    out.extend_from_slice(if route == Route::Tags {
+        br#"{"models":["#
+    } else {
+        br#"{"object":"list","data":["#
+    });
+    sh.control.with_models(|models| {
+        for (i, m) in models.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"{" } else { b",{" });
+            match route {
+                Route::Models => {
+                    out.extend_from_slice(br#""id":"#);
+                    js(out, m);
+                    w!(out, r#","object":"model","created":{created},"owned_by":"ringway-mock"}}"#);
+                }
+                Route::LmModels => {
+                    out.extend_from_slice(br#""id":"#);
+                    js(out, m);
+                    out.extend_from_slice(br#","object":"model","type":"llm","publisher":"ringway-mock","arch":"#);
+                    js(out, family(m));
+                    out.extend_from_slice(br#","compatibility_type":"gguf","quantization":"Q4_K_M","state":"loaded","max_context_length":8192}"#);
+                }
+                _ => {
+                    // FNV-1a of the name: a stable, model-specific fake digest.
+                    let h = m.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+                    out.extend_from_slice(br#""name":"#);
+                    js(out, m);
+                    out.extend_from_slice(br#","model":"#);
+                    js(out, m);
+                    w!(out, r#","modified_at":"2026-01-01T00:00:00Z","size":1000000,"digest":"{h:016x}{:016x}{h:016x}{:016x}","details":"#, !h, !h);
+                    details(out, m);
+                    out.push(b'}');
+                }
+            }
+        }
+    });
+    out.extend_from_slice(b"]}");
+    full(200)
+}
+
+/// The fields of a completion/embedding request body that matter here; the rest is skipped.
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    /// `/api/show` also accepts the model as `name`.
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    stream: Option<bool>,
+    max_tokens: Option<usize>,
+    max_completion_tokens: Option<usize>,
+    options: Option<Options>,
+    input: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Options {
+    num_predict: Option<i64>,
+}
+
+fn model_route(sh: &Shared, route: Route, meta: &Meta, body: &[u8], out: &mut Vec<u8>) -> Reply {
+    let ollama = matches!(
+        route,
+        Route::OChat | Route::OGenerate | Route::OEmbed | Route::OEmbeddings | Route::Show
+    );
+    let fail = |out: &mut Vec<u8>, status, msg: &str, code| {
+        if ollama {
+            ollama_error(out, msg)
+        } else {
+            openai_error(out, msg, "invalid_request_error", code)
+        }
+        full(status)
+    };
+    let req: Body<'_> = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return fail(out, 400, &format!("invalid JSON body: {e}"), "invalid_json"),
+    };
+    let Some(model) = req.model.as_deref().or(req.name.as_deref()) else {
+        return fail(out, 400, "model is required", "missing_model");
+    };
+    if !sh.control.with_models(|ms| ms.iter().any(|m| m == model)) {
+        let msg = if ollama {
+            format!("model \"{model}\" not found, try pulling it first")
+        } else {
+            format!("The model `{model}` does not exist")
+        };
+        return fail(out, 404, &msg, "model_not_found");
+    }
+    // A prompt-token estimate: ~4 bytes per token over the whole body is close enough.
+    let prompt = (body.len() / 4).max(1);
+    match route {
+        Route::Embeddings | Route::OEmbed | Route::OEmbeddings => {
+            embeddings(route, model, &req, prompt, out)
+        }
+        Route::Show => {
+            out.extend_from_slice(br##"{"modelfile":"# ringway-mock","parameters":"","template":"{{ .Prompt }}","details":"##);
+            details(out, model);
+            out.extend_from_slice(br#","model_info":{"general.architecture":"#);
+            js(out, family(model));
+            out.extend_from_slice(br#"},"capabilities":["completion"]}"#);
+            full(200)
+        }
+        _ => completion(sh, route, model, &req, meta, prompt, out),
+    }
+}
+
+fn embeddings(
+    route: Route,
+    model: &str,
+    req: &Body<'_>,
+    prompt: usize,
+    out: &mut Vec<u8>,
+) -> Reply {
+    // One vector per input string; a bare token array is one input.
+    let count = match &req.input {
+        Some(Value::Array(a)) if a.first().is_some_and(|v| !v.is_number()) => a.len(),
+        _ => 1,
+    };
+    match route {
+        Route::Embeddings => {
+            out.extend_from_slice(br#"{"object":"list","data":["#);
+            for i in 0..count {
+                let sep = if i == 0 { "" } else { "," };
+                w!(
+                    out,
+                    r#"{sep}{{"object":"embedding","index":{i},"embedding":{EMBEDDING}}}"#
+                );
+            }
+            out.extend_from_slice(br#"],"model":"#);
+            js(out, model);
+            w!(
+                out,
+                r#","usage":{{"prompt_tokens":{prompt},"total_tokens":{prompt}}}}}"#
+            );
+        }
+        Route::OEmbed => {
+            out.extend_from_slice(br#"{"model":"#);
+            js(out, model);
+            out.extend_from_slice(br#","embeddings":["#);
+            for i in 0..count {
+                w!(out, "{}{EMBEDDING}", if i == 0 { "" } else { "," });
+            }
+            w!(
+                out,
+                r#"],"total_duration":0,"load_duration":0,"prompt_eval_count":{prompt}}}"#
+            );
+        }
+        _ => w!(out, r#"{{"embedding":{EMBEDDING}}}"#),
+    }
+    full(200)
+}
+
+fn text(out: &mut Vec<u8>, tokens: usize) {
+    for i in 0..tokens {
+        out.extend_from_slice(VOCAB[i % VOCAB.len()].as_bytes());
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` as a JSON string (Ollama's `created_at`).
+fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (days, rem) = ((d.as_secs() / 86_400) as i64, d.as_secs() % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, ns) = (rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_nanos());
+    w!(
+        out,
+        "\"{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ns:09}Z\""
+    );
+}
+
+/// A streamed completion: every event is `prefix + "<token>" + suffix`, rendered once.
+pub(crate) struct StreamSpec {
+    pub(crate) ctype: &'static str,
+    pub(crate) tokens: usize,
+    pub(crate) first_delay: Duration,
+    pub(crate) token_delay: Duration,
+    route: Route,
+    prefix: Vec<u8>,
+    /// Length of the part of `prefix` shared with the final event.
+    meta_len: usize,
+    prompt: usize,
+    started: Instant,
+}
+
+impl StreamSpec {
+    fn suffix(&self) -> &'static str {
+        match self.route {
+            Route::Chat => "},\"finish_reason\":null}]}\n\n",
+            Route::Completion => ",\"index\":0,\"finish_reason\":null}]}\n\n",
+            Route::OChat => "},\"done\":false}\n",
+            _ => ",\"done\":false}\n",
+        }
+    }
+
+    pub(crate) fn token(&self, i: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.prefix);
+        w!(out, "\"{}\"{}", VOCAB[i % VOCAB.len()], self.suffix());
+    }
+
+    /// The closing event(s): finish_reason/`[DONE]` for SSE, the `done` line for Ollama.
+    pub(crate) fn finish(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.prefix[..self.meta_len]);
+        match self.route {
+            Route::Chat => {
+                out.extend_from_slice(br#""index":0,"delta":{},"finish_reason":"stop"}]}"#)
+            }
+            Route::Completion => {
+                out.extend_from_slice(br#""text":"","index":0,"finish_reason":"stop"}]}"#)
+            }
+            _ => {
+                out.extend_from_slice(if self.route == Route::OChat {
+                    b"\"\"}"
+                } else {
+                    b"\"\""
+                });
+                ollama_done(out, self.started.elapsed(), self.prompt, self.tokens);
+                out.push(b'\n');
+                return;
+            }
+        }
+        out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    }
+}
+
+fn ollama_done(out: &mut Vec<u8>, took: Duration, prompt: usize, n: usize) {
+    w!(
+        out,
+        r#","done":true,"done_reason":"stop","total_duration":{},"load_duration":0,"prompt_eval_count":{prompt},"eval_count":{n}}}"#,
+        took.as_nanos()
+    );
+}
+
+/// The OpenAI object up to and including `"choices":[{`.
+fn openai_meta(out: &mut Vec<u8>, sh: &Shared, route: Route, stream: bool, model: &str) {
+    let (id_prefix, object) = match (route, stream) {
+        (Route::Chat, false) => ("chatcmpl", "chat.completion"),
+        (Route::Chat, true) => ("chatcmpl", "chat.completion.chunk"),
+        _ => ("cmpl", "text_completion"),
+    };
+    let (id, created) = (sh.stats.requests(), unix_now());
+    w!(
+        out,
+        r#"{{"id":"{id_prefix}-{id}","object":"{object}","created":{created},"model":"#
+    );
+    js(out, model);
+    w!(
+        out,
+        r#","system_fingerprint":{},"choices":[{{"#,
+        sh.name_json
+    );
+}
+
+/// The Ollama object up to the token's string (`"content":` / `"response":`).
+fn ollama_meta(out: &mut Vec<u8>, route: Route, model: &str) {
+    out.extend_from_slice(br#"{"model":"#);
+    js(out, model);
+    out.extend_from_slice(br#","created_at":"#);
+    rfc3339(out, SystemTime::now());
+    out.extend_from_slice(if route == Route::OChat {
+        br#","message":{"role":"assistant","content":"#
+    } else {
+        br#","response":"#
+    });
+}
+
+fn completion(
+    sh: &Shared,
+    route: Route,
+    model: &str,
+    req: &Body<'_>,
+    meta: &Meta,
+    prompt: usize,
+    out: &mut Vec<u8>,
+) -> Reply {
+    let ollama = matches!(route, Route::OChat | Route::OGenerate);
+    let cap = if ollama {
+        // num_predict < 0 means "unlimited" in Ollama.
+        req.options
+            .as_ref()
+            .and_then(|o| o.num_predict)
+            .and_then(|n| usize::try_from(n).ok())
+    } else {
+        req.max_completion_tokens.or(req.max_tokens)
+    };
+    let tokens = meta
+        .tokens
+        .unwrap_or(sh.config.tokens)
+        .min(cap.unwrap_or(usize::MAX));
+    let first_delay = meta.first_delay.unwrap_or(sh.config.first_token_delay);
+    let stream = req.stream.unwrap_or(ollama);
+    let mut spec = StreamSpec {
+        ctype: if ollama {
+            "application/x-ndjson"
+        } else {
+            "text/event-stream"
+        },
+        tokens,
+        first_delay,
+        token_delay: meta.token_delay.unwrap_or(sh.config.token_delay),
+        route,
+        prefix: Vec::new(),
+        meta_len: 0,
+        prompt,
+        started: Instant::now(),
+    };
+    // Streams render the shared prefix once; full responses render straight into `out`.
+    let buf = if stream { &mut spec.prefix } else { &mut *out };
+    if ollama {
+        ollama_meta(buf, route, model);
+    } else {
+        buf.extend_from_slice(if stream { b"data: " } else { b"" });
+        openai_meta(buf, sh, route, stream, model);
+    }
+    if stream {
+        spec.meta_len = spec.prefix.len();
+        match route {
+            Route::Chat => spec
+                .prefix
+                .extend_from_slice(br#""index":0,"delta":{"content":"#),
+            Route::Completion => spec.prefix.extend_from_slice(br#""text":"#),
+            _ => {}
+        }
+        return Reply::Stream(spec);
+    }
+    let usage = |out: &mut Vec<u8>| {
+        w!(
+            out,
+            r#""usage":{{"prompt_tokens":{prompt},"completion_tokens":{tokens},"total_tokens":{}}}}}"#,
+            prompt + tokens
+        );
+    };
+    match route {
+        Route::Chat => {
+            out.extend_from_slice(br#""index":0,"message":{"role":"assistant","content":""#);
+            text(out, tokens);
+            out.extend_from_slice(br#""},"finish_reason":"stop"}],"#);
+            usage(out);
+        }
+        Route::Completion => {
+            out.extend_from_slice(br#""text":""#);
+            text(out, tokens);
+            out.extend_from_slice(br#"","index":0,"logprobs":null,"finish_reason":"stop"}],"#);
+            usage(out);
+        }
+        _ => {
+            out.push(b'"');
+            text(out, tokens);
+            out.extend_from_slice(if route == Route::OChat { b"\"}" } else { b"\"" });
+            ollama_done(out, first_delay, prompt, tokens);
+        }
+    }
+    Reply::Full {
+        status: 200,
+        ctype: JSON,
+        delay: first_delay,
+    }
+}
+
+fn mock_route(
+    sh: &Shared,
+    name: &str,
+    req: &httparse::Request<'_, '_>,
+    meta: &Meta,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Reply {
+    let method = req.method.unwrap_or("");
+    let value = match (name, method) {
+        ("echo", _) => {
+            let target = req.path.unwrap_or("");
+            let (path, query) = target
+                .split_once('?')
+                .map_or((target, None), |(p, q)| (p, Some(q)));
+            let headers: Vec<(&str, Cow<'_, str>)> = req
+                .headers
+                .iter()
+                .map(|h| (h.name, String::from_utf8_lossy(h.value)))
+                .collect();
+            json!({
+                "method": method, "path": path, "query": query,
+                "version": if meta.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+                "headers": headers, "body": String::from_utf8_lossy(body),
+            })
+        }
+        ("stats", "GET") => {
+            let s = &sh.stats;
+            json!({
+                "name": sh.config.name,
+                "connections_accepted": s.connections_accepted(), "open_connections": s.open_connections(),
+                "requests": s.requests(), "completed_streams": s.completed_streams(),
+                "aborted_streams": s.aborted_streams(),
+            })
+        }
+        ("control", "POST") => {
+            let v: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    openai_error(
+                        out,
+                        &format!("invalid JSON body: {e}"),
+                        "invalid_request_error",
+                        "invalid_json",
+                    );
+                    return full(400);
+                }
+            };
+            let c = &sh.control;
+            if let Some(s) = v.get("status_override") {
+                c.set_status_override(s.as_u64().and_then(|s| u16::try_from(s).ok()));
+            }
+            if let Some(h) = v.get("healthy").and_then(Value::as_bool) {
+                c.set_healthy(h);
+            }
+            if let Some(ms) = v.get("models").and_then(Value::as_array) {
+                c.set_models(
+                    ms.iter()
+                        .filter_map(|m| Some(m.as_str()?.to_owned()))
+                        .collect(),
+                );
+            }
+            json!({
+                "status_override": c.status_override(), "healthy": c.healthy(),
+                "models": c.with_models(<[String]>::to_vec),
+            })
+        }
+        ("stats" | "control", _) => {
+            openai_error(
+                out,
+                "method not allowed",
+                "invalid_request_error",
+                "method_not_allowed",
+            );
+            return full(405);
+        }
+        _ => {
+            openai_error(
+                out,
+                &format!("no mock route {name}"),
+                "invalid_request_error",
+                "not_found",
+            );
+            return full(404);
+        }
+    };
+    let _ = serde_json::to_writer(&mut *out, &value);
+    full(200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |secs| {
+            let mut out = Vec::new();
+            rfc3339(&mut out, UNIX_EPOCH + Duration::from_secs(secs));
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(at(0), "\"1970-01-01T00:00:00.000000000Z\"");
+        assert_eq!(at(1_767_225_600), "\"2026-01-01T00:00:00.000000000Z\"");
+        assert_eq!(
+            at(951_825_600 + 3_661),
+            "\"2000-02-29T13:01:01.000000000Z\""
+        );
+    }
+
+    #[test]
+    fn families_and_routes() {
+        assert_eq!(family("llama3.2:latest"), "llama");
+        assert_eq!(family("qwen2.5:7b"), "qwen");
+        assert_eq!(family("7b"), "llama");
+        assert_eq!(route("/api/v1/health"), Some(("GET", Route::Health)));
+        assert_eq!(route("/v1/nope"), None);
+    }
+}

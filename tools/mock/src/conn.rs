@@ -1,0 +1,402 @@
+//! One HTTP/1.1 server connection: head parsing (httparse), Content-Length bodies,
+//! keep-alive and pipelining, and writing the [`Reply`] chosen by `api::handle`.
+//!
+//! Buffers are per connection and reused across requests, so a keep-alive request costs
+//! no allocation on the common paths.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::Shared;
+use crate::api::{self, Framing, Reply, StreamSpec};
+
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_BODY: usize = 64 << 20;
+const MAX_HEADERS: usize = 128;
+/// Long delays sleep in slices so a stop() is noticed promptly (timers are not io ops, so
+/// the canceller cannot interrupt them).
+const SLEEP_SLICE: Duration = Duration::from_millis(20);
+
+/// How the test wants this request to fail (`X-Mock-Fail`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum Fail {
+    #[default]
+    None,
+    Close,
+    Hang,
+    MidStream,
+    BadHead,
+}
+
+/// What the connection layer extracts from a head; `X-Mock-*` overrides included.
+#[derive(Default, Debug)]
+pub(crate) struct Meta {
+    pub(crate) http10: bool,
+    pub(crate) keep_alive: bool,
+    content_length: usize,
+    expect_continue: bool,
+    pub(crate) tokens: Option<usize>,
+    pub(crate) token_delay: Option<Duration>,
+    pub(crate) first_delay: Option<Duration>,
+    pub(crate) status: Option<u16>,
+    pub(crate) fail: Fail,
+}
+
+fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+impl Meta {
+    fn parse(req: &httparse::Request<'_, '_>) -> Result<Self, (u16, &'static str)> {
+        let http10 = req.version == Some(0);
+        let mut m = Meta {
+            http10,
+            ..Meta::default()
+        };
+        let (mut close, mut keep, mut length) = (false, false, None);
+        for h in req.headers.iter() {
+            let (name, v) = (h.name, h.value);
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("content-length") {
+                let n: usize = num(v).ok_or((400, "invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err((400, "conflicting Content-Length headers"));
+                }
+                length = Some(n);
+            } else if is("transfer-encoding") {
+                return Err((
+                    411,
+                    "chunked request bodies are not supported, send Content-Length",
+                ));
+            } else if is("connection") {
+                for token in v.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if is("expect") {
+                m.expect_continue = v.eq_ignore_ascii_case(b"100-continue");
+            } else if is("x-mock-tokens") {
+                m.tokens = num(v);
+            } else if is("x-mock-token-delay-ms") {
+                m.token_delay = num(v).map(Duration::from_millis);
+            } else if is("x-mock-first-token-delay-ms") {
+                m.first_delay = num(v).map(Duration::from_millis);
+            } else if is("x-mock-status") {
+                m.status = num(v).filter(|s| (100..1000).contains(s));
+            } else if is("x-mock-fail") {
+                m.fail = match v.trim_ascii() {
+                    b"close" => Fail::Close,
+                    b"hang" => Fail::Hang,
+                    b"mid-stream" => Fail::MidStream,
+                    b"bad-head" => Fail::BadHead,
+                    _ => Fail::None,
+                };
+            }
+        }
+        m.content_length = length.unwrap_or(0);
+        if m.content_length > MAX_BODY {
+            return Err((413, "request body larger than 64 MiB"));
+        }
+        m.keep_alive = !close && (!http10 || keep);
+        Ok(m)
+    }
+}
+
+/// What to do next with the bytes buffered so far.
+enum Step {
+    /// Read more; `need` is the full request size once the head is known (0 otherwise).
+    Read { need: usize, expect_continue: bool },
+    /// Protocol error: answer and close.
+    Error(u16, &'static str),
+    Reply {
+        reply: Reply,
+        consumed: usize,
+        meta: Meta,
+    },
+}
+
+/// Parses the request at the front of `data` and, when it is complete, dispatches it.
+/// Re-parsing the head after every read of a slow body is cheap and keeps borrows simple.
+fn step(sh: &Shared, data: &[u8], scratch: &mut Vec<u8>) -> Step {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(data) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Partial) if data.len() <= MAX_HEAD => {
+            return Step::Read {
+                need: 0,
+                expect_continue: false,
+            };
+        }
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => {
+            return Step::Error(431, "request head larger than 64 KiB");
+        }
+        Err(_) => return Step::Error(400, "malformed request head"),
+    };
+    let meta = match Meta::parse(&req) {
+        Ok(m) => m,
+        Err((status, msg)) => {
+            sh.stats
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Step::Error(status, msg);
+        }
+    };
+    let total = head_len + meta.content_length;
+    if data.len() < total {
+        return Step::Read {
+            need: total,
+            expect_continue: meta.expect_continue,
+        };
+    }
+    sh.stats
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let reply = api::handle(sh, &req, &meta, &data[head_len..total], scratch);
+    Step::Reply {
+        reply,
+        consumed: total,
+        meta,
+    }
+}
+
+struct Conn<'a> {
+    sh: &'a Shared,
+    stream: TcpStream,
+    cancel: CancelHandle,
+    /// Received bytes; the current request starts at `start` (earlier ones are answered).
+    buf: Vec<u8>,
+    start: usize,
+    /// Bytes to write next.
+    out: Vec<u8>,
+    /// Response body / chunk payload, rendered before its framing is known.
+    scratch: Vec<u8>,
+}
+
+pub(crate) async fn serve(stream: TcpStream, sh: &Shared, cancel: CancelHandle) {
+    let mut c = Conn {
+        sh,
+        stream,
+        cancel,
+        buf: Vec::with_capacity(8 * 1024),
+        start: 0,
+        out: Vec::with_capacity(4 * 1024),
+        scratch: Vec::with_capacity(4 * 1024),
+    };
+    // Any error means the connection is done; dropping the stream closes it.
+    let _ = c.run().await;
+}
+
+impl Conn<'_> {
+    async fn run(&mut self) -> io::Result<()> {
+        let mut continue_sent = false;
+        loop {
+            match step(self.sh, &self.buf[self.start..], &mut self.scratch) {
+                Step::Read {
+                    need,
+                    expect_continue,
+                } => {
+                    if expect_continue && !continue_sent {
+                        continue_sent = true;
+                        self.out.clear();
+                        self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        self.send().await?;
+                    }
+                    if self.fill(need).await? == 0 {
+                        return Ok(()); // peer closed (mid-request or between requests)
+                    }
+                }
+                Step::Error(status, msg) => {
+                    self.scratch.clear();
+                    api::openai_error(
+                        &mut self.scratch,
+                        msg,
+                        "invalid_request_error",
+                        "bad_request",
+                    );
+                    self.full(status, api::JSON, false, false).await?;
+                    return Ok(());
+                }
+                Step::Reply {
+                    reply,
+                    consumed,
+                    meta,
+                } => {
+                    continue_sent = false;
+                    if !self.respond(reply, &meta).await? {
+                        return Ok(());
+                    }
+                    self.start += consumed;
+                    if self.start == self.buf.len() {
+                        self.buf.clear();
+                        self.start = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads more bytes (at least room for `need` in total). Returns 0 at EOF.
+    async fn fill(&mut self, need: usize) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        let want = need.max(len + 4096);
+        if self.buf.capacity() < want {
+            self.buf.reserve(want - len);
+        }
+        let buf = std::mem::take(&mut self.buf).slice_mut(len..);
+        let (res, buf) = self.stream.cancelable_read(buf, self.cancel.clone()).await;
+        self.buf = buf.into_inner();
+        res
+    }
+
+    async fn send(&mut self) -> io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let (res, out) = self.stream.write_all(out, self.cancel.clone()).await;
+        self.out = out;
+        res.map(drop)
+    }
+
+    /// Writes the reply; returns whether the connection stays open.
+    async fn respond(&mut self, reply: Reply, meta: &Meta) -> io::Result<bool> {
+        match reply {
+            Reply::Full {
+                status,
+                ctype,
+                delay,
+            } => {
+                if !pause(self.sh, delay).await {
+                    return Ok(false);
+                }
+                self.full(status, ctype, meta.keep_alive, meta.fail == Fail::MidStream)
+                    .await
+            }
+            Reply::Stream(spec) => {
+                let res = self.stream_reply(&spec, meta).await;
+                if res.is_err() && !self.sh.stop.is_set() {
+                    self.sh
+                        .stats
+                        .aborted_streams
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                res
+            }
+            Reply::Close => Ok(false),
+            Reply::Hang => {
+                // Discard whatever arrives until the peer closes or stop() cancels the read.
+                loop {
+                    self.buf.clear();
+                    self.start = 0;
+                    if self.fill(0).await? == 0 {
+                        return Ok(false);
+                    }
+                }
+            }
+            Reply::BadHead => {
+                self.out.clear();
+                self.out.extend_from_slice(b"HTTP/1.1 garbage\r\n\r\n");
+                self.send().await.map(|()| false)
+            }
+        }
+    }
+
+    /// A Content-Length response (body in `scratch`) in a single write. `truncate` sends only
+    /// half the body and closes (`X-Mock-Fail: mid-stream` on a non-streamed route).
+    async fn full(
+        &mut self,
+        status: u16,
+        ctype: &str,
+        keep: bool,
+        truncate: bool,
+    ) -> io::Result<bool> {
+        let keep = keep && !truncate;
+        self.out.clear();
+        let framing = Framing::Length(self.scratch.len());
+        api::head(&mut self.out, self.sh, status, ctype, framing, keep);
+        let body_len = if truncate {
+            self.scratch.len() / 2
+        } else {
+            self.scratch.len()
+        };
+        self.out.extend_from_slice(&self.scratch[..body_len]);
+        self.send().await.map(|()| keep)
+    }
+
+    /// Head at once, then one write per token (never batched: callers time each chunk).
+    /// HTTP/1.0 peers get the raw body, delimited by closing the connection.
+    async fn stream_reply(&mut self, spec: &StreamSpec, meta: &Meta) -> io::Result<bool> {
+        let chunked = !meta.http10;
+        let mid = meta.fail == Fail::MidStream;
+        let keep = meta.keep_alive && chunked && !mid;
+        self.out.clear();
+        let framing = if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        };
+        api::head(&mut self.out, self.sh, 200, spec.ctype, framing, keep);
+        self.send().await?;
+        let sent = if mid { spec.tokens / 2 } else { spec.tokens };
+        for i in 0..sent {
+            let delay = if i == 0 {
+                spec.first_delay
+            } else {
+                spec.token_delay
+            };
+            if !pause(self.sh, delay).await {
+                return Ok(false);
+            }
+            self.scratch.clear();
+            spec.token(i, &mut self.scratch);
+            self.frame(chunked, false);
+            self.send().await?;
+        }
+        if mid {
+            return Ok(false);
+        }
+        self.scratch.clear();
+        spec.finish(&mut self.scratch);
+        self.frame(chunked, true);
+        self.send().await?;
+        self.sh
+            .stats
+            .completed_streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(keep)
+    }
+
+    /// Moves `scratch` into `out` as one chunk (plus the terminating chunk if `last`).
+    fn frame(&mut self, chunked: bool, last: bool) {
+        self.out.clear();
+        if chunked {
+            api::push_fmt(&mut self.out, format_args!("{:x}\r\n", self.scratch.len()));
+        }
+        self.out.extend_from_slice(&self.scratch);
+        if chunked {
+            self.out
+                .extend_from_slice(if last { b"\r\n0\r\n\r\n" } else { b"\r\n" });
+        }
+    }
+}
+
+/// Sleeps `d` unless the server stops first; returns false if it stopped.
+async fn pause(sh: &Shared, d: Duration) -> bool {
+    let end = Instant::now() + d;
+    loop {
+        if sh.stop.is_set() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return true;
+        }
+        monoio::time::sleep((end - now).min(SLEEP_SLICE)).await;
+    }
+}
