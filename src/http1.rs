@@ -291,7 +291,15 @@ pub(crate) fn parse_request(
 ) -> Result<bool, HeadError> {
     let mut raw = [httparse::EMPTY_HEADER; HEADER_CAP];
     let mut req = httparse::Request::new(&mut raw[..limits.max_headers]);
-    let len = match req.parse(buf)? {
+    let parsed = req.parse(buf).map_err(|e| match e {
+        // httparse says "version" for any unparsable request line; 505 only fits a
+        // well-formed HTTP version we do not speak.
+        httparse::Error::Version if !names_an_http_version(buf) => {
+            HeadError::Malformed("invalid request line")
+        }
+        e => e.into(),
+    })?;
+    let len = match parsed {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial if buf.len() > limits.max_bytes => {
             return Err(HeadError::TooLarge);
@@ -347,6 +355,21 @@ pub(crate) fn parse_request(
     head.host = facts.host;
     head.request_id = facts.request_id;
     Ok(true)
+}
+
+/// Whether the first line ends in `HTTP/<digit>.<digit>` (or `HTTP/<digit>`).
+fn names_an_http_version(buf: &[u8]) -> bool {
+    let line = buf
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii_end();
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    match version.strip_prefix(b"HTTP/") {
+        Some([major]) => major.is_ascii_digit(),
+        Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
+        _ => false,
+    }
 }
 
 /// Parses a response head at the start of `buf`; `request_was_head` decides framing.

@@ -1,8 +1,8 @@
 //! Routes and response rendering: OpenAI, Ollama and LM Studio shapes, health, `/mock/*`.
 //!
-//! Hot-path bodies are written with `write!` straight into the connection's reusable buffer;
-//! strings from outside (model and backend names) go through serde_json for escaping. The
-//! rare paths (`/mock/*`, errors) use `serde_json::json!` and `format!` for brevity.
+//! Completions (the benchmark hot path) are written with `write!` straight into the
+//! connection's reusable buffer; names from outside go through serde_json for escaping.
+//! Everything else is built as a `serde_json::Value`, which is shorter to read.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -15,20 +15,15 @@ use crate::Shared;
 use crate::conn::{Fail, Meta};
 
 pub(crate) const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
 /// Completion tokens cycle through these; none needs JSON escaping.
 const VOCAB: [&str; 12] = [
     "Hello", " from", " the", " mock", " backend", ",", " one", " token", " at", " a", " time", ".",
 ];
-const EMBEDDING: &str = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8]";
+const EMBEDDING: [f32; 8] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
 
 /// Writing into a `Vec<u8>` cannot fail.
 macro_rules! w {
     ($out:expr, $($fmt:tt)*) => {{ let _ = write!($out, $($fmt)*); }};
-}
-
-pub(crate) fn push_fmt(out: &mut Vec<u8>, args: std::fmt::Arguments<'_>) {
-    let _ = out.write_fmt(args);
 }
 
 /// A JSON string literal.
@@ -55,21 +50,12 @@ pub(crate) enum Framing {
     UntilClose,
 }
 
-fn full(status: u16) -> Reply {
-    Reply::Full {
-        status,
-        ctype: JSON,
-        delay: Duration::ZERO,
-    }
-}
-
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
-        408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
         429 => "Too Many Requests",
@@ -101,20 +87,33 @@ pub(crate) fn head(
         Framing::UntilClose => {}
     }
     out.extend_from_slice(&sh.backend_header);
-    out.extend_from_slice(if keep {
+    let connection: &[u8] = if keep {
         b"Connection: keep-alive\r\n\r\n"
     } else {
         b"Connection: close\r\n\r\n"
-    });
+    };
+    out.extend_from_slice(connection);
 }
 
-pub(crate) fn openai_error(out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
-    let e = json!({"error": {"message": message, "type": kind, "code": code}});
-    let _ = serde_json::to_writer(out, &e);
+pub(crate) fn error_json(message: &str, kind: &str, code: &str) -> Value {
+    json!({"error": {"message": message, "type": kind, "code": code}})
 }
 
-fn ollama_error(out: &mut Vec<u8>, message: &str) {
-    let _ = serde_json::to_writer(out, &json!({ "error": message }));
+fn reply_json(out: &mut Vec<u8>, status: u16, v: &Value) -> Reply {
+    let _ = serde_json::to_writer(&mut *out, v);
+    Reply::Full {
+        status,
+        ctype: JSON,
+        delay: Duration::ZERO,
+    }
+}
+
+fn invalid(out: &mut Vec<u8>, status: u16, code: &str, message: &str) -> Reply {
+    reply_json(
+        out,
+        status,
+        &error_json(message, "invalid_request_error", code),
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -165,8 +164,7 @@ pub(crate) fn handle(
     out: &mut Vec<u8>,
 ) -> Reply {
     out.clear();
-    let method = req.method.unwrap_or("");
-    let target = req.path.unwrap_or("/");
+    let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or("/"));
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     // `/mock/*` is the test harness's own channel: no overrides apply to it.
     if let Some(name) = path.strip_prefix("/mock/") {
@@ -179,59 +177,72 @@ pub(crate) fn handle(
         Fail::None | Fail::MidStream => {}
     }
     if let Some(status) = meta.status.or_else(|| sh.control.status_override()) {
-        openai_error(
-            out,
+        let e = error_json(
             &format!("mock status {status}"),
             "server_error",
             "mock_status",
         );
-        return full(status);
+        return reply_json(out, status, &e);
     }
-    let Some((want, route)) = route(path) else {
-        openai_error(
-            out,
-            &format!("no route for {path}"),
-            "invalid_request_error",
-            "not_found",
-        );
-        return full(404);
-    };
-    if method != want {
-        let msg = format!("method {method} not allowed on {path}");
-        openai_error(out, &msg, "invalid_request_error", "method_not_allowed");
-        return full(405);
-    }
-    match route {
-        Route::Root | Route::Health => health(sh, route, out),
-        Route::Models | Route::Tags | Route::LmModels => list_models(sh, route, out),
-        Route::Version => {
-            out.extend_from_slice(br#"{"version":"0.0.0-mock"}"#);
-            full(200)
+    let route = match route(path) {
+        None => return invalid(out, 404, "not_found", &format!("no route for {path}")),
+        Some((want, _)) if want != method => {
+            return invalid(
+                out,
+                405,
+                "method_not_allowed",
+                &format!("{method} not allowed on {path}"),
+            );
         }
-        _ => model_route(sh, route, meta, body, out),
-    }
-}
-
-fn health(sh: &Shared, route: Route, out: &mut Vec<u8>) -> Reply {
-    let (status, text) = match (route, sh.control.healthy()) {
-        (Route::Root, true) => (200, "Ollama is running"),
-        (Route::Root, false) => (503, "Ollama is unhealthy"),
-        (_, true) => (200, r#"{"status":"ok"}"#),
-        (_, false) => (503, r#"{"status":"unhealthy"}"#),
+        Some((_, route)) => route,
     };
-    out.extend_from_slice(text.as_bytes());
-    let ctype = if route == Route::Root { TEXT } else { JSON };
-    Reply::Full {
-        status,
-        ctype,
-        delay: Duration::ZERO,
-    }
+    let created = unix_now();
+    let v = match route {
+        Route::Root | Route::Health => {
+            let ok = sh.control.healthy();
+            let body: &[u8] = match (route, ok) {
+                (Route::Root, true) => b"Ollama is running",
+                (Route::Root, false) => b"Ollama is unhealthy",
+                (_, true) => br#"{"status":"ok"}"#,
+                (_, false) => br#"{"status":"unhealthy"}"#,
+            };
+            out.extend_from_slice(body);
+            let ctype = if route == Route::Root {
+                "text/plain; charset=utf-8"
+            } else {
+                JSON
+            };
+            let status = if ok { 200 } else { 503 };
+            return Reply::Full {
+                status,
+                ctype,
+                delay: Duration::ZERO,
+            };
+        }
+        Route::Version => json!({"version": "0.0.0-mock"}),
+        Route::Models => json!({"object": "list", "data": model_list(sh, |m| json!({
+            "id": m, "object": "model", "created": created, "owned_by": "ringway-mock"}))}),
+        Route::LmModels => json!({"object": "list", "data": model_list(sh, |m| json!({
+            "id": m, "object": "model", "type": "llm", "publisher": "ringway-mock", "arch": family(m),
+            "compatibility_type": "gguf", "quantization": "Q4_K_M", "state": "loaded",
+            "max_context_length": 8192}))}),
+        Route::Tags => json!({"models": model_list(sh, |m| json!({
+            "name": m, "model": m, "modified_at": "2026-01-01T00:00:00Z", "size": 1_000_000,
+            "digest": digest(m), "details": details(m)}))}),
+        _ => return model_route(sh, route, meta, body, out),
+    };
+    reply_json(out, 200, &v)
 }
 
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+fn model_list(sh: &Shared, entry: impl Fn(&str) -> Value) -> Vec<Value> {
+    sh.control
+        .with_models(|ms| ms.iter().map(|m| entry(m)).collect())
 }
 
 /// Ollama guesses the family from the model name; so do we ("llama3.2:latest" → "llama").
@@ -242,51 +253,16 @@ fn family(model: &str) -> &str {
     if end == 0 { "llama" } else { &model[..end] }
 }
 
-fn details(out: &mut Vec<u8>, model: &str) {
-    out.extend_from_slice(br#"{"format":"gguf","family":"#);
-    js(out, family(model));
-    out.extend_from_slice(br#","parameter_size":"7B","quantization_level":"Q4_K_M"}"#);
+fn details(model: &str) -> Value {
+    json!({"format": "gguf", "family": family(model), "parameter_size": "7B", "quantization_level": "Q4_K_M"})
 }
 
-fn list_models(sh: &Shared, route: Route, out: &mut Vec<u8>) -> Reply {
-    let created = unix_now();
-    out.extend_from_slice(if route == Route::Tags {
-        br#"{"models":["#
-    } else {
-        br#"{"object":"list","data":["#
+/// A stable, model-specific fake sha256 (FNV-1a of the name, widened).
+fn digest(model: &str) -> String {
+    let h = model.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    sh.control.with_models(|models| {
-        for (i, m) in models.iter().enumerate() {
-            out.extend_from_slice(if i == 0 { b"{" } else { b",{" });
-            match route {
-                Route::Models => {
-                    out.extend_from_slice(br#""id":"#);
-                    js(out, m);
-                    w!(out, r#","object":"model","created":{created},"owned_by":"ringway-mock"}}"#);
-                }
-                Route::LmModels => {
-                    out.extend_from_slice(br#""id":"#);
-                    js(out, m);
-                    out.extend_from_slice(br#","object":"model","type":"llm","publisher":"ringway-mock","arch":"#);
-                    js(out, family(m));
-                    out.extend_from_slice(br#","compatibility_type":"gguf","quantization":"Q4_K_M","state":"loaded","max_context_length":8192}"#);
-                }
-                _ => {
-                    // FNV-1a of the name: a stable, model-specific fake digest.
-                    let h = m.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-                    out.extend_from_slice(br#""name":"#);
-                    js(out, m);
-                    out.extend_from_slice(br#","model":"#);
-                    js(out, m);
-                    w!(out, r#","modified_at":"2026-01-01T00:00:00Z","size":1000000,"digest":"{h:016x}{:016x}{h:016x}{:016x}","details":"#, !h, !h);
-                    details(out, m);
-                    out.push(b'}');
-                }
-            }
-        }
-    });
-    out.extend_from_slice(b"]}");
-    full(200)
+    format!("{h:016x}{:016x}{h:016x}{:016x}", !h, !h)
 }
 
 /// The fields of a completion/embedding request body that matter here; the rest is skipped.
@@ -310,95 +286,48 @@ struct Options {
 }
 
 fn model_route(sh: &Shared, route: Route, meta: &Meta, body: &[u8], out: &mut Vec<u8>) -> Reply {
-    let ollama = matches!(
-        route,
-        Route::OChat | Route::OGenerate | Route::OEmbed | Route::OEmbeddings | Route::Show
-    );
-    let fail = |out: &mut Vec<u8>, status, msg: &str, code| {
-        if ollama {
-            ollama_error(out, msg)
-        } else {
-            openai_error(out, msg, "invalid_request_error", code)
-        }
-        full(status)
+    let ollama = !matches!(route, Route::Chat | Route::Completion | Route::Embeddings);
+    let fail = |out: &mut Vec<u8>, status, code, msg: &str| match ollama {
+        true => reply_json(out, status, &json!({ "error": msg })),
+        false => invalid(out, status, code, msg),
     };
     let req: Body<'_> = match serde_json::from_slice(body) {
         Ok(b) => b,
-        Err(e) => return fail(out, 400, &format!("invalid JSON body: {e}"), "invalid_json"),
+        Err(e) => return fail(out, 400, "invalid_json", &format!("invalid JSON body: {e}")),
     };
     let Some(model) = req.model.as_deref().or(req.name.as_deref()) else {
-        return fail(out, 400, "model is required", "missing_model");
+        return fail(out, 400, "missing_model", "model is required");
     };
     if !sh.control.with_models(|ms| ms.iter().any(|m| m == model)) {
-        let msg = if ollama {
-            format!("model \"{model}\" not found, try pulling it first")
-        } else {
-            format!("The model `{model}` does not exist")
+        let msg = match ollama {
+            true => format!("model \"{model}\" not found, try pulling it first"),
+            false => format!("The model `{model}` does not exist"),
         };
-        return fail(out, 404, &msg, "model_not_found");
+        return fail(out, 404, "model_not_found", &msg);
     }
     // A prompt-token estimate: ~4 bytes per token over the whole body is close enough.
     let prompt = (body.len() / 4).max(1);
-    match route {
-        Route::Embeddings | Route::OEmbed | Route::OEmbeddings => {
-            embeddings(route, model, &req, prompt, out)
-        }
-        Route::Show => {
-            out.extend_from_slice(br##"{"modelfile":"# ringway-mock","parameters":"","template":"{{ .Prompt }}","details":"##);
-            details(out, model);
-            out.extend_from_slice(br#","model_info":{"general.architecture":"#);
-            js(out, family(model));
-            out.extend_from_slice(br#"},"capabilities":["completion"]}"#);
-            full(200)
-        }
-        _ => completion(sh, route, model, &req, meta, prompt, out),
-    }
-}
-
-fn embeddings(
-    route: Route,
-    model: &str,
-    req: &Body<'_>,
-    prompt: usize,
-    out: &mut Vec<u8>,
-) -> Reply {
     // One vector per input string; a bare token array is one input.
     let count = match &req.input {
         Some(Value::Array(a)) if a.first().is_some_and(|v| !v.is_number()) => a.len(),
         _ => 1,
     };
-    match route {
-        Route::Embeddings => {
-            out.extend_from_slice(br#"{"object":"list","data":["#);
-            for i in 0..count {
-                let sep = if i == 0 { "" } else { "," };
-                w!(
-                    out,
-                    r#"{sep}{{"object":"embedding","index":{i},"embedding":{EMBEDDING}}}"#
-                );
-            }
-            out.extend_from_slice(br#"],"model":"#);
-            js(out, model);
-            w!(
-                out,
-                r#","usage":{{"prompt_tokens":{prompt},"total_tokens":{prompt}}}}}"#
-            );
+    let v = match route {
+        Route::Embeddings => json!({"object": "list", "model": model,
+            "data": (0..count).map(|i| json!({"object": "embedding", "index": i, "embedding": EMBEDDING}))
+                .collect::<Vec<_>>(),
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}),
+        Route::OEmbed => json!({"model": model, "embeddings": vec![EMBEDDING; count],
+            "total_duration": 0, "load_duration": 0, "prompt_eval_count": prompt}),
+        Route::OEmbeddings => json!({ "embedding": EMBEDDING }),
+        Route::Show => {
+            json!({"modelfile": "# ringway-mock", "parameters": "", "template": "{{ .Prompt }}",
+            "details": details(model), "model_info": {"general.architecture": family(model)},
+            "capabilities": ["completion"]})
         }
-        Route::OEmbed => {
-            out.extend_from_slice(br#"{"model":"#);
-            js(out, model);
-            out.extend_from_slice(br#","embeddings":["#);
-            for i in 0..count {
-                w!(out, "{}{EMBEDDING}", if i == 0 { "" } else { "," });
-            }
-            w!(
-                out,
-                r#"],"total_duration":0,"load_duration":0,"prompt_eval_count":{prompt}}}"#
-            );
-        }
-        _ => w!(out, r#"{{"embedding":{EMBEDDING}}}"#),
-    }
-    full(200)
+        _ => return completion(sh, route, model, &req, meta, prompt, out),
+    };
+    reply_json(out, 200, &v)
 }
 
 fn text(out: &mut Vec<u8>, tokens: usize) {
@@ -407,7 +336,7 @@ fn text(out: &mut Vec<u8>, tokens: usize) {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` as a JSON string (Ollama's `created_at`).
+/// `"YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"` as a JSON string (Ollama's `created_at`).
 fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (days, rem) = ((d.as_secs() / 86_400) as i64, d.as_secs() % 86_400);
@@ -428,7 +357,8 @@ fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     );
 }
 
-/// A streamed completion: every event is `prefix + "<token>" + suffix`, rendered once.
+/// A streamed completion: every event is `prefix + "<token>" + suffix`; the prefix is
+/// rendered once per stream.
 pub(crate) struct StreamSpec {
     pub(crate) ctype: &'static str,
     pub(crate) tokens: usize,
@@ -443,30 +373,23 @@ pub(crate) struct StreamSpec {
 }
 
 impl StreamSpec {
-    fn suffix(&self) -> &'static str {
-        match self.route {
+    pub(crate) fn token(&self, i: usize, out: &mut Vec<u8>) {
+        let suffix = match self.route {
             Route::Chat => "},\"finish_reason\":null}]}\n\n",
             Route::Completion => ",\"index\":0,\"finish_reason\":null}]}\n\n",
             Route::OChat => "},\"done\":false}\n",
             _ => ",\"done\":false}\n",
-        }
-    }
-
-    pub(crate) fn token(&self, i: usize, out: &mut Vec<u8>) {
+        };
         out.extend_from_slice(&self.prefix);
-        w!(out, "\"{}\"{}", VOCAB[i % VOCAB.len()], self.suffix());
+        w!(out, "\"{}\"{suffix}", VOCAB[i % VOCAB.len()]);
     }
 
-    /// The closing event(s): finish_reason/`[DONE]` for SSE, the `done` line for Ollama.
+    /// The closing event(s): finish_reason + `[DONE]` for SSE, the `done` line for Ollama.
     pub(crate) fn finish(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.prefix[..self.meta_len]);
-        match self.route {
-            Route::Chat => {
-                out.extend_from_slice(br#""index":0,"delta":{},"finish_reason":"stop"}]}"#)
-            }
-            Route::Completion => {
-                out.extend_from_slice(br#""text":"","index":0,"finish_reason":"stop"}]}"#)
-            }
+        let end: &[u8] = match self.route {
+            Route::Chat => br#""index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            Route::Completion => br#""text":"","index":0,"finish_reason":"stop"}]}"#,
             _ => {
                 out.extend_from_slice(if self.route == Route::OChat {
                     b"\"\"}"
@@ -477,50 +400,19 @@ impl StreamSpec {
                 out.push(b'\n');
                 return;
             }
-        }
+        };
+        out.extend_from_slice(end);
         out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
     }
 }
 
 fn ollama_done(out: &mut Vec<u8>, took: Duration, prompt: usize, n: usize) {
+    let ns = took.as_nanos();
     w!(
         out,
-        r#","done":true,"done_reason":"stop","total_duration":{},"load_duration":0,"prompt_eval_count":{prompt},"eval_count":{n}}}"#,
-        took.as_nanos()
+        r#","done":true,"done_reason":"stop","total_duration":{ns},"load_duration":0,"#
     );
-}
-
-/// The OpenAI object up to and including `"choices":[{`.
-fn openai_meta(out: &mut Vec<u8>, sh: &Shared, route: Route, stream: bool, model: &str) {
-    let (id_prefix, object) = match (route, stream) {
-        (Route::Chat, false) => ("chatcmpl", "chat.completion"),
-        (Route::Chat, true) => ("chatcmpl", "chat.completion.chunk"),
-        _ => ("cmpl", "text_completion"),
-    };
-    let (id, created) = (sh.stats.requests(), unix_now());
-    w!(
-        out,
-        r#"{{"id":"{id_prefix}-{id}","object":"{object}","created":{created},"model":"#
-    );
-    js(out, model);
-    w!(
-        out,
-        r#","system_fingerprint":{},"choices":[{{"#,
-        sh.name_json
-    );
-}
-
-/// The Ollama object up to the token's string (`"content":` / `"response":`).
-fn ollama_meta(out: &mut Vec<u8>, route: Route, model: &str) {
-    out.extend_from_slice(br#"{"model":"#);
-    js(out, model);
-    out.extend_from_slice(br#","created_at":"#);
-    rfc3339(out, SystemTime::now());
-    out.extend_from_slice(if route == Route::OChat {
-        br#","message":{"role":"assistant","content":"#
-    } else {
-        br#","response":"#
-    });
+    w!(out, r#""prompt_eval_count":{prompt},"eval_count":{n}}}"#);
 }
 
 fn completion(
@@ -533,14 +425,13 @@ fn completion(
     out: &mut Vec<u8>,
 ) -> Reply {
     let ollama = matches!(route, Route::OChat | Route::OGenerate);
-    let cap = if ollama {
+    let cap = match ollama {
         // num_predict < 0 means "unlimited" in Ollama.
-        req.options
+        true => req
+            .options
             .as_ref()
-            .and_then(|o| o.num_predict)
-            .and_then(|n| usize::try_from(n).ok())
-    } else {
-        req.max_completion_tokens.or(req.max_tokens)
+            .and_then(|o| usize::try_from(o.num_predict?).ok()),
+        false => req.max_completion_tokens.or(req.max_tokens),
     };
     let tokens = meta
         .tokens
@@ -566,10 +457,35 @@ fn completion(
     // Streams render the shared prefix once; full responses render straight into `out`.
     let buf = if stream { &mut spec.prefix } else { &mut *out };
     if ollama {
-        ollama_meta(buf, route, model);
+        // {"model":..,"created_at":..,"message":{"role":"assistant","content":  (or "response":)
+        buf.extend_from_slice(br#"{"model":"#);
+        js(buf, model);
+        buf.extend_from_slice(br#","created_at":"#);
+        rfc3339(buf, SystemTime::now());
+        let field: &[u8] = match route {
+            Route::OChat => br#","message":{"role":"assistant","content":"#,
+            _ => br#","response":"#,
+        };
+        buf.extend_from_slice(field);
     } else {
-        buf.extend_from_slice(if stream { b"data: " } else { b"" });
-        openai_meta(buf, sh, route, stream, model);
+        // [data: ]{"id":..,"object":..,"created":..,"model":..,"system_fingerprint":..,"choices":[{
+        let (id, object) = match (route, stream) {
+            (Route::Chat, false) => ("chatcmpl", "chat.completion"),
+            (Route::Chat, true) => ("chatcmpl", "chat.completion.chunk"),
+            _ => ("cmpl", "text_completion"),
+        };
+        let (n, created) = (sh.stats.requests(), unix_now());
+        w!(
+            buf,
+            r#"{}{{"id":"{id}-{n}","object":"{object}","created":{created},"model":"#,
+            if stream { "data: " } else { "" }
+        );
+        js(buf, model);
+        w!(
+            buf,
+            r#","system_fingerprint":{},"choices":[{{"#,
+            sh.name_json
+        );
     }
     if stream {
         spec.meta_len = spec.prefix.len();
@@ -582,32 +498,30 @@ fn completion(
         }
         return Reply::Stream(spec);
     }
-    let usage = |out: &mut Vec<u8>| {
-        w!(
-            out,
-            r#""usage":{{"prompt_tokens":{prompt},"completion_tokens":{tokens},"total_tokens":{}}}}}"#,
-            prompt + tokens
-        );
-    };
     match route {
         Route::Chat => {
-            out.extend_from_slice(br#""index":0,"message":{"role":"assistant","content":""#);
-            text(out, tokens);
-            out.extend_from_slice(br#""},"finish_reason":"stop"}],"#);
-            usage(out);
+            out.extend_from_slice(br#""index":0,"message":{"role":"assistant","content":""#)
         }
+        Route::Completion => out.extend_from_slice(br#""text":""#),
+        _ => out.push(b'"'),
+    }
+    text(out, tokens);
+    match route {
+        Route::Chat => out.extend_from_slice(br#""},"finish_reason":"stop"}],"#),
         Route::Completion => {
-            out.extend_from_slice(br#""text":""#);
-            text(out, tokens);
-            out.extend_from_slice(br#"","index":0,"logprobs":null,"finish_reason":"stop"}],"#);
-            usage(out);
+            out.extend_from_slice(br#"","index":0,"logprobs":null,"finish_reason":"stop"}],"#)
         }
-        _ => {
-            out.push(b'"');
-            text(out, tokens);
-            out.extend_from_slice(if route == Route::OChat { b"\"}" } else { b"\"" });
-            ollama_done(out, first_delay, prompt, tokens);
-        }
+        Route::OChat => out.extend_from_slice(b"\"}"),
+        _ => out.push(b'"'),
+    }
+    if ollama {
+        ollama_done(out, first_delay, prompt, tokens);
+    } else {
+        let total = prompt + tokens;
+        w!(
+            out,
+            r#""usage":{{"prompt_tokens":{prompt},"completion_tokens":{tokens},"total_tokens":{total}}}}}"#
+        );
     }
     Reply::Full {
         status: 200,
@@ -624,52 +538,38 @@ fn mock_route(
     body: &[u8],
     out: &mut Vec<u8>,
 ) -> Reply {
-    let method = req.method.unwrap_or("");
-    let value = match (name, method) {
-        ("echo", _) => {
+    let (c, s) = (&sh.control, &sh.stats);
+    let v = match (name, req.method.unwrap_or("")) {
+        ("echo", method) => {
             let target = req.path.unwrap_or("");
             let (path, query) = target
                 .split_once('?')
                 .map_or((target, None), |(p, q)| (p, Some(q)));
-            let headers: Vec<(&str, Cow<'_, str>)> = req
+            let headers: Vec<_> = req
                 .headers
                 .iter()
                 .map(|h| (h.name, String::from_utf8_lossy(h.value)))
                 .collect();
-            json!({
-                "method": method, "path": path, "query": query,
+            json!({"method": method, "path": path, "query": query,
                 "version": if meta.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
-                "headers": headers, "body": String::from_utf8_lossy(body),
-            })
+                "headers": headers, "body": String::from_utf8_lossy(body)})
         }
-        ("stats", "GET") => {
-            let s = &sh.stats;
-            json!({
-                "name": sh.config.name,
-                "connections_accepted": s.connections_accepted(), "open_connections": s.open_connections(),
-                "requests": s.requests(), "completed_streams": s.completed_streams(),
-                "aborted_streams": s.aborted_streams(),
-            })
-        }
+        ("stats", "GET") => json!({"name": sh.config.name,
+            "connections_accepted": s.connections_accepted(), "open_connections": s.open_connections(),
+            "requests": s.requests(), "completed_streams": s.completed_streams(),
+            "aborted_streams": s.aborted_streams()}),
         ("control", "POST") => {
             let v: Value = match serde_json::from_slice(body) {
                 Ok(v) => v,
                 Err(e) => {
-                    openai_error(
-                        out,
-                        &format!("invalid JSON body: {e}"),
-                        "invalid_request_error",
-                        "invalid_json",
-                    );
-                    return full(400);
+                    return invalid(out, 400, "invalid_json", &format!("invalid JSON body: {e}"));
                 }
             };
-            let c = &sh.control;
-            if let Some(s) = v.get("status_override") {
-                c.set_status_override(s.as_u64().and_then(|s| u16::try_from(s).ok()));
+            if let Some(status) = v.get("status_override") {
+                c.set_status_override(status.as_u64().and_then(|s| u16::try_from(s).ok()));
             }
-            if let Some(h) = v.get("healthy").and_then(Value::as_bool) {
-                c.set_healthy(h);
+            if let Some(healthy) = v.get("healthy").and_then(Value::as_bool) {
+                c.set_healthy(healthy);
             }
             if let Some(ms) = v.get("models").and_then(Value::as_array) {
                 c.set_models(
@@ -678,32 +578,15 @@ fn mock_route(
                         .collect(),
                 );
             }
-            json!({
-                "status_override": c.status_override(), "healthy": c.healthy(),
-                "models": c.with_models(<[String]>::to_vec),
-            })
+            json!({"status_override": c.status_override(), "healthy": c.healthy(),
+                "models": c.with_models(<[String]>::to_vec)})
         }
         ("stats" | "control", _) => {
-            openai_error(
-                out,
-                "method not allowed",
-                "invalid_request_error",
-                "method_not_allowed",
-            );
-            return full(405);
+            return invalid(out, 405, "method_not_allowed", "method not allowed");
         }
-        _ => {
-            openai_error(
-                out,
-                &format!("no mock route {name}"),
-                "invalid_request_error",
-                "not_found",
-            );
-            return full(404);
-        }
+        _ => return invalid(out, 404, "not_found", &format!("no mock route {name}")),
     };
-    let _ = serde_json::to_writer(&mut *out, &value);
-    full(200)
+    reply_json(out, 200, &v)
 }
 
 #[cfg(test)]
@@ -719,17 +602,19 @@ mod tests {
         };
         assert_eq!(at(0), "\"1970-01-01T00:00:00.000000000Z\"");
         assert_eq!(at(1_767_225_600), "\"2026-01-01T00:00:00.000000000Z\"");
-        assert_eq!(
-            at(951_825_600 + 3_661),
-            "\"2000-02-29T13:01:01.000000000Z\""
-        );
+        assert_eq!(at(951_829_261), "\"2000-02-29T13:01:01.000000000Z\"");
     }
 
     #[test]
     fn families_and_routes() {
-        assert_eq!(family("llama3.2:latest"), "llama");
-        assert_eq!(family("qwen2.5:7b"), "qwen");
-        assert_eq!(family("7b"), "llama");
+        assert_eq!(
+            (
+                family("llama3.2:latest"),
+                family("qwen2.5:7b"),
+                family("7b")
+            ),
+            ("llama", "qwen", "llama")
+        );
         assert_eq!(route("/api/v1/health"), Some(("GET", Route::Health)));
         assert_eq!(route("/v1/nope"), None);
     }

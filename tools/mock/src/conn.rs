@@ -4,7 +4,7 @@
 //! Buffers are per connection and reused across requests, so a keep-alive request costs
 //! no allocation on the common paths.
 
-use std::io;
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -212,12 +212,8 @@ impl Conn<'_> {
                 }
                 Step::Error(status, msg) => {
                     self.scratch.clear();
-                    api::openai_error(
-                        &mut self.scratch,
-                        msg,
-                        "invalid_request_error",
-                        "bad_request",
-                    );
+                    let e = api::error_json(msg, "invalid_request_error", "bad_request");
+                    let _ = serde_json::to_writer(&mut self.scratch, &e);
                     self.full(status, api::JSON, false, false).await?;
                     return Ok(());
                 }
@@ -234,6 +230,10 @@ impl Conn<'_> {
                     if self.start == self.buf.len() {
                         self.buf.clear();
                         self.start = 0;
+                        // Don't pin a huge body's buffers for the rest of a keep-alive connection.
+                        if self.buf.capacity() + self.scratch.capacity() > 1 << 20 {
+                            (self.buf, self.scratch) = (Vec::with_capacity(8192), Vec::new());
+                        }
                     }
                 }
             }
@@ -376,7 +376,7 @@ impl Conn<'_> {
     fn frame(&mut self, chunked: bool, last: bool) {
         self.out.clear();
         if chunked {
-            api::push_fmt(&mut self.out, format_args!("{:x}\r\n", self.scratch.len()));
+            let _ = write!(self.out, "{:x}\r\n", self.scratch.len());
         }
         self.out.extend_from_slice(&self.scratch);
         if chunked {

@@ -1,0 +1,313 @@
+//! Test harness: mock backends and an in-process ringway on 127.0.0.1 with ports from
+//! the OS, and a small blocking HTTP/1.1 client that records when each piece of a
+//! response arrived (to prove streaming is not batched). Everything started here stops
+//! when dropped; every read has a timeout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ringway::{Config, Server};
+pub(crate) use ringway_mock::{MockConfig, MockServer};
+
+/// Longest any single read may block in a test.
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn mock(name: &str) -> MockServer {
+    mock_with(MockConfig::named(name))
+}
+
+pub(crate) fn mock_with(config: MockConfig) -> MockServer {
+    ringway_mock::spawn("127.0.0.1:0".parse().unwrap(), config).expect("start a mock backend")
+}
+
+/// An endpoint entry for [`proxy`]: name, type, priority.
+pub(crate) struct Ep<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) addr: SocketAddr,
+    pub(crate) kind: &'a str,
+    pub(crate) priority: u32,
+}
+
+impl<'a> Ep<'a> {
+    pub(crate) fn new(name: &'a str, mock: &MockServer) -> Ep<'a> {
+        Ep {
+            name,
+            addr: mock.addr(),
+            kind: "ollama",
+            priority: 100,
+        }
+    }
+
+    pub(crate) fn kind(self, kind: &'a str) -> Ep<'a> {
+        Ep { kind, ..self }
+    }
+
+    pub(crate) fn priority(self, priority: u32) -> Ep<'a> {
+        Ep { priority, ..self }
+    }
+}
+
+/// The TOML for a proxy on a free port in front of `endpoints`; `extra` is appended to
+/// the `[server]` table first, then may open other tables.
+pub(crate) fn config_text(endpoints: &[Ep<'_>], server_extra: &str, extra: &str) -> String {
+    let shards = if server_extra.contains("shards") {
+        ""
+    } else {
+        "shards = 1\n"
+    };
+    let mut text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{shards}{server_extra}\n{extra}\n");
+    for e in endpoints {
+        text += &format!(
+            "[[endpoints]]\nname = \"{}\"\nurl = \"http://{}\"\ntype = \"{}\"\npriority = {}\n",
+            e.name, e.addr, e.kind, e.priority
+        );
+    }
+    text
+}
+
+/// Starts ringway (one shard unless `server_extra` says otherwise) in front of
+/// `endpoints`, with extra config tables in `extra` (e.g. "[proxy]\nbalancer = ...").
+pub(crate) fn proxy(endpoints: &[Ep<'_>], server_extra: &str, extra: &str) -> Server {
+    let text = config_text(endpoints, server_extra, extra);
+    let config = Config::from_toml(&text, "test config").expect("valid test config");
+    ringway::start(config).expect("start ringway")
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    /// The body without transfer framing.
+    pub(crate) body: Vec<u8>,
+    /// When each body read returned, with its size (after the head).
+    pub(crate) arrivals: Vec<(Instant, usize)>,
+    pub(crate) sent_at: Instant,
+    /// Whether the body ended properly (not cut by a close).
+    pub(crate) complete: bool,
+}
+
+impl Response {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// Time from sending the request to the first body bytes.
+    pub(crate) fn first_byte_after(&self) -> Duration {
+        self.arrivals[0].0 - self.sent_at
+    }
+
+    pub(crate) fn total_time(&self) -> Duration {
+        self.arrivals
+            .last()
+            .map_or(Duration::ZERO, |a| a.0 - self.sent_at)
+    }
+}
+
+/// A client connection (keep-alive: several requests can go over it).
+pub(crate) struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub(crate) fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub(crate) fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+
+    /// Sends raw bytes.
+    pub(crate) fn send_raw(&mut self, raw: &[u8]) {
+        self.stream().write_all(raw).expect("send request");
+    }
+
+    /// Sends a request and reads its response.
+    pub(crate) fn request(&mut self, raw: &[u8]) -> Response {
+        let sent_at = Instant::now();
+        self.send_raw(raw);
+        let was_head = raw.starts_with(b"HEAD ");
+        self.read_response(sent_at, was_head)
+    }
+
+    pub(crate) fn post_json(&mut self, path: &str, body: &str, extra_headers: &str) -> Response {
+        self.request(post(path, body, extra_headers).as_bytes())
+    }
+
+    pub(crate) fn get(&mut self, path: &str) -> Response {
+        self.request(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    }
+
+    /// Reads one response (skipping interim 1xx unless `keep_interim`).
+    pub(crate) fn read_response(&mut self, sent_at: Instant, was_head: bool) -> Response {
+        loop {
+            let r = self.read_one(sent_at, was_head);
+            if !(100..200).contains(&r.status) {
+                return r;
+            }
+        }
+    }
+
+    pub(crate) fn read_one(&mut self, sent_at: Instant, was_head: bool) -> Response {
+        let mut status_line = String::new();
+        self.reader
+            .read_line(&mut status_line)
+            .expect("read status line");
+        assert!(
+            status_line.starts_with("HTTP/1."),
+            "bad status line {status_line:?}"
+        );
+        let status: u16 = status_line[9..12].parse().expect("status code");
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("read header");
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("header colon");
+            headers.push((name.to_string(), value.trim().to_string()));
+        }
+        let mut response = Response {
+            status,
+            headers,
+            body: Vec::new(),
+            arrivals: Vec::new(),
+            sent_at,
+            complete: true,
+        };
+        if was_head || (100..200).contains(&status) || status == 204 || status == 304 {
+            return response;
+        }
+        let chunked = response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if chunked {
+            response.complete = self.read_chunked(&mut response);
+        } else if let Some(len) = response.header("content-length") {
+            let len: usize = len.parse().expect("content-length");
+            while response.body.len() < len {
+                let missing = len - response.body.len();
+                if !self.read_some(&mut response, missing) {
+                    response.complete = false;
+                    break;
+                }
+            }
+        } else {
+            while self.read_some(&mut response, usize::MAX) {}
+        }
+        response
+    }
+
+    /// Reads what is available (up to `max` bytes) into the body; false at EOF/error.
+    fn read_some(&mut self, response: &mut Response, max: usize) -> bool {
+        let available = match self.reader.fill_buf() {
+            Ok([]) | Err(_) => return false,
+            Ok(buf) => buf.len().min(max),
+        };
+        let buf = self.reader.buffer()[..available].to_vec();
+        self.reader.consume(available);
+        response.arrivals.push((Instant::now(), available));
+        response.body.extend_from_slice(&buf);
+        true
+    }
+
+    fn read_chunked(&mut self, response: &mut Response) -> bool {
+        loop {
+            let mut size_line = String::new();
+            match self.reader.read_line(&mut size_line) {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+            let hex = size_line.trim_end().split(';').next().unwrap_or("");
+            let Ok(size) = usize::from_str_radix(hex, 16) else {
+                return false;
+            };
+            if size == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    let mut line = String::new();
+                    match self.reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => return false,
+                        Ok(_) if line == "\r\n" => return true,
+                        Ok(_) => {}
+                    }
+                }
+            }
+            let mut chunk = vec![0; size];
+            let arrived = Instant::now();
+            if self.reader.read_exact(&mut chunk).is_err() {
+                return false;
+            }
+            response.arrivals.push((arrived, size));
+            response.body.extend_from_slice(&chunk);
+            let mut crlf = [0; 2];
+            if self.reader.read_exact(&mut crlf).is_err() || &crlf != b"\r\n" {
+                return false;
+            }
+        }
+    }
+
+    /// True when the server has closed the connection (reads EOF within `within`).
+    pub(crate) fn is_closed(&mut self, within: Duration) -> bool {
+        self.stream().set_read_timeout(Some(within)).unwrap();
+        let mut byte = [0; 1];
+        let closed = matches!(self.reader.read(&mut byte), Ok(0))
+            || matches!(self.reader.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+        self.stream().set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        closed
+    }
+}
+
+/// A POST with a JSON body.
+pub(crate) fn post(path: &str, body: &str, extra_headers: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+}
+
+/// An OpenAI chat request body.
+pub(crate) fn chat(model: &str, stream: bool) -> String {
+    format!(
+        r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"Say hello"}}]}}"#
+    )
+}
+
+/// Sends one request on a fresh connection.
+pub(crate) fn one_shot(addr: SocketAddr, raw: &[u8]) -> Response {
+    Client::connect(addr).request(raw)
+}
+
+/// Waits until `cond` holds, polling for at most `within`.
+pub(crate) fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}

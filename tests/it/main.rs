@@ -1,0 +1,8 @@
+//! Integration tests: real mock backends (tools/mock) and a real ringway, on 127.0.0.1
+//! with ports from the OS. One test binary, one module per concern.
+
+mod balancing;
+mod forwarding;
+mod harness;
+mod limits;
+mod process;

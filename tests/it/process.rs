@@ -1,0 +1,249 @@
+//! The process: drivers, the listening port, the `ringway` binary and its configuration
+//! checks.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use ringway::{Config, StartError};
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringway");
+
+/// A config file in the temp directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(text: &str) -> TempFile {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ringway-test-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A `ringway` child process, killed when dropped.
+struct Ringway {
+    child: Child,
+    addr: std::net::SocketAddr,
+    log: Vec<String>,
+}
+
+impl Ringway {
+    /// Runs the binary and waits for its "listening on" line.
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Ringway {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("run ringway");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = Vec::new();
+        // Bounded: the start-up log is a handful of lines.
+        for _ in 0..50 {
+            let line = lines
+                .next()
+                .expect("ringway exited before listening")
+                .unwrap();
+            log.push(line.clone());
+            if let Some(rest) = line.split(" listening on ").nth(1) {
+                if line.contains("ringway ") {
+                    let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                    // Keep draining stderr so the child never blocks on a full pipe.
+                    std::thread::spawn(move || for _ in lines {});
+                    return Ringway { child, addr, log };
+                }
+            }
+        }
+        panic!("no listening line in {log:?}");
+    }
+}
+
+impl Drop for Ringway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn uring_available() -> bool {
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\nshards = 1\ndriver = \"io_uring\"";
+    ringway::start(Config::from_toml(text, "probe").unwrap()).is_ok()
+}
+
+#[test]
+fn both_drivers_serve_streams() {
+    let a = mock("a");
+    let mut drivers = vec!["epoll"];
+    if uring_available() {
+        drivers.push("io_uring");
+    } else {
+        eprintln!("io_uring is not available on this machine: testing epoll only");
+    }
+    for driver in drivers {
+        let proxy = proxy(
+            &[Ep::new("a", &a)],
+            &format!("driver = \"{driver}\"\nshards = 2"),
+            "",
+        );
+        assert_eq!(proxy.drivers(), [driver, driver]);
+        let mut client = Client::connect(proxy.local_addr());
+        let r = client.post_json(
+            "/v1/chat/completions",
+            &chat("llama3.2:latest", true),
+            "X-Mock-Tokens: 5\r\nX-Mock-Token-Delay-Ms: 20\r\n",
+        );
+        assert_eq!(r.status, 200, "{driver}");
+        assert!(
+            r.complete && r.arrivals.len() >= 5,
+            "{driver}: {} arrivals",
+            r.arrivals.len()
+        );
+        assert_eq!(client.get("/internal/health").status, 200);
+    }
+}
+
+#[test]
+fn a_second_server_on_a_taken_port_fails_clearly() {
+    let first = proxy(&[], "", "");
+    let addr = first.local_addr();
+    let text = format!("[server]\nlisten = \"{addr}\"\nshards = 2");
+    match ringway::start(Config::from_toml(&text, "second").unwrap()) {
+        Err(e @ StartError::AddrInUse(_)) => {
+            assert!(e.to_string().contains("already in use"), "{e}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a second server silently shared {addr}"),
+    }
+    // The first one is unaffected.
+    assert_eq!(
+        one_shot(addr, b"GET /internal/health HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+
+    let output = Command::new(BIN)
+        .args(["--listen", &addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already in use"), "{stderr}");
+}
+
+#[test]
+fn the_binary_runs_the_embedded_default() {
+    let ringway = Ringway::spawn(&["--listen", "127.0.0.1:0", "--shards", "2"], &[]);
+    let r = one_shot(
+        ringway.addr,
+        b"GET /internal/health HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    // The default endpoints (local Ollama, LM Studio, vLLM, llama.cpp) are not running
+    // here: a clear 502 naming what was tried, not a hang or a crash.
+    let r = one_shot(
+        ringway.addr,
+        post("/v1/chat/completions", &chat("m", false), "").as_bytes(),
+    );
+    assert!(r.status == 502, "{} {}", r.status, r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("local-ollama")
+    );
+}
+
+#[test]
+fn the_binary_honours_monoio_force_legacy_driver() {
+    let ringway = Ringway::spawn(
+        &["--listen", "127.0.0.1:0", "--shards", "1"],
+        &[("MONOIO_FORCE_LEGACY_DRIVER", "1")],
+    );
+    assert!(
+        ringway.log.iter().any(|l| l.contains("(epoll)")),
+        "{:?}",
+        ringway.log
+    );
+    let r = one_shot(
+        ringway.addr,
+        b"GET /internal/health HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn check_config_names_the_file_and_key() {
+    let bad =
+        TempFile::new("[server]\nlisten = \"127.0.0.1:1\"\n[proxy]\nbalancer = \"fastest\"\n");
+    let output = Command::new(BIN)
+        .args(["--check-config", "--config"])
+        .arg(&bad.0)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&*bad.0.to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("proxy.balancer"), "{stderr}");
+
+    let typo = TempFile::new("[server]\nlisten = \"127.0.0.1:1\"\nshard = 2\n");
+    let output = Command::new(BIN)
+        .arg("--check-config")
+        .arg("-c")
+        .arg(&typo.0)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("shard"));
+
+    let good = TempFile::new(ringway::DEFAULT_CONFIG);
+    let output = Command::new(BIN)
+        .arg("--check-config")
+        .arg("-c")
+        .arg(&good.0)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("4 endpoint(s)"));
+
+    let output = Command::new(BIN)
+        .args(["--check-config", "--listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--listen"));
+}
+
+#[test]
+fn stopping_the_server_closes_its_listener() {
+    let server = proxy(&[], "shards = 2", "");
+    let addr = server.local_addr();
+    assert_eq!(
+        one_shot(addr, b"GET /internal/health HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+    server.shutdown();
+    assert!(eventually(Duration::from_secs(2), || {
+        std::net::TcpStream::connect(addr).is_err()
+    }));
+}
