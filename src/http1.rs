@@ -250,10 +250,8 @@ fn scan_headers(
                     }
                 }
             }
-            HeaderKind::Expect => {
-                if trim(value).eq_ignore_ascii_case(b"100-continue") {
-                    facts.expect_continue = true;
-                }
+            HeaderKind::Expect if trim(value).eq_ignore_ascii_case(b"100-continue") => {
+                facts.expect_continue = true;
             }
             HeaderKind::Host => {
                 facts.hosts += 1;
@@ -318,7 +316,8 @@ pub(crate) fn parse_request(
     }
     // Origin-form only: the destination is always a configured endpoint, never the
     // request target (no open proxy).
-    if !target.starts_with('/') && !(target == "*" && method == "OPTIONS") {
+    let origin_form = target.starts_with('/') || (target == "*" && method == "OPTIONS");
+    if !origin_form {
         return Err(HeadError::Malformed(
             "request target must be a path (origin-form)",
         ));

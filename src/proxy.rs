@@ -269,10 +269,10 @@ fn write_upstream_head(client: &mut Client, ep: &Endpoint, scope: Scope, strip: 
     let mut forwarded_for: Option<&[u8]> = None;
     for h in &head.headers {
         match h.kind {
-            HeaderKind::Other | HeaderKind::RequestId => {
-                if http1::is_end_to_end(buf, &head.headers, h, head.connection_names_headers) {
-                    http1::push_header(out, h.name.get(buf), h.value.get(buf));
-                }
+            HeaderKind::Other | HeaderKind::RequestId
+                if http1::is_end_to_end(buf, &head.headers, h, head.connection_names_headers) =>
+            {
+                http1::push_header(out, h.name.get(buf), h.value.get(buf));
             }
             HeaderKind::XForwardedFor => forwarded_for = Some(h.value.get(buf)),
             // Framing and routing headers are rewritten below; hop-by-hop ones stay here.

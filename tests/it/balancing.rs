@@ -96,7 +96,6 @@ fn least_connections_counts_requests_in_flight_on_every_shard() {
 #[test]
 fn priority_keeps_to_the_top_tier_and_falls_back_when_it_is_gone() {
     let (low, high) = (mock("low"), mock("high"));
-    let high_addr = high.addr();
     let proxy = proxy(
         &[
             Ep::new("low", &low).priority(50),
@@ -114,7 +113,6 @@ fn priority_keeps_to_the_top_tier_and_falls_back_when_it_is_gone() {
     high.stop();
     let r = client.post_json("/v1/chat/completions", &chat("llama3.2:latest", false), "");
     assert_eq!(endpoint_of(&r), "low");
-    drop(high_addr);
 }
 
 #[test]

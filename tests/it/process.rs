@@ -53,26 +53,27 @@ impl Ringway {
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("run ringway");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut log = Vec::new();
-        // Bounded: the start-up log is a handful of lines.
+        let mut ringway = Ringway {
+            child: command.spawn().expect("run ringway"),
+            addr: ([0, 0, 0, 0], 0).into(),
+            log: Vec::new(),
+        };
+        let mut lines = BufReader::new(ringway.child.stderr.take().unwrap()).lines();
+        // Bounded: the start-up log is a handful of lines. A panic here kills the child
+        // (Drop).
         for _ in 0..50 {
-            let line = lines
-                .next()
-                .expect("ringway exited before listening")
-                .unwrap();
-            log.push(line.clone());
+            let line = lines.next().expect("ringway exited before listening").unwrap();
+            ringway.log.push(line.clone());
             if let Some(rest) = line.split(" listening on ").nth(1) {
                 if line.contains("ringway ") {
-                    let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                    ringway.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
                     // Keep draining stderr so the child never blocks on a full pipe.
                     std::thread::spawn(move || for _ in lines {});
-                    return Ringway { child, addr, log };
+                    return ringway;
                 }
             }
         }
-        panic!("no listening line in {log:?}");
+        panic!("no listening line in {:?}", ringway.log);
     }
 }
 
