@@ -352,7 +352,10 @@ async fn shard_main(start: ShardStart, driver: &'static str) {
     start.stop.wait().await;
     shard.stopping.set(true);
     canceller.cancel();
-    accepting.await; // the listener is closed when the loop ends
+    accepting.await; // the listener is dropped when the loop ends
+    // On io_uring, closing a socket is itself a queued operation: let the driver submit
+    // it before the runtime goes away, or the port would stay bound.
+    monoio::time::sleep(Duration::from_millis(1)).await;
 }
 
 async fn accept_loop(listener: TcpListener, shard: Rc<Shard>, cancel: monoio::io::CancelHandle) {

@@ -62,7 +62,10 @@ impl Ringway {
         // Bounded: the start-up log is a handful of lines. A panic here kills the child
         // (Drop).
         for _ in 0..50 {
-            let line = lines.next().expect("ringway exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("ringway exited before listening")
+                .unwrap();
             ringway.log.push(line.clone());
             if let Some(rest) = line.split(" listening on ").nth(1) {
                 if line.contains("ringway ") {
