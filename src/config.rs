@@ -58,6 +58,7 @@ pub struct Config {
     pub origin: String,
     pub server: ServerConfig,
     pub proxy: ProxyConfig,
+    pub health: HealthConfig,
     pub log_level: Level,
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -84,6 +85,25 @@ pub struct ProxyConfig {
     pub stream_idle_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// Endpoint answers that are retried on another endpoint (while one is left).
+    pub retry_on_status: Vec<u16>,
+    /// Most endpoints tried for one request; 0 = every candidate once.
+    pub max_attempts: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Default for endpoints that do not set their own.
+    pub check_interval: Duration,
+    pub check_timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    pub recovery_interval: Duration,
+    pub recovery_max_interval: Duration,
+    /// Consecutive request failures that open an endpoint's breaker; 0 = no breaker.
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    pub breaker_max_cooldown: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +118,20 @@ pub struct EndpointConfig {
     pub authority: String,
     /// Path prefix from the URL without a trailing slash ("" when none).
     pub base_path: String,
+    /// Path checked by the health checker (after `base_path`).
+    pub health_path: String,
+    pub check_interval: Duration,
+    pub check_timeout: Duration,
+}
+
+impl HealthConfig {
+    pub(crate) fn breaker(&self) -> crate::upstream::health::Breaker {
+        crate::upstream::health::Breaker {
+            threshold: self.breaker_threshold,
+            cooldown: self.breaker_cooldown,
+            max_cooldown: self.breaker_max_cooldown,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -194,6 +228,48 @@ impl Config {
             }
         };
 
+        let h = raw.health;
+        for (key, v) in [
+            ("health.unhealthy_threshold", h.unhealthy_threshold),
+            ("health.healthy_threshold", h.healthy_threshold),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1".into()));
+            }
+        }
+        let health = HealthConfig {
+            check_interval: ms("health.check_interval_ms", h.check_interval_ms)?,
+            check_timeout: ms("health.check_timeout_ms", h.check_timeout_ms)?,
+            unhealthy_threshold: h.unhealthy_threshold,
+            healthy_threshold: h.healthy_threshold,
+            recovery_interval: ms("health.recovery_interval_ms", h.recovery_interval_ms)?,
+            recovery_max_interval: ms(
+                "health.recovery_max_interval_ms",
+                h.recovery_max_interval_ms,
+            )?,
+            breaker_threshold: h.breaker_threshold,
+            breaker_cooldown: ms("health.breaker_cooldown_ms", h.breaker_cooldown_ms)?,
+            breaker_max_cooldown: ms("health.breaker_max_cooldown_ms", h.breaker_max_cooldown_ms)?,
+        };
+        if health.recovery_max_interval < health.recovery_interval {
+            return Err(err(
+                "health.recovery_max_interval_ms",
+                "must not be below health.recovery_interval_ms".into(),
+            ));
+        }
+        if health.breaker_max_cooldown < health.breaker_cooldown {
+            return Err(err(
+                "health.breaker_max_cooldown_ms",
+                "must not be below health.breaker_cooldown_ms".into(),
+            ));
+        }
+        if let Some(bad) = p.retry_on_status.iter().find(|s| !(400..=599).contains(*s)) {
+            return Err(err(
+                "proxy.retry_on_status",
+                format!("{bad} is not an error status (400-599)"),
+            ));
+        }
+
         let mut endpoints: Vec<EndpointConfig> = Vec::with_capacity(raw.endpoints.len());
         for (i, e) in raw.endpoints.into_iter().enumerate() {
             let key = |field: &str| format!("endpoints[{i}].{field}");
@@ -233,6 +309,23 @@ impl Config {
                     format!("{:?} resolves to no address", url.host),
                 ));
             }
+            let health_path = e
+                .health_path
+                .unwrap_or_else(|| kind.health_path().to_string());
+            if !health_path.starts_with('/') || !health_path.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err(
+                    &key("health_path"),
+                    format!("{health_path:?} must be a path starting with /"),
+                ));
+            }
+            let check_interval = match e.check_interval_ms {
+                Some(v) => ms(&key("check_interval_ms"), v)?,
+                None => health.check_interval,
+            };
+            let check_timeout = match e.check_timeout_ms {
+                Some(v) => ms(&key("check_timeout_ms"), v)?,
+                None => health.check_timeout,
+            };
             endpoints.push(EndpointConfig {
                 name,
                 url: e.url,
@@ -241,6 +334,9 @@ impl Config {
                 addrs,
                 authority: url.authority,
                 base_path: url.base_path,
+                health_path,
+                check_interval,
+                check_timeout,
             });
         }
 
@@ -264,7 +360,10 @@ impl Config {
                 stream_idle_timeout: ms("proxy.stream_idle_timeout_ms", p.stream_idle_timeout_ms)?,
                 pool_idle_timeout: ms("proxy.pool_idle_timeout_ms", p.pool_idle_timeout_ms)?,
                 pool_max_idle: p.pool_max_idle,
+                retry_on_status: p.retry_on_status,
+                max_attempts: p.max_attempts,
             },
+            health,
             log_level,
             endpoints,
         })
@@ -377,6 +476,8 @@ mod file {
         #[serde(default)]
         pub(super) proxy: Proxy,
         #[serde(default)]
+        pub(super) health: Health,
+        #[serde(default)]
         pub(super) log: Log,
         #[serde(default)]
         pub(super) endpoints: Vec<Endpoint>,
@@ -421,6 +522,8 @@ mod file {
         pub(super) stream_idle_timeout_ms: u64,
         pub(super) pool_idle_timeout_ms: u64,
         pub(super) pool_max_idle: usize,
+        pub(super) retry_on_status: Vec<u16>,
+        pub(super) max_attempts: usize,
     }
 
     impl Default for Proxy {
@@ -432,6 +535,38 @@ mod file {
                 stream_idle_timeout_ms: 300_000,
                 pool_idle_timeout_ms: 4_000,
                 pool_max_idle: 64,
+                retry_on_status: vec![502, 503, 504],
+                max_attempts: 0,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct Health {
+        pub(super) check_interval_ms: u64,
+        pub(super) check_timeout_ms: u64,
+        pub(super) unhealthy_threshold: u32,
+        pub(super) healthy_threshold: u32,
+        pub(super) recovery_interval_ms: u64,
+        pub(super) recovery_max_interval_ms: u64,
+        pub(super) breaker_threshold: u32,
+        pub(super) breaker_cooldown_ms: u64,
+        pub(super) breaker_max_cooldown_ms: u64,
+    }
+
+    impl Default for Health {
+        fn default() -> Self {
+            Health {
+                check_interval_ms: 5_000,
+                check_timeout_ms: 2_000,
+                unhealthy_threshold: 2,
+                healthy_threshold: 1,
+                recovery_interval_ms: 100,
+                recovery_max_interval_ms: 500,
+                breaker_threshold: 3,
+                breaker_cooldown_ms: 1_000,
+                breaker_max_cooldown_ms: 15_000,
             }
         }
     }
@@ -459,6 +594,9 @@ mod file {
         pub(super) kind: String,
         #[serde(default = "default_priority")]
         pub(super) priority: u32,
+        pub(super) health_path: Option<String>,
+        pub(super) check_interval_ms: Option<u64>,
+        pub(super) check_timeout_ms: Option<u64>,
     }
 
     fn openai_compatible() -> String {
@@ -505,6 +643,7 @@ mod tests {
         let doc = Config::embedded_default();
         assert_eq!(format!("{:?}", empty.server), format!("{:?}", doc.server));
         assert_eq!(format!("{:?}", empty.proxy), format!("{:?}", doc.proxy));
+        assert_eq!(format!("{:?}", empty.health), format!("{:?}", doc.health));
         assert_eq!(empty.log_level, doc.log_level);
         assert!(empty.endpoints.is_empty());
     }

@@ -36,9 +36,10 @@ mod runtime;
 mod upstream;
 
 pub use config::{
-    Config, ConfigError, DEFAULT_CONFIG, DriverChoice, EndpointConfig, ProxyConfig, ServerConfig,
+    Config, ConfigError, DEFAULT_CONFIG, DriverChoice, EndpointConfig, HealthConfig, ProxyConfig,
+    ServerConfig,
 };
 pub use log::{Level, set_level};
 pub use routing::Balancer;
-pub use runtime::{Server, ShardDied, StartError, start};
+pub use runtime::{Server, StartError, ThreadDied, start};
 pub use upstream::EndpointType;

@@ -28,7 +28,7 @@ use crate::http1::{
 use crate::log::{debug, warning};
 use crate::routing::{self, Route, Scope};
 use crate::runtime::Shard;
-use crate::upstream::{self, Endpoint};
+use crate::upstream::{self, Endpoint, health};
 use error::{ProxyError, Rescue};
 
 /// Request bodies up to this size are sent in the same write as the head.
@@ -205,10 +205,22 @@ async fn proxy_request(
     started: Instant,
 ) -> Next {
     let endpoints = &shard.upstreams.endpoints;
+    let proxy = &shard.config.proxy;
+    let now = health::now_ms();
+    let max_attempts = if proxy.max_attempts == 0 {
+        usize::MAX
+    } else {
+        proxy.max_attempts
+    };
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     loop {
-        let Some(ep) = select_backend(shard, scope, &tried) else {
+        let candidate = if tried.len() < max_attempts {
+            select_backend(shard, scope, &tried, now)
+        } else {
+            None
+        };
+        let Some(ep) = candidate else {
             let err = match last_error {
                 None => ProxyError::NoEndpoint { scope },
                 Some(last) if tried.len() == 1 => last,
@@ -222,34 +234,87 @@ async fn proxy_request(
             };
             return send_error(client, &err, id).await;
         };
+        tried.push(ep.index);
         let _in_flight = ep.begin_request();
         write_upstream_head(client, ep, scope, strip);
-        match forward(shard, client, ep).await {
-            Ok(upstream) => return stream_response(shard, client, ep, upstream, id, started).await,
-            Err(e) if e.retryable() => {
-                warning!(
-                    "request {id}: endpoint {} failed, trying another: {e:?}",
-                    ep.name
-                );
-                tried.push(ep.index);
-                last_error = Some(e);
+        let failure = match forward(shard, client, ep).await {
+            Ok(upstream) => {
+                let status = client.response.status;
+                if !proxy.retry_on_status.contains(&status) {
+                    ep.health().record_success();
+                    return stream_response(shard, client, ep, upstream, id, started).await;
+                }
+                // An answer we may retry: only if someone else can take the request;
+                // otherwise the endpoint's own answer is the most useful one to pass on.
+                let retry = tried.len() < max_attempts && has_candidate(shard, scope, &tried, now);
+                record_failure(shard, ep, now);
+                if !retry {
+                    return stream_response(shard, client, ep, upstream, id, started).await;
+                }
+                // Dropping `upstream` closes it: its body is not worth draining.
+                ProxyError::RetriedStatus {
+                    endpoint: ep.name.to_string(),
+                    status,
+                }
             }
-            Err(e) => return send_error(client, &e, id).await,
-        }
+            Err(e) => {
+                if let ProxyError::Connect { cause, .. } = &e {
+                    // Passive detection: out of rotation on every shard until the
+                    // checker sees it answer again.
+                    if ep.health().mark_down() {
+                        warning!("endpoint {} is down: {cause}", ep.name);
+                    }
+                }
+                if e.retryable() {
+                    record_failure(shard, ep, now);
+                } else {
+                    return send_error(client, &e, id).await;
+                }
+                e
+            }
+        };
+        debug!(
+            "request {id}: endpoint {} failed, trying another: {failure:?}",
+            ep.name
+        );
+        last_error = Some(failure);
     }
 }
 
-/// Picks an endpoint in `scope` that has not been tried yet.
-fn select_backend<'a>(shard: &'a Shard, scope: Scope, tried: &[usize]) -> Option<&'a Endpoint> {
+fn record_failure(shard: &Shard, ep: &Endpoint, now: u64) {
+    if ep.health().record_failure(now, &shard.breaker) {
+        debug!("endpoint {}: circuit breaker open", ep.name);
+    }
+}
+
+/// Whether `ep` may serve a request routed to `scope` that has not tried it yet.
+fn eligible(ep: &Endpoint, scope: Scope, tried: &[usize], now: u64) -> bool {
+    scope.admits(ep.kind) && ep.health().is_routable(now) && !tried.contains(&ep.index)
+}
+
+/// Picks an eligible endpoint with the configured balancer.
+fn select_backend<'a>(
+    shard: &'a Shard,
+    scope: Scope,
+    tried: &[usize],
+    now: u64,
+) -> Option<&'a Endpoint> {
     let endpoints = &shard.upstreams.endpoints;
-    let eligible = |i: usize| scope.admits(endpoints[i].kind) && !tried.contains(&i);
-    let i = shard
-        .config
-        .proxy
-        .balancer
-        .pick(endpoints, eligible, shard.next_pick.get())?;
+    let i = shard.config.proxy.balancer.pick(
+        endpoints,
+        |i| eligible(&endpoints[i], scope, tried, now),
+        shard.next_pick.get(),
+    )?;
     shard.next_pick.set(i + 1);
     Some(&endpoints[i])
+}
+
+fn has_candidate(shard: &Shard, scope: Scope, tried: &[usize], now: u64) -> bool {
+    shard
+        .upstreams
+        .endpoints
+        .iter()
+        .any(|ep| eligible(ep, scope, tried, now))
 }
 
 /// Writes the request line and headers for `ep` into `client.upstream_request`.

@@ -44,6 +44,7 @@ impl Scope {
 pub(crate) enum Internal {
     Health,
     Version,
+    Endpoints,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,7 @@ pub(crate) fn classify(target: &[u8]) -> Route {
     }
     match path {
         b"/internal/health" => Route::Internal(Internal::Health),
+        b"/internal/status/endpoints" => Route::Internal(Internal::Endpoints),
         b"/version" => Route::Internal(Internal::Version),
         _ => Route::NotFound,
     }
@@ -154,6 +156,10 @@ mod tests {
             Route::Internal(Internal::Health)
         );
         assert_eq!(classify(b"/version"), Route::Internal(Internal::Version));
+        assert_eq!(
+            classify(b"/internal/status/endpoints?x"),
+            Route::Internal(Internal::Endpoints)
+        );
         assert_eq!(classify(b"/olla/tgi/v1/models"), Route::UnknownProvider);
         for path in [
             "/",

@@ -28,6 +28,7 @@ use crate::config::{Config, DriverChoice};
 use crate::log::{error, info, warning};
 use crate::proxy;
 use crate::upstream::Upstreams;
+use crate::upstream::health::Breaker;
 use crate::upstream::pool::Pool;
 
 /// io_uring submission queue size per shard.
@@ -43,6 +44,8 @@ pub(crate) struct Shard {
     pub(crate) config: Arc<Config>,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) pool: Pool,
+    /// How request failures open an endpoint's circuit breaker.
+    pub(crate) breaker: Breaker,
     /// Where the balancer starts scanning: just after this shard's previous pick.
     pub(crate) next_pick: Cell<usize>,
     pub(crate) next_request: Cell<u64>,
@@ -83,21 +86,21 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// A shard thread that ended without being asked to.
+/// A shard or control thread that ended without being asked to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardDied {
-    pub shard: usize,
+pub struct ThreadDied {
+    pub thread: String,
     pub panicked: bool,
 }
 
-impl fmt::Display for ShardDied {
+impl fmt::Display for ThreadDied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let how = if self.panicked { "panicked" } else { "exited" };
-        write!(f, "shard {} {how} unexpectedly", self.shard)
+        write!(f, "thread {} {how} unexpectedly", self.thread)
     }
 }
 
-impl std::error::Error for ShardDied {}
+impl std::error::Error for ThreadDied {}
 
 /// Binds the listeners and starts the shards; returns once every shard accepts.
 pub fn start(config: Config) -> Result<Server, StartError> {
@@ -132,7 +135,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             process_tag,
         };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-        supervisor.spawn(id, move || {
+        supervisor.spawn(format!("ringway-shard-{id}"), move || {
             if let Some(core) = core {
                 if !core_affinity::set_for_current(core) {
                     warning!("shard {id}: could not pin to CPU {}", core.id);
@@ -161,6 +164,10 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             }
         }
     }
+    let control = (config.clone(), upstreams.clone(), stop.clone());
+    supervisor.spawn("ringway-control".into(), move || {
+        run_control(control.0, control.1, control.2)
+    });
     info!(
         "ringway {} listening on {local_addr} with {shards} shard(s) ({}), balancer {}, {} endpoint(s)",
         env!("CARGO_PKG_VERSION"),
@@ -194,7 +201,7 @@ impl Server {
     }
 
     /// Blocks until the server is stopped; an `Err` if a shard died first.
-    pub fn wait(mut self) -> Result<(), ShardDied> {
+    pub fn wait(mut self) -> Result<(), ThreadDied> {
         let result = self.supervisor.wait(&self.stop);
         self.stop.trigger();
         self.supervisor.join();
@@ -282,10 +289,13 @@ struct ShardStart {
     process_tag: u32,
 }
 
-/// Builds the shard's runtime on the configured driver and runs the shard on it.
-fn run_shard(start: ShardStart) {
-    let id = start.id;
-    let choice = start.config.server.driver;
+/// Builds a runtime on the configured driver (io_uring, falling back to epoll when
+/// allowed) and runs the future `make` gives for it. `Err` when no runtime can be built.
+fn block_on_driver<F: Future>(
+    choice: DriverChoice,
+    thread: &str,
+    make: impl FnOnce(&'static str) -> F,
+) -> Result<F::Output, String> {
     let try_uring = match choice {
         DriverChoice::Epoll => false,
         DriverChoice::IoUring => true,
@@ -298,24 +308,36 @@ fn run_shard(start: ShardStart) {
             .enable_timer()
             .build()
         {
-            Ok(mut rt) => return rt.block_on(shard_main(start, "io_uring")),
+            Ok(mut rt) => return Ok(rt.block_on(make("io_uring"))),
             Err(e) if choice == DriverChoice::Auto => {
                 // Typically RLIMIT_MEMLOCK too low for the rings.
-                warning!("shard {id}: cannot build an io_uring runtime ({e}); using epoll");
+                warning!("{thread}: cannot build an io_uring runtime ({e}); using epoll");
             }
-            Err(e) => {
-                let _ = start
-                    .ready
-                    .send(Err((id, format!("io_uring runtime: {e}"))));
-                return;
-            }
+            Err(e) => return Err(format!("io_uring runtime: {e}")),
         }
     }
     match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
-        Ok(mut rt) => rt.block_on(shard_main(start, "epoll")),
-        Err(e) => {
-            let _ = start.ready.send(Err((id, format!("epoll runtime: {e}"))));
-        }
+        Ok(mut rt) => Ok(rt.block_on(make("epoll"))),
+        Err(e) => Err(format!("epoll runtime: {e}")),
+    }
+}
+
+fn run_shard(start: ShardStart) {
+    let (id, ready) = (start.id, start.ready.clone());
+    let choice = start.config.server.driver;
+    if let Err(why) = block_on_driver(choice, &format!("shard {id}"), |driver| {
+        shard_main(start, driver)
+    }) {
+        let _ = ready.send(Err((id, why)));
+    }
+}
+
+/// The control thread: active health checks (one checker for all shards).
+fn run_control(config: Arc<Config>, upstreams: Arc<Upstreams>, stop: Arc<StopSignal>) {
+    let choice = config.server.driver;
+    let checks = |_driver| crate::upstream::health::run_checks(upstreams, config, stop);
+    if let Err(why) = block_on_driver(choice, "control thread", checks) {
+        error!("control thread: {why}; health checks are not running");
     }
 }
 
@@ -337,6 +359,7 @@ async fn shard_main(start: ShardStart, driver: &'static str) {
             proxy.pool_idle_timeout,
             proxy.pool_max_idle,
         ),
+        breaker: start.config.health.breaker(),
         config: start.config.clone(),
         upstreams: start.upstreams,
         next_pick: Cell::new(id),
@@ -467,20 +490,20 @@ impl StopSignal {
 /// Owns the shard threads and learns when any of them ends, however it ends.
 struct Supervisor {
     threads: Vec<JoinHandle<()>>,
-    exits_tx: mpsc::Sender<ShardDied>,
-    exits: mpsc::Receiver<ShardDied>,
+    exits_tx: mpsc::Sender<ThreadDied>,
+    exits: mpsc::Receiver<ThreadDied>,
 }
 
 /// Reports its shard's end when dropped, which also happens while a panic unwinds.
 struct ExitNotice {
-    shard: usize,
-    tx: mpsc::Sender<ShardDied>,
+    thread: String,
+    tx: mpsc::Sender<ThreadDied>,
 }
 
 impl Drop for ExitNotice {
     fn drop(&mut self) {
-        let _ = self.tx.send(ShardDied {
-            shard: self.shard,
+        let _ = self.tx.send(ThreadDied {
+            thread: std::mem::take(&mut self.thread),
             panicked: std::thread::panicking(),
         });
     }
@@ -496,13 +519,13 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&mut self, shard: usize, body: impl FnOnce() + Send + 'static) {
+    fn spawn(&mut self, name: String, body: impl FnOnce() + Send + 'static) {
         let notice = ExitNotice {
-            shard,
+            thread: name.clone(),
             tx: self.exits_tx.clone(),
         };
         let thread = std::thread::Builder::new()
-            .name(format!("ringway-shard-{shard}"))
+            .name(name)
             .spawn(move || {
                 let _notice = notice;
                 body();
@@ -512,7 +535,7 @@ impl Supervisor {
     }
 
     /// Blocks until `stop` fires (`Ok`) or a shard thread ends first (`Err`).
-    fn wait(&self, stop: &StopSignal) -> Result<(), ShardDied> {
+    fn wait(&self, stop: &StopSignal) -> Result<(), ThreadDied> {
         loop {
             match self.exits.recv_timeout(Duration::from_millis(200)) {
                 Ok(_) if stop.is_triggered() => return Ok(()),
@@ -538,16 +561,14 @@ mod tests {
     fn a_shard_that_dies_is_reported() {
         let stop = StopSignal::default();
         let mut supervisor = Supervisor::new();
-        supervisor.spawn(0, || std::thread::sleep(Duration::from_secs(2)));
-        supervisor.spawn(1, || panic!("injected shard failure"));
+        supervisor.spawn("a".into(), || std::thread::sleep(Duration::from_secs(2)));
+        supervisor.spawn("b".into(), || panic!("injected shard failure"));
         let died = supervisor.wait(&stop).unwrap_err();
-        assert_eq!(
-            died,
-            ShardDied {
-                shard: 1,
-                panicked: true
-            }
-        );
+        let expected = ThreadDied {
+            thread: "b".into(),
+            panicked: true,
+        };
+        assert_eq!(died, expected);
     }
 
     #[test]
@@ -555,7 +576,7 @@ mod tests {
         let stop = Arc::new(StopSignal::default());
         let mut supervisor = Supervisor::new();
         let s = stop.clone();
-        supervisor.spawn(0, move || {
+        supervisor.spawn("a".into(), move || {
             while !s.is_triggered() {
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -3,6 +3,7 @@
 //! with the atomics every shard shares, connecting, and (in `pool`) the per-shard
 //! keep-alive connection pools.
 
+pub(crate) mod health;
 pub(crate) mod pool;
 
 use std::fmt;
@@ -10,6 +11,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use health::Health;
 
 use monoio::net::TcpStream;
 
@@ -133,16 +136,21 @@ pub(crate) struct Endpoint {
     /// The `Host` header value for this endpoint.
     pub(crate) authority: Box<[u8]>,
     pub(crate) base_path: Box<[u8]>,
-    pub(crate) shared: Shared,
+    pub(crate) url: Box<str>,
+    pub(crate) health_path: Box<str>,
+    pub(crate) check_interval: Duration,
+    pub(crate) check_timeout: Duration,
+    shared: Shared,
 }
 
-/// Cross-shard state of an endpoint. Aligned to its own cache line so that shards
-/// updating one endpoint's counters do not slow down reads of another's.
+/// What all shards share about an endpoint, on a cache line of its own: shards updating
+/// one endpoint's counters do not slow down reads of another's.
 #[derive(Debug, Default)]
-#[repr(align(64))]
-pub(crate) struct Shared {
+#[repr(C, align(64))]
+struct Shared {
     /// Requests dispatched to the endpoint and not finished, on all shards.
     in_flight: AtomicU32,
+    health: Health,
 }
 
 /// Counts a request as in flight on an endpoint until dropped.
@@ -158,6 +166,10 @@ impl Endpoint {
     pub(crate) fn begin_request(&self) -> InFlight<'_> {
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    pub(crate) fn health(&self) -> &Health {
+        &self.shared.health
     }
 
     pub(crate) fn in_flight(&self) -> u32 {
@@ -194,6 +206,10 @@ impl Upstreams {
                 addrs: c.addrs.as_slice().into(),
                 authority: c.authority.as_bytes().into(),
                 base_path: c.base_path.as_bytes().into(),
+                url: c.url.as_str().into(),
+                health_path: c.health_path.as_str().into(),
+                check_interval: c.check_interval,
+                check_timeout: c.check_timeout,
                 shared: Shared::default(),
             })
             .collect();

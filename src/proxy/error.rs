@@ -43,6 +43,11 @@ pub(crate) enum ProxyError {
     ClosedBeforeResponse {
         endpoint: String,
     },
+    /// The endpoint answered a status in `proxy.retry_on_status`.
+    RetriedStatus {
+        endpoint: String,
+        status: u16,
+    },
     /// No response head within `proxy.response_timeout_ms`.
     ResponseTimeout {
         endpoint: String,
@@ -78,7 +83,9 @@ impl ProxyError {
     pub(crate) fn retryable(&self) -> bool {
         matches!(
             self,
-            ProxyError::Connect { .. } | ProxyError::ClosedBeforeResponse { .. }
+            ProxyError::Connect { .. }
+                | ProxyError::ClosedBeforeResponse { .. }
+                | ProxyError::RetriedStatus { .. }
         )
     }
 
@@ -189,6 +196,13 @@ impl ProxyError {
                 SERVER,
                 "upstream_closed",
                 format!("endpoint {endpoint} closed the connection without responding"),
+                true,
+            ),
+            RetriedStatus { endpoint, status } => r(
+                StatusCode::BAD_GATEWAY,
+                SERVER,
+                "upstream_error",
+                format!("endpoint {endpoint} answered {status}"),
                 true,
             ),
             ResponseTimeout { endpoint } => r(

@@ -56,7 +56,14 @@ pub(crate) fn config_text(endpoints: &[Ep<'_>], server_extra: &str, extra: &str)
     } else {
         "shards = 1\n"
     };
-    let mut text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{shards}{server_extra}\n{extra}\n");
+    // One round of health checks at start, then quiet, unless the test says otherwise.
+    let health = if extra.contains("[health]") {
+        ""
+    } else {
+        "[health]\ncheck_interval_ms = 3600000\n"
+    };
+    let mut text =
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{shards}{server_extra}\n{extra}\n{health}");
     for e in endpoints {
         text += &format!(
             "[[endpoints]]\nname = \"{}\"\nurl = \"http://{}\"\ntype = \"{}\"\npriority = {}\n",
@@ -71,7 +78,31 @@ pub(crate) fn config_text(endpoints: &[Ep<'_>], server_extra: &str, extra: &str)
 pub(crate) fn proxy(endpoints: &[Ep<'_>], server_extra: &str, extra: &str) -> Server {
     let text = config_text(endpoints, server_extra, extra);
     let config = Config::from_toml(&text, "test config").expect("valid test config");
-    ringway::start(config).expect("start ringway")
+    let server = ringway::start(config).expect("start ringway");
+    // Tests start once every endpoint has had its first health check, so the checker's
+    // requests do not interleave with the test's.
+    let settled = eventually(Duration::from_secs(5), || {
+        let status = status_page(&server);
+        let endpoints = status["endpoints"].as_array().unwrap();
+        endpoints.iter().all(|e| !e["last_check"].is_null())
+    });
+    assert!(settled, "endpoints were not checked within 5 s");
+    server
+}
+
+pub(crate) fn status_page(proxy: &Server) -> serde_json::Value {
+    let request = b"GET /internal/status/endpoints HTTP/1.1\r\nHost: t\r\n\r\n";
+    one_shot(proxy.local_addr(), request).json()
+}
+
+/// One endpoint's entry on the status page.
+pub(crate) fn endpoint_status(proxy: &Server, name: &str) -> serde_json::Value {
+    let status = status_page(proxy);
+    let endpoints = status["endpoints"].as_array().unwrap();
+    let found = endpoints.iter().find(|e| e["name"] == name);
+    found
+        .unwrap_or_else(|| panic!("no endpoint {name} in {status}"))
+        .clone()
 }
 
 /// A response as the client saw it.

@@ -2,6 +2,7 @@
 //! with ports from the OS. One test binary, one module per concern.
 
 mod balancing;
+mod failover;
 mod forwarding;
 mod harness;
 mod limits;

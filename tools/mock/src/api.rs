@@ -155,6 +155,12 @@ fn route(path: &str) -> Option<(&'static str, Route)> {
     })
 }
 
+/// Whether a request is a health check (counted apart from the traffic).
+pub(crate) fn is_health_check(req: &httparse::Request<'_, '_>) -> bool {
+    let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+    req.method == Some("GET") && matches!(route(path), Some((_, Route::Root | Route::Health)))
+}
+
 /// Picks and renders the response to one complete request.
 pub(crate) fn handle(
     sh: &Shared,
@@ -556,7 +562,7 @@ fn mock_route(
         }
         ("stats", "GET") => json!({"name": sh.config.name,
             "connections_accepted": s.connections_accepted(), "open_connections": s.open_connections(),
-            "requests": s.requests(), "completed_streams": s.completed_streams(),
+            "requests": s.requests(), "health_checks": s.health_checks(), "completed_streams": s.completed_streams(),
             "aborted_streams": s.aborted_streams()}),
         ("control", "POST") => {
             let v: Value = match serde_json::from_slice(body) {

@@ -153,9 +153,12 @@ fn step(sh: &Shared, data: &[u8], scratch: &mut Vec<u8>) -> Step {
             expect_continue: meta.expect_continue,
         };
     }
-    sh.stats
-        .requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counter = if api::is_health_check(&req) {
+        &sh.stats.health_checks
+    } else {
+        &sh.stats.requests
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let reply = api::handle(sh, &req, &meta, &data[head_len..total], scratch);
     Step::Reply {
         reply,

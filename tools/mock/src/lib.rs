@@ -65,6 +65,7 @@ pub struct Stats {
     connections_accepted: AtomicU64,
     open_connections: AtomicU64,
     requests: AtomicU64,
+    health_checks: AtomicU64,
     completed_streams: AtomicU64,
     aborted_streams: AtomicU64,
 }
@@ -76,9 +77,14 @@ impl Stats {
     pub fn open_connections(&self) -> u64 {
         self.open_connections.load(Relaxed)
     }
-    /// Requests whose head was parsed (all paths).
+    /// Requests whose head was parsed, on every path except the health checks'.
     pub fn requests(&self) -> u64 {
         self.requests.load(Relaxed)
+    }
+    /// `GET` requests to a health path (`/`, `/health`, `/api/v1/health`), kept apart so
+    /// that a proxy's health checker does not disturb the traffic counts.
+    pub fn health_checks(&self) -> u64 {
+        self.health_checks.load(Relaxed)
     }
     /// Streamed responses written to the end.
     pub fn completed_streams(&self) -> u64 {

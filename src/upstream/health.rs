@@ -1,0 +1,434 @@
+//! Endpoint health, behind `select_backend`'s eligibility test.
+//!
+//! Every endpoint has a [`Health`] block of atomics that all shards read without locks:
+//! - **up/down**: written by the active checker (on the control thread, one task per
+//!   endpoint, never one per shard) and by any shard the moment a request cannot connect
+//!   (passive detection: the endpoint leaves rotation on every shard at once).
+//! - **circuit breaker**: consecutive request failures (connect errors, closes before a
+//!   response, statuses in `proxy.retry_on_status`). At `breaker_threshold` the breaker
+//!   opens and the endpoint is skipped for a cool-down that doubles on each re-trip. Once
+//!   the cool-down has passed, requests flow again (half-open): the first success closes
+//!   the breaker, the first failure re-opens it. Those trial requests are retried
+//!   elsewhere on failure like any other, so no client sees them fail.
+//!
+//! A down endpoint is probed fast (`recovery_interval_ms`, growing gently to
+//! `recovery_max_interval_ms`) so a restarted backend is back within a fraction of a
+//! second; a healthy one every `check_interval_ms`, honoured per endpoint.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use std::sync::Arc;
+
+use crate::config::{Config, HealthConfig};
+use crate::http1::{self, Conn, IoFail, ResponseHead};
+use crate::log::{info, warning};
+use crate::runtime::StopSignal;
+use crate::upstream::{self, Endpoint, Upstreams};
+
+/// Milliseconds on a process-wide monotonic clock.
+pub(crate) fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An endpoint's health, shared by all shards and the checker. `repr(C)`: the fields the
+/// request path touches come first, on the endpoint's first cache line.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub(crate) struct Health {
+    down: AtomicBool,
+    /// Consecutive failed requests: the breaker's count.
+    failures: AtomicU32,
+    /// The breaker is open until this `now_ms()`; 0 when closed.
+    open_until_ms: AtomicU64,
+    requests: AtomicU64,
+    request_failures: AtomicU64,
+    // Written by the checker only.
+    /// Consecutive checks that disagree with the current state.
+    check_streak: AtomicU32,
+    /// HTTP status of the last check, 0 when it got none.
+    last_check_status: AtomicU16,
+    last_check_latency_us: AtomicU32,
+    last_check_unix_ms: AtomicU64,
+    last_change_unix_ms: AtomicU64,
+}
+
+/// The breaker settings a failure is judged by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Breaker {
+    pub(crate) threshold: u32,
+    pub(crate) cooldown: Duration,
+    pub(crate) max_cooldown: Duration,
+}
+
+/// How an endpoint appears on the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Healthy,
+    /// Up, but the breaker is open.
+    CircuitOpen,
+    Offline,
+}
+
+impl Status {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::CircuitOpen => "circuit-open",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+impl Health {
+    /// Whether requests may go to the endpoint now (`now` from [`now_ms`]).
+    #[inline]
+    pub(crate) fn is_routable(&self, now: u64) -> bool {
+        !self.down.load(Relaxed) && self.open_until_ms.load(Relaxed) <= now
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        !self.down.load(Relaxed)
+    }
+
+    pub(crate) fn status(&self, now: u64) -> Status {
+        if self.down.load(Relaxed) {
+            Status::Offline
+        } else if self.open_until_ms.load(Relaxed) > now {
+            Status::CircuitOpen
+        } else {
+            Status::Healthy
+        }
+    }
+
+    /// Takes the endpoint out of rotation on every shard. Returns whether it was up.
+    pub(crate) fn mark_down(&self) -> bool {
+        let was_up = !self.down.swap(true, Relaxed);
+        if was_up {
+            self.check_streak.store(0, Relaxed);
+            self.last_change_unix_ms.store(unix_ms(), Relaxed);
+        }
+        was_up
+    }
+
+    fn mark_up(&self) {
+        self.down.store(false, Relaxed);
+        self.check_streak.store(0, Relaxed);
+        // A recovered backend starts with a clean slate.
+        self.failures.store(0, Relaxed);
+        self.open_until_ms.store(0, Relaxed);
+        self.last_change_unix_ms.store(unix_ms(), Relaxed);
+    }
+
+    /// An attempt reached the endpoint and got a response it did not have to retry.
+    #[inline]
+    pub(crate) fn record_success(&self) {
+        self.requests.fetch_add(1, Relaxed);
+        // Only write when there is something to clear, to keep the line shared.
+        if self.failures.load(Relaxed) != 0 {
+            self.failures.store(0, Relaxed);
+        }
+        if self.open_until_ms.load(Relaxed) != 0 {
+            self.open_until_ms.store(0, Relaxed);
+        }
+    }
+
+    /// An attempt failed on the endpoint's side. Returns whether the breaker (re)opened.
+    pub(crate) fn record_failure(&self, now: u64, breaker: &Breaker) -> bool {
+        self.requests.fetch_add(1, Relaxed);
+        self.request_failures.fetch_add(1, Relaxed);
+        let failures = self.failures.fetch_add(1, Relaxed) + 1;
+        if breaker.threshold == 0 || failures < breaker.threshold {
+            return false;
+        }
+        let trips = (failures - breaker.threshold).min(16);
+        let cooldown = breaker
+            .cooldown
+            .saturating_mul(1 << trips)
+            .min(breaker.max_cooldown);
+        self.open_until_ms
+            .store(now + cooldown.as_millis() as u64, Relaxed);
+        true
+    }
+
+    /// Applies one check result; returns the transition, if any.
+    fn record_check(&self, ok: bool, settings: &HealthConfig) -> Option<bool> {
+        let streak = self.check_streak.load(Relaxed);
+        if ok == self.is_up() {
+            // Nothing to count: a healthy endpoint passing, or a down one failing.
+            if streak != 0 {
+                self.check_streak.store(0, Relaxed);
+            }
+            return None;
+        }
+        let streak = streak + 1;
+        let threshold = if ok {
+            settings.healthy_threshold
+        } else {
+            settings.unhealthy_threshold
+        };
+        if streak < threshold {
+            self.check_streak.store(streak, Relaxed);
+            return None;
+        }
+        if ok {
+            self.mark_up();
+            Some(true)
+        } else {
+            self.mark_down();
+            Some(false)
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            consecutive_failures: self.failures.load(Relaxed),
+            last_change_unix_ms: self.last_change_unix_ms.load(Relaxed),
+            last_check_unix_ms: self.last_check_unix_ms.load(Relaxed),
+            last_check_latency_us: self.last_check_latency_us.load(Relaxed),
+            last_check_status: self.last_check_status.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            request_failures: self.request_failures.load(Relaxed),
+        }
+    }
+}
+
+/// Counters for the status page.
+pub(crate) struct Snapshot {
+    pub(crate) consecutive_failures: u32,
+    pub(crate) last_change_unix_ms: u64,
+    pub(crate) last_check_unix_ms: u64,
+    pub(crate) last_check_latency_us: u32,
+    pub(crate) last_check_status: u16,
+    pub(crate) requests: u64,
+    pub(crate) request_failures: u64,
+}
+
+// ---- the active checker (control thread) ----
+
+/// Checks every endpoint, one task each, until `stop` fires. Runs once per process, on
+/// the control thread.
+pub(crate) async fn run_checks(
+    upstreams: Arc<Upstreams>,
+    config: Arc<Config>,
+    stop: Arc<StopSignal>,
+) {
+    for index in 0..upstreams.endpoints.len() {
+        let (upstreams, config, stop) = (upstreams.clone(), config.clone(), stop.clone());
+        monoio::spawn(async move {
+            watch(&upstreams.endpoints[index], &config.health, &stop).await;
+        });
+    }
+    // The watchers notice the stop within one sleep slice; a probe in progress is
+    // abandoned with the runtime.
+    stop.wait().await;
+}
+
+/// The loop that checks one endpoint.
+async fn watch(ep: &Endpoint, settings: &HealthConfig, stop: &StopSignal) {
+    let mut recovery = settings.recovery_interval;
+    while !stop.is_triggered() {
+        let result = probe(ep).await;
+        let h = ep.health();
+        h.last_check_unix_ms.store(unix_ms(), Relaxed);
+        let ok = match &result {
+            Ok((status, latency)) => {
+                h.last_check_status.store(*status, Relaxed);
+                h.last_check_latency_us
+                    .store(latency.as_micros().min(u32::MAX as u128) as u32, Relaxed);
+                (200..300).contains(status)
+            }
+            Err(_) => {
+                h.last_check_status.store(0, Relaxed);
+                false
+            }
+        };
+        match h.record_check(ok, settings) {
+            Some(true) => info!("endpoint {} is back up", ep.name),
+            Some(false) => warning!("endpoint {} is down: {}", ep.name, describe(&result)),
+            None => {}
+        }
+        let up = h.is_up();
+        let wait = if up {
+            recovery = settings.recovery_interval;
+            ep.check_interval
+        } else {
+            let wait = recovery;
+            recovery = (recovery * 3 / 2).min(settings.recovery_max_interval);
+            wait
+        };
+        // Sleep in short slices: a shard marking the endpoint down, or a stop, cuts the
+        // wait short so recovery probing starts at once.
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stop.is_triggered() {
+                break;
+            }
+            monoio::time::sleep(left.min(Duration::from_millis(20))).await;
+            if up && !h.is_up() {
+                recovery = settings.recovery_interval;
+                break;
+            }
+        }
+    }
+}
+
+fn describe(result: &Result<(u16, Duration), String>) -> String {
+    match result {
+        Ok((status, _)) => format!("health check answered {status}"),
+        Err(e) => e.clone(),
+    }
+}
+
+/// One health check: `GET <base><health path>` on a fresh connection; the status code
+/// and how long the head took.
+pub(crate) async fn probe(ep: &Endpoint) -> Result<(u16, Duration), String> {
+    let started = Instant::now();
+    let within = ep.check_timeout;
+    let stream = upstream::connect(ep, within)
+        .await
+        .map_err(|e| format!("health check cannot connect: {e}"))?;
+    let mut conn = Conn::new(stream, 4096);
+    let mut request = Vec::with_capacity(256);
+    request.extend_from_slice(b"GET ");
+    request.extend_from_slice(&ep.base_path);
+    request.extend_from_slice(ep.health_path.as_bytes());
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    request.extend_from_slice(&ep.authority);
+    request.extend_from_slice(
+        b"\r\nUser-Agent: ringway-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+    );
+    let len = request.len();
+    let left = within.saturating_sub(started.elapsed());
+    let write = http1::write_all(&mut conn.stream, request, len);
+    match monoio::time::timeout(left, write).await {
+        Ok((Ok(()), _)) => {}
+        Ok((Err(e), _)) => return Err(format!("health check failed: {e}")),
+        Err(_) => return Err("health check timed out".into()),
+    }
+    let limits = http1::HeadLimits {
+        max_bytes: 16 * 1024,
+        max_headers: 64,
+    };
+    let mut head = ResponseHead::default();
+    loop {
+        match http1::parse_response(&conn.buf, &limits, false, &mut head) {
+            Ok(true) => return Ok((head.status, started.elapsed())),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(format!(
+                    "health check got an invalid response: {}",
+                    e.describe()
+                ));
+            }
+        }
+        let left = within.saturating_sub(started.elapsed());
+        match conn.fill(left).await {
+            Ok(0) => return Err("health check: connection closed without a response".into()),
+            Ok(_) => {}
+            Err(IoFail::Timeout) => return Err("health check timed out".into()),
+            Err(IoFail::Io(e)) => return Err(format!("health check failed: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> HealthConfig {
+        crate::config::Config::from_toml(
+            "[health]\nunhealthy_threshold = 2\nhealthy_threshold = 2",
+            "t",
+        )
+        .unwrap()
+        .health
+    }
+
+    const BREAKER: Breaker = Breaker {
+        threshold: 3,
+        cooldown: Duration::from_millis(1000),
+        max_cooldown: Duration::from_millis(5000),
+    };
+
+    #[test]
+    fn checks_need_a_streak_to_change_state() {
+        let h = Health::default();
+        let s = settings();
+        assert!(h.is_up());
+        assert_eq!(h.record_check(false, &s), None);
+        assert_eq!(
+            h.record_check(true, &s),
+            None,
+            "a pass breaks the failing streak"
+        );
+        assert_eq!(h.record_check(false, &s), None);
+        assert_eq!(h.record_check(false, &s), Some(false));
+        assert!(!h.is_routable(0));
+        assert_eq!(h.record_check(true, &s), None);
+        assert_eq!(h.record_check(true, &s), Some(true));
+        assert!(h.is_routable(0));
+    }
+
+    #[test]
+    fn passive_marking_is_immediate_and_recovery_clears_the_breaker() {
+        let h = Health::default();
+        let s = settings();
+        for _ in 0..3 {
+            h.record_failure(100, &BREAKER);
+        }
+        assert!(h.mark_down());
+        assert!(!h.mark_down(), "already down");
+        assert_eq!(h.status(100), Status::Offline);
+        h.record_check(true, &s);
+        h.record_check(true, &s);
+        assert_eq!(h.status(100), Status::Healthy);
+        assert!(h.is_routable(100));
+    }
+
+    #[test]
+    fn the_breaker_opens_at_the_threshold_and_backs_off() {
+        let h = Health::default();
+        assert!(!h.record_failure(0, &BREAKER));
+        assert!(!h.record_failure(0, &BREAKER));
+        assert!(
+            h.record_failure(0, &BREAKER),
+            "third consecutive failure opens it"
+        );
+        assert!(!h.is_routable(999));
+        assert_eq!(h.status(500), Status::CircuitOpen);
+        assert!(h.is_routable(1000), "half-open after the cool-down");
+        // A failure while half-open re-opens it for twice as long.
+        assert!(h.record_failure(1000, &BREAKER));
+        assert!(!h.is_routable(2999));
+        assert!(h.is_routable(3000));
+        // Capped.
+        for _ in 0..10 {
+            h.record_failure(3000, &BREAKER);
+        }
+        assert!(h.is_routable(8000));
+        // One success closes it.
+        h.record_success();
+        assert!(h.is_routable(3000));
+        assert_eq!(h.snapshot().consecutive_failures, 0);
+    }
+
+    #[test]
+    fn successes_in_between_reset_the_count() {
+        let h = Health::default();
+        h.record_failure(0, &BREAKER);
+        h.record_failure(0, &BREAKER);
+        h.record_success();
+        assert!(!h.record_failure(0, &BREAKER));
+        assert!(h.is_routable(0));
+    }
+}
