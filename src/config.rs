@@ -563,10 +563,10 @@ mod file {
                 unhealthy_threshold: 2,
                 healthy_threshold: 1,
                 recovery_interval_ms: 100,
-                recovery_max_interval_ms: 500,
+                recovery_max_interval_ms: 250,
                 breaker_threshold: 3,
                 breaker_cooldown_ms: 1_000,
-                breaker_max_cooldown_ms: 15_000,
+                breaker_max_cooldown_ms: 5_000,
             }
         }
     }

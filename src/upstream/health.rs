@@ -51,6 +51,11 @@ pub(crate) struct Health {
     open_until_ms: AtomicU64,
     requests: AtomicU64,
     request_failures: AtomicU64,
+    /// Times the breaker opened since the last success: its cool-down doubles with each.
+    trips: AtomicU32,
+    /// Set when the breaker opens: the checker probes at once, and a failed probe then
+    /// takes the endpoint down (so a dead backend gets fast recovery probing).
+    suspect: AtomicBool,
     // Written by the checker only.
     /// Consecutive checks that disagree with the current state.
     check_streak: AtomicU32,
@@ -123,44 +128,74 @@ impl Health {
         self.down.store(false, Relaxed);
         self.check_streak.store(0, Relaxed);
         // A recovered backend starts with a clean slate.
-        self.failures.store(0, Relaxed);
-        self.open_until_ms.store(0, Relaxed);
+        self.close_breaker();
         self.last_change_unix_ms.store(unix_ms(), Relaxed);
     }
 
-    /// An attempt reached the endpoint and got a response it did not have to retry.
-    #[inline]
-    pub(crate) fn record_success(&self) {
-        self.requests.fetch_add(1, Relaxed);
-        // Only write when there is something to clear, to keep the line shared.
+    fn close_breaker(&self) {
+        // Only write what needs clearing, to keep the cache line shared.
         if self.failures.load(Relaxed) != 0 {
             self.failures.store(0, Relaxed);
+        }
+        if self.trips.load(Relaxed) != 0 {
+            self.trips.store(0, Relaxed);
         }
         if self.open_until_ms.load(Relaxed) != 0 {
             self.open_until_ms.store(0, Relaxed);
         }
     }
 
-    /// An attempt failed on the endpoint's side. Returns whether the breaker (re)opened.
+    /// An attempt reached the endpoint and got a response it did not have to retry.
+    #[inline]
+    pub(crate) fn record_success(&self) {
+        self.requests.fetch_add(1, Relaxed);
+        self.close_breaker();
+    }
+
+    /// An attempt failed on the endpoint's side. Returns whether this failure opened the
+    /// breaker.
     pub(crate) fn record_failure(&self, now: u64, breaker: &Breaker) -> bool {
         self.requests.fetch_add(1, Relaxed);
         self.request_failures.fetch_add(1, Relaxed);
-        let failures = self.failures.fetch_add(1, Relaxed) + 1;
-        if breaker.threshold == 0 || failures < breaker.threshold {
+        let open_until = self.open_until_ms.load(Relaxed);
+        if breaker.threshold == 0 || open_until > now {
+            // Already open: requests that were in flight when it opened fail too, and
+            // must not stretch the cool-down.
             return false;
         }
-        let trips = (failures - breaker.threshold).min(16);
+        let failures = self.failures.fetch_add(1, Relaxed) + 1;
+        if failures < breaker.threshold {
+            return false;
+        }
+        let trips = self.trips.load(Relaxed) + 1;
         let cooldown = breaker
             .cooldown
-            .saturating_mul(1 << trips)
+            .saturating_mul(1 << (trips - 1).min(16))
             .min(breaker.max_cooldown);
-        self.open_until_ms
-            .store(now + cooldown.as_millis() as u64, Relaxed);
+        let until = now + cooldown.as_millis() as u64;
+        // One failure opens it, whichever shard sees it first.
+        if self
+            .open_until_ms
+            .compare_exchange(open_until, until, Relaxed, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.trips.store(trips, Relaxed);
+        self.suspect.store(true, Relaxed);
         true
+    }
+
+    fn is_suspect(&self) -> bool {
+        self.suspect.load(Relaxed)
     }
 
     /// Applies one check result; returns the transition, if any.
     fn record_check(&self, ok: bool, settings: &HealthConfig) -> Option<bool> {
+        // Requests have already failed: one failed probe confirms it.
+        if self.suspect.swap(false, Relaxed) && !ok && self.mark_down() {
+            return Some(false);
+        }
         let streak = self.check_streak.load(Relaxed);
         if ok == self.is_up() {
             // Nothing to count: a healthy endpoint passing, or a down one failing.
@@ -274,7 +309,7 @@ async fn watch(ep: &Endpoint, settings: &HealthConfig, stop: &StopSignal) {
                 break;
             }
             monoio::time::sleep(left.min(Duration::from_millis(20))).await;
-            if up && !h.is_up() {
+            if (up && !h.is_up()) || h.is_suspect() {
                 recovery = settings.recovery_interval;
                 break;
             }
@@ -404,22 +439,58 @@ mod tests {
             h.record_failure(0, &BREAKER),
             "third consecutive failure opens it"
         );
+        assert!(h.is_suspect(), "the checker is asked to look");
         assert!(!h.is_routable(999));
         assert_eq!(h.status(500), Status::CircuitOpen);
+        // Stragglers that were in flight when it opened do not stretch the cool-down.
+        for _ in 0..20 {
+            assert!(!h.record_failure(10, &BREAKER));
+        }
         assert!(h.is_routable(1000), "half-open after the cool-down");
-        // A failure while half-open re-opens it for twice as long.
+        // A failure while half-open re-opens it for twice as long, then four times.
         assert!(h.record_failure(1000, &BREAKER));
         assert!(!h.is_routable(2999));
-        assert!(h.is_routable(3000));
+        assert!(h.record_failure(3000, &BREAKER));
+        assert!(!h.is_routable(6999));
+        assert!(h.is_routable(7000));
         // Capped.
-        for _ in 0..10 {
-            h.record_failure(3000, &BREAKER);
+        for t in [7000, 12000, 17000] {
+            assert!(h.record_failure(t, &BREAKER));
         }
-        assert!(h.is_routable(8000));
-        // One success closes it.
+        assert!(h.is_routable(22000));
+        // One success closes it and forgets the trips.
         h.record_success();
-        assert!(h.is_routable(3000));
+        assert!(h.is_routable(17000));
         assert_eq!(h.snapshot().consecutive_failures, 0);
+        h.record_failure(30000, &BREAKER);
+        h.record_failure(30000, &BREAKER);
+        assert!(h.record_failure(30000, &BREAKER));
+        assert!(h.is_routable(31000), "back to the base cool-down");
+    }
+
+    #[test]
+    fn a_failed_probe_of_a_suspect_endpoint_takes_it_down_at_once() {
+        let h = Health::default();
+        let s = settings(); // unhealthy_threshold = 2
+        for _ in 0..3 {
+            h.record_failure(0, &BREAKER);
+        }
+        assert_eq!(h.record_check(false, &s), Some(false));
+        assert_eq!(h.status(0), Status::Offline);
+        assert!(!h.is_suspect());
+        assert_eq!(h.record_check(true, &s), None);
+        assert_eq!(h.record_check(true, &s), Some(true));
+        assert!(h.is_routable(0), "recovery clears the breaker");
+    }
+
+    #[test]
+    fn a_passing_probe_of_a_suspect_endpoint_leaves_it_to_the_breaker() {
+        let h = Health::default();
+        for _ in 0..3 {
+            h.record_failure(0, &BREAKER);
+        }
+        assert_eq!(h.record_check(true, &settings()), None);
+        assert_eq!(h.status(10), Status::CircuitOpen);
     }
 
     #[test]

@@ -342,3 +342,73 @@ pub(crate) fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
     cond()
 }
+
+/// A mock backend in its own process, so a test can SIGKILL it: every connection dies at
+/// the same instant, as when a real backend crashes (the in-process mock's `stop` closes
+/// its connections one after another).
+pub(crate) struct MockProcess {
+    child: std::process::Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl MockProcess {
+    /// Starts `ringway-mock --listen addr args...` and waits until it listens.
+    pub(crate) fn spawn(addr: SocketAddr, args: &[&str]) -> MockProcess {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(mock_binary())
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run ringway-mock");
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line)
+            .expect("read the mock's first line");
+        let Some(bound) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringway-mock said {line:?}");
+        };
+        let addr = bound.parse().unwrap();
+        MockProcess { child, addr }
+    }
+
+    /// SIGKILL, and reap it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `ringway-mock` binary beside the `ringway` one; built if this test run did not
+/// build it (`cargo test --workspace` does).
+fn mock_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_ringway"))
+        .parent()
+        .unwrap();
+    let bin = dir.join("ringway-mock");
+    BUILT.call_once(|| {
+        if !bin.exists() {
+            let mut build = std::process::Command::new(env!("CARGO"));
+            build.args(["build", "-p", "ringway-mock", "--bin", "ringway-mock"]);
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            assert!(
+                build.status().expect("run cargo").success(),
+                "cannot build ringway-mock"
+            );
+        }
+    });
+    bin
+}
