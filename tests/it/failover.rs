@@ -349,3 +349,21 @@ fn when_every_endpoint_is_unreachable_the_error_names_them() {
     assert_eq!(r.status, 503);
     assert_eq!(r.header("Retry-After"), Some("1"));
 }
+
+#[test]
+fn max_attempts_bounds_the_endpoints_tried() {
+    let mocks = [mock("a"), mock("b"), mock("c")];
+    for m in &mocks {
+        m.control().set_status_override(Some(503));
+    }
+    let endpoints: Vec<Ep<'_>> = ["a", "b", "c"]
+        .iter()
+        .zip(&mocks)
+        .map(|(n, m)| Ep::new(n, m))
+        .collect();
+    let proxy = proxy(&endpoints, "", "[proxy]\nmax_attempts = 2");
+    let r = one_shot(proxy.local_addr(), chat_request().as_bytes());
+    assert_eq!(r.status, 503, "the second endpoint's own answer");
+    let tried: u64 = mocks.iter().map(|m| m.stats().requests()).sum();
+    assert_eq!(tried, 2);
+}
