@@ -5,7 +5,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::log::Timestamp;
-use crate::routing::Internal;
+use crate::routing::{Internal, KeySource};
 use crate::runtime::Shard;
 use crate::upstream::health::{self, Status};
 
@@ -20,6 +20,7 @@ pub(crate) fn render(page: Internal, shard: &Shard) -> (StatusCode, Vec<u8>) {
             "driver": shard.driver,
         }),
         Internal::Endpoints => endpoints(shard),
+        Internal::StickyStats => sticky_stats(shard),
     };
     (
         StatusCode::OK,
@@ -39,6 +40,45 @@ fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `/internal/stats/sticky`: Olla's fields, where they apply to a proxy without a
+/// session table (`active_sessions`, `max_sessions` and `idle_ttl_seconds` are null,
+/// nothing is ever evicted, an insertion is a conversation's first turn), plus repins and
+/// the keys by source.
+fn sticky_stats(shard: &Shard) -> Value {
+    let sticky = &shard.config.sticky;
+    if !sticky.enabled {
+        return json!({ "enabled": false });
+    }
+    let m = &shard.metrics;
+    let misses = m.total(|c| &c.sticky_misses);
+    let by_source: serde_json::Map<String, Value> = KeySource::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                s.name().to_string(),
+                m.total(|c| &c.sticky_by_source[i]).into(),
+            )
+        })
+        .collect();
+    json!({
+        "enabled": true,
+        "placement": "rendezvous",
+        "key_sources": sticky.key_sources.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "max_load_factor": sticky.max_load_factor,
+        "hits": m.total(|c| &c.sticky_hits),
+        "misses": misses,
+        "repins": m.total(|c| &c.sticky_repins),
+        "no_key": m.total(|c| &c.sticky_no_key),
+        "by_key_source": by_source,
+        "insertions": misses,
+        "evictions": 0,
+        "active_sessions": null,
+        "max_sessions": null,
+        "idle_ttl_seconds": null,
+    })
 }
 
 /// `/internal/status/endpoints`: Olla's shape (`endpoints`, `total_count`,

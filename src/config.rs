@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::http1::{HEADER_CAP, HeadLimits};
 use crate::log::Level;
-use crate::routing::Balancer;
+use crate::routing::{Balancer, KeySource};
 use crate::upstream::EndpointType;
 
 /// The documented example configuration, which is also the default when no file is given.
@@ -59,6 +59,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub proxy: ProxyConfig,
     pub health: HealthConfig,
+    pub sticky: StickyConfig,
     pub log_level: Level,
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -89,6 +90,17 @@ pub struct ProxyConfig {
     pub retry_on_status: Vec<u16>,
     /// Most endpoints tried for one request; 0 = every candidate once.
     pub max_attempts: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StickyConfig {
+    pub enabled: bool,
+    /// Tried in order; the first that yields a key wins.
+    pub key_sources: Vec<KeySource>,
+    /// 0 = off; otherwise skip a backend with more than this times the mean in flight.
+    pub max_load_factor: f64,
+    /// How much of a completion prompt goes into its key.
+    pub prompt_prefix_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +282,40 @@ impl Config {
             ));
         }
 
+        let st = raw.sticky;
+        let mut key_sources = Vec::with_capacity(st.key_sources.len());
+        for name in &st.key_sources {
+            let source = KeySource::parse(name).ok_or_else(|| {
+                err(
+                    "sticky.key_sources",
+                    format!(
+                        "unknown key source {name:?}; expected \"session_header\", \"prefix_hash\", \"auth_header\" or \"ip\""
+                    ),
+                )
+            })?;
+            if key_sources.contains(&source) {
+                return Err(err(
+                    "sticky.key_sources",
+                    format!("{name:?} is listed twice"),
+                ));
+            }
+            key_sources.push(source);
+        }
+        if !(st.max_load_factor == 0.0 || st.max_load_factor >= 1.0)
+            || !st.max_load_factor.is_finite()
+        {
+            return Err(err(
+                "sticky.max_load_factor",
+                "must be 0 (off) or at least 1.0".into(),
+            ));
+        }
+        let sticky = StickyConfig {
+            enabled: st.enabled,
+            key_sources,
+            max_load_factor: st.max_load_factor,
+            prompt_prefix_bytes: st.prompt_prefix_bytes,
+        };
+
         let mut endpoints: Vec<EndpointConfig> = Vec::with_capacity(raw.endpoints.len());
         for (i, e) in raw.endpoints.into_iter().enumerate() {
             let key = |field: &str| format!("endpoints[{i}].{field}");
@@ -364,6 +410,7 @@ impl Config {
                 max_attempts: p.max_attempts,
             },
             health,
+            sticky,
             log_level,
             endpoints,
         })
@@ -478,6 +525,8 @@ mod file {
         #[serde(default)]
         pub(super) health: Health,
         #[serde(default)]
+        pub(super) sticky: Sticky,
+        #[serde(default)]
         pub(super) log: Log,
         #[serde(default)]
         pub(super) endpoints: Vec<Endpoint>,
@@ -537,6 +586,30 @@ mod file {
                 pool_max_idle: 64,
                 retry_on_status: vec![502, 503, 504],
                 max_attempts: 0,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct Sticky {
+        pub(super) enabled: bool,
+        pub(super) key_sources: Vec<String>,
+        pub(super) max_load_factor: f64,
+        pub(super) prompt_prefix_bytes: usize,
+    }
+
+    impl Default for Sticky {
+        fn default() -> Self {
+            Sticky {
+                enabled: true,
+                key_sources: vec![
+                    "session_header".into(),
+                    "prefix_hash".into(),
+                    "auth_header".into(),
+                ],
+                max_load_factor: 0.0,
+                prompt_prefix_bytes: 1024,
             }
         }
     }
@@ -644,6 +717,7 @@ mod tests {
         assert_eq!(format!("{:?}", empty.server), format!("{:?}", doc.server));
         assert_eq!(format!("{:?}", empty.proxy), format!("{:?}", doc.proxy));
         assert_eq!(format!("{:?}", empty.health), format!("{:?}", doc.health));
+        assert_eq!(format!("{:?}", empty.sticky), format!("{:?}", doc.sticky));
         assert_eq!(empty.log_level, doc.log_level);
         assert!(empty.endpoints.is_empty());
     }

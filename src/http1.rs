@@ -64,6 +64,9 @@ pub(crate) enum HeaderKind {
     XForwardedProto,
     XRealIp,
     RequestId,
+    /// `X-Olla-Session-ID` or `X-Session-ID`: a sticky-session key.
+    SessionId,
+    Authorization,
 }
 
 fn classify(name: &[u8]) -> HeaderKind {
@@ -77,12 +80,15 @@ fn classify(name: &[u8]) -> HeaderKind {
         9 if is(b"x-real-ip") => XRealIp,
         10 if is(b"connection") || is(b"keep-alive") => HopByHop,
         12 if is(b"x-request-id") => RequestId,
+        12 if is(b"x-session-id") => SessionId,
+        13 if is(b"authorization") => Authorization,
         14 if is(b"content-length") => ContentLength,
         15 if is(b"x-forwarded-for") => XForwardedFor,
         16 if is(b"x-forwarded-host") => XForwardedHost,
         16 if is(b"proxy-connection") => HopByHop,
         17 if is(b"transfer-encoding") => HopByHop,
         17 if is(b"x-forwarded-proto") => XForwardedProto,
+        17 if is(b"x-olla-session-id") => SessionId,
         18 if is(b"proxy-authenticate") => HopByHop,
         19 if is(b"proxy-authorization") => HopByHop,
         _ => Other,
@@ -163,6 +169,8 @@ pub(crate) struct RequestHead {
     pub(crate) connection_names_headers: bool,
     pub(crate) host: Option<Span>,
     pub(crate) request_id: Option<Span>,
+    pub(crate) session_id: Option<Span>,
+    pub(crate) authorization: Option<Span>,
 }
 
 impl RequestHead {
@@ -181,6 +189,8 @@ impl RequestHead {
         self.connection_names_headers = false;
         self.host = None;
         self.request_id = None;
+        self.session_id = None;
+        self.authorization = None;
     }
 }
 
@@ -209,6 +219,8 @@ struct HeaderFacts {
     host: Option<Span>,
     hosts: u32,
     request_id: Option<Span>,
+    session_id: Option<Span>,
+    authorization: Option<Span>,
 }
 
 fn scan_headers(
@@ -258,6 +270,14 @@ fn scan_headers(
                 facts.host = Some(Span::of(buf, trim(value)));
             }
             HeaderKind::RequestId => facts.request_id = Some(Span::of(buf, value)),
+            // X-Olla-Session-ID wins over X-Session-ID when both are present.
+            HeaderKind::SessionId
+                if facts.session_id.is_none()
+                    || h.name.eq_ignore_ascii_case("x-olla-session-id") =>
+            {
+                facts.session_id = Some(Span::of(buf, trim(value)));
+            }
+            HeaderKind::Authorization => facts.authorization = Some(Span::of(buf, trim(value))),
             _ => {}
         }
         out.push(Header {
@@ -353,6 +373,8 @@ pub(crate) fn parse_request(
     head.connection_names_headers = facts.names_headers;
     head.host = facts.host;
     head.request_id = facts.request_id;
+    head.session_id = facts.session_id;
+    head.authorization = facts.authorization;
     Ok(true)
 }
 

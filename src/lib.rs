@@ -26,10 +26,12 @@
 //! (`proxy/error.rs`).
 
 mod admin;
+mod api;
 mod config;
 pub mod demo;
 mod http1;
 mod log;
+mod metrics;
 mod proxy;
 mod routing;
 mod runtime;
@@ -37,9 +39,9 @@ mod upstream;
 
 pub use config::{
     Config, ConfigError, DEFAULT_CONFIG, DriverChoice, EndpointConfig, HealthConfig, ProxyConfig,
-    ServerConfig,
+    ServerConfig, StickyConfig,
 };
 pub use log::{Level, set_level};
-pub use routing::Balancer;
+pub use routing::{Balancer, KeySource};
 pub use runtime::{Server, StartError, ThreadDied, start};
 pub use upstream::EndpointType;

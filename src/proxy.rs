@@ -22,11 +22,13 @@ use http::StatusCode;
 use monoio::net::TcpStream;
 
 use crate::admin;
+use crate::api;
 use crate::http1::{
     self, BodyProgress, Conn, Framing, HeaderKind, IoFail, RequestHead, ResponseHead,
 };
 use crate::log::{debug, warning};
-use crate::routing::{self, Route, Scope};
+use crate::routing::sticky::{self, KeyInputs, Outcome, SessionKey};
+use crate::routing::{self, KeySource, Route, Scope};
 use crate::runtime::Shard;
 use crate::upstream::{self, Endpoint, health};
 use error::{ProxyError, Rescue};
@@ -196,6 +198,39 @@ impl Client {
 
 // ---- select_backend, forward, retry ----
 
+/// What `route` decided for a request, carried to `stream_response`.
+struct Routed<'a> {
+    ep: &'a Endpoint,
+    id: &'a RequestId,
+    started: Instant,
+    sticky: StickyReport,
+}
+
+/// The sticky-session headers of a response.
+#[derive(Clone, Copy)]
+struct StickyReport {
+    outcome: Outcome,
+    source: Option<KeySource>,
+}
+
+/// The session key of a request, and whether it opens a conversation.
+fn session_key(shard: &Shard, client: &Client) -> (Option<SessionKey>, bool) {
+    let sticky = &shard.config.sticky;
+    if !sticky.enabled {
+        return (None, false);
+    }
+    let buf = &client.conn.buf;
+    let facts = api::inspect(client.body(), sticky.prompt_prefix_bytes);
+    let inputs = KeyInputs {
+        session_id: client.head.session_id.map(|s| s.get(buf)),
+        facts: &facts,
+        authorization: client.head.authorization.map(|s| s.get(buf)),
+        client_ip: &client.peer_ip,
+    };
+    let key = sticky::derive_key(&sticky.key_sources, &inputs);
+    (key, facts.chat && !facts.continues)
+}
+
 async fn proxy_request(
     shard: &Shard,
     client: &mut Client,
@@ -212,11 +247,16 @@ async fn proxy_request(
     } else {
         proxy.max_attempts
     };
+    let (key, opener) = session_key(shard, client);
+    // The key's home: its best backend among all the route's endpoints, up or down.
+    let home = key.and_then(|k| {
+        sticky::rendezvous(k.hash, endpoints, |i| scope.admits(endpoints[i].kind), 0.0)
+    });
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     loop {
         let candidate = if tried.len() < max_attempts {
-            select_backend(shard, scope, &tried, now)
+            select_backend(shard, scope, &tried, now, key)
         } else {
             None
         };
@@ -237,19 +277,25 @@ async fn proxy_request(
         tried.push(ep.index);
         let _in_flight = ep.begin_request();
         write_upstream_head(client, ep, scope, strip);
+        let routed = || Routed {
+            ep,
+            id,
+            started,
+            sticky: report_sticky(shard, key, opener, home, ep.index),
+        };
         let failure = match forward(shard, client, ep).await {
             Ok(upstream) => {
                 let status = client.response.status;
                 if !proxy.retry_on_status.contains(&status) {
                     ep.health().record_success();
-                    return stream_response(shard, client, ep, upstream, id, started).await;
+                    return stream_response(shard, client, upstream, &routed()).await;
                 }
                 // An answer we may retry: only if someone else can take the request;
                 // otherwise the endpoint's own answer is the most useful one to pass on.
                 let retry = tried.len() < max_attempts && has_candidate(shard, scope, &tried, now);
                 record_failure(shard, ep, now);
                 if !retry {
-                    return stream_response(shard, client, ep, upstream, id, started).await;
+                    return stream_response(shard, client, upstream, &routed()).await;
                 }
                 // Dropping `upstream` closes it: its body is not worth draining.
                 ProxyError::RetriedStatus {
@@ -281,6 +327,42 @@ async fn proxy_request(
     }
 }
 
+/// The sticky outcome of serving a request on `chosen`, counted.
+fn report_sticky(
+    shard: &Shard,
+    key: Option<SessionKey>,
+    opener: bool,
+    home: Option<usize>,
+    chosen: usize,
+) -> StickyReport {
+    let counters = shard.counters();
+    let Some(key) = key else {
+        if shard.config.sticky.enabled {
+            counters.sticky_no_key.bump();
+        }
+        return StickyReport {
+            outcome: Outcome::Disabled,
+            source: None,
+        };
+    };
+    let outcome = sticky::outcome(opener, home, chosen);
+    match outcome {
+        Outcome::Hit => counters.sticky_hits.bump(),
+        Outcome::Miss => counters.sticky_misses.bump(),
+        Outcome::Repin => counters.sticky_repins.bump(),
+        Outcome::Disabled => {}
+    }
+    let source = KeySource::ALL
+        .iter()
+        .position(|&s| s == key.source)
+        .unwrap_or(0);
+    counters.sticky_by_source[source].bump();
+    StickyReport {
+        outcome,
+        source: Some(key.source),
+    }
+}
+
 fn record_failure(shard: &Shard, ep: &Endpoint, now: u64) {
     if ep.health().record_failure(now, &shard.breaker) {
         debug!("endpoint {}: circuit breaker open", ep.name);
@@ -292,20 +374,34 @@ fn eligible(ep: &Endpoint, scope: Scope, tried: &[usize], now: u64) -> bool {
     scope.admits(ep.kind) && ep.health().is_routable(now) && !tried.contains(&ep.index)
 }
 
-/// Picks an eligible endpoint with the configured balancer.
+/// Picks an eligible endpoint: the key's rendezvous winner when the request has a
+/// session key, the configured balancer's choice otherwise.
 fn select_backend<'a>(
     shard: &'a Shard,
     scope: Scope,
     tried: &[usize],
     now: u64,
+    key: Option<SessionKey>,
 ) -> Option<&'a Endpoint> {
     let endpoints = &shard.upstreams.endpoints;
-    let i = shard.config.proxy.balancer.pick(
-        endpoints,
-        |i| eligible(&endpoints[i], scope, tried, now),
-        shard.next_pick.get(),
-    )?;
-    shard.next_pick.set(i + 1);
+    let eligible = |i: usize| eligible(&endpoints[i], scope, tried, now);
+    let i = match key {
+        Some(key) => sticky::rendezvous(
+            key.hash,
+            endpoints,
+            eligible,
+            shard.config.sticky.max_load_factor,
+        )?,
+        None => {
+            let i = shard
+                .config
+                .proxy
+                .balancer
+                .pick(endpoints, eligible, shard.next_pick.get())?;
+            shard.next_pick.set(i + 1);
+            i
+        }
+    };
     Some(&endpoints[i])
 }
 
@@ -334,7 +430,10 @@ fn write_upstream_head(client: &mut Client, ep: &Endpoint, scope: Scope, strip: 
     let mut forwarded_for: Option<&[u8]> = None;
     for h in &head.headers {
         match h.kind {
-            HeaderKind::Other | HeaderKind::RequestId
+            HeaderKind::Other
+            | HeaderKind::RequestId
+            | HeaderKind::SessionId
+            | HeaderKind::Authorization
                 if http1::is_end_to_end(buf, &head.headers, h, head.connection_names_headers) =>
             {
                 http1::push_header(out, h.name.get(buf), h.value.get(buf));
@@ -537,17 +636,16 @@ async fn write_body(client: &mut Client, conn: &mut Conn, within: Duration) -> R
 async fn stream_response(
     shard: &Shard,
     client: &mut Client,
-    ep: &Endpoint,
     mut upstream: Conn,
-    id: &RequestId,
-    started: Instant,
+    routed: &Routed<'_>,
 ) -> Next {
+    let (ep, id) = (routed.ep, routed.id);
     let response = &client.response;
     let framing = response.body.unwrap_or(Framing::Empty);
     // An HTTP/1.0 client cannot receive chunked framing: decode it and close at the end.
     let decode = framing == Framing::Chunked && client.head.minor_version == 0;
     let keep_alive = client.head.keep_alive && framing != Framing::UntilClose && !decode;
-    write_response_head(client, &upstream.buf, ep, id, started, keep_alive, decode);
+    write_response_head(client, &upstream.buf, routed, keep_alive, decode);
 
     let mut body = BodyProgress::new(framing);
     let head_len = client.response.len;
@@ -647,9 +745,7 @@ async fn stream_response(
 fn write_response_head(
     client: &mut Client,
     upstream_buf: &[u8],
-    ep: &Endpoint,
-    id: &RequestId,
-    started: Instant,
+    routed: &Routed<'_>,
     keep_alive: bool,
     decode: bool,
 ) {
@@ -695,7 +791,20 @@ fn write_response_head(
     } else if client.head.minor_version == 0 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
-    push_olla_headers(out, id, Some(ep), started);
+    push_olla_headers(out, routed.id, Some(routed.ep), routed.started);
+    let sticky = routed.sticky;
+    http1::push_header(
+        out,
+        b"X-Olla-Sticky-Session",
+        sticky.outcome.name().as_bytes(),
+    );
+    let source = sticky.source.map_or("none", KeySource::name);
+    http1::push_header(out, b"X-Olla-Sticky-Key-Source", source.as_bytes());
+    if sticky.source == Some(KeySource::SessionHeader) {
+        if let Some(session) = client.head.session_id {
+            http1::push_header(out, b"X-Olla-Session-ID", session.get(&client.conn.buf));
+        }
+    }
     out.extend_from_slice(b"\r\n");
 }
 

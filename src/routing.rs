@@ -3,8 +3,10 @@
 //! internal (operator) page, or nothing. `balancer` picks one endpoint in a scope.
 
 pub(crate) mod balancer;
+pub(crate) mod sticky;
 
 pub use balancer::Balancer;
+pub use sticky::KeySource;
 
 use crate::upstream::EndpointType;
 
@@ -45,6 +47,7 @@ pub(crate) enum Internal {
     Health,
     Version,
     Endpoints,
+    StickyStats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +108,7 @@ pub(crate) fn classify(target: &[u8]) -> Route {
     match path {
         b"/internal/health" => Route::Internal(Internal::Health),
         b"/internal/status/endpoints" => Route::Internal(Internal::Endpoints),
+        b"/internal/stats/sticky" => Route::Internal(Internal::StickyStats),
         b"/version" => Route::Internal(Internal::Version),
         _ => Route::NotFound,
     }

@@ -26,6 +26,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::config::{Config, DriverChoice};
 use crate::log::{error, info, warning};
+use crate::metrics::{Metrics, ShardCounters};
 use crate::proxy;
 use crate::upstream::Upstreams;
 use crate::upstream::health::Breaker;
@@ -44,6 +45,8 @@ pub(crate) struct Shard {
     pub(crate) config: Arc<Config>,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) pool: Pool,
+    /// All shards' counters; this shard writes only its own block.
+    pub(crate) metrics: Arc<Metrics>,
     /// How request failures open an endpoint's circuit breaker.
     pub(crate) breaker: Breaker,
     /// Where the balancer starts scanning: just after this shard's previous pick.
@@ -111,6 +114,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         .local_addr()
         .map_err(|e| StartError::Bind(config.server.listen, e))?;
     let upstreams = Arc::new(Upstreams::new(&config.endpoints));
+    let metrics = Arc::new(Metrics::new(shards));
     let stop = Arc::new(StopSignal::default());
     let cores = if config.server.pin_cores {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -129,6 +133,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             id,
             config: config.clone(),
             upstreams: upstreams.clone(),
+            metrics: metrics.clone(),
             listener,
             stop: stop.clone(),
             ready: ready_tx.clone(),
@@ -181,6 +186,13 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         stop,
         supervisor,
     })
+}
+
+impl Shard {
+    /// This shard's own counters.
+    pub(crate) fn counters(&self) -> &ShardCounters {
+        self.metrics.shard(self.id)
+    }
 }
 
 impl Server {
@@ -283,6 +295,7 @@ struct ShardStart {
     id: usize,
     config: Arc<Config>,
     upstreams: Arc<Upstreams>,
+    metrics: Arc<Metrics>,
     listener: std::net::TcpListener,
     stop: Arc<StopSignal>,
     ready: mpsc::Sender<Ready>,
@@ -360,6 +373,7 @@ async fn shard_main(start: ShardStart, driver: &'static str) {
             proxy.pool_max_idle,
         ),
         breaker: start.config.health.breaker(),
+        metrics: start.metrics,
         config: start.config.clone(),
         upstreams: start.upstreams,
         next_pick: Cell::new(id),

@@ -132,6 +132,8 @@ pub(crate) struct Endpoint {
     pub(crate) name: Box<str>,
     pub(crate) kind: EndpointType,
     pub(crate) priority: u32,
+    /// Identity for rendezvous placement (hash of the name).
+    pub(crate) sticky_id: u64,
     pub(crate) addrs: Box<[SocketAddr]>,
     /// The `Host` header value for this endpoint.
     pub(crate) authority: Box<[u8]>,
@@ -185,6 +187,10 @@ impl Candidate for Endpoint {
     fn priority(&self) -> u32 {
         self.priority
     }
+
+    fn id(&self) -> u64 {
+        self.sticky_id
+    }
 }
 
 /// All endpoints, shared read-only by the shards.
@@ -203,6 +209,7 @@ impl Upstreams {
                 name: c.name.as_str().into(),
                 kind: c.kind,
                 priority: c.priority,
+                sticky_id: crate::routing::sticky::endpoint_id(&c.name),
                 addrs: c.addrs.as_slice().into(),
                 authority: c.authority.as_bytes().into(),
                 base_path: c.base_path.as_bytes().into(),

@@ -13,6 +13,8 @@ pub(crate) trait Candidate {
     fn in_flight(&self) -> u32;
     /// Higher is preferred by the priority policy.
     fn priority(&self) -> u32;
+    /// Stable identity for rendezvous (sticky) placement.
+    fn id(&self) -> u64;
 }
 
 /// The balancing policy (`proxy.balancer`).
@@ -135,6 +137,9 @@ mod tests {
         }
         fn priority(&self) -> u32 {
             self.prio
+        }
+        fn id(&self) -> u64 {
+            0
         }
     }
 

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use crate::harness::*;
 
+/// These tests are about the balancers: requests with identical bodies would otherwise
+/// all stick to one endpoint.
+const NO_STICKY: &str = "[sticky]\nenabled = false";
+
 fn endpoint_of(r: &Response) -> String {
     assert_eq!(r.status, 200, "{}", r.text());
     r.header("X-Olla-Endpoint")
@@ -19,7 +23,7 @@ fn round_robin_alternates() {
     let proxy = proxy(
         &[Ep::new("a", &a), Ep::new("b", &b)],
         "",
-        "[proxy]\nbalancer = \"round-robin\"",
+        "[proxy]\nbalancer = \"round-robin\"\n[sticky]\nenabled = false",
     );
     let mut client = Client::connect(proxy.local_addr());
     let order: Vec<String> = (0..8)
@@ -64,7 +68,7 @@ fn occupy(
 #[test]
 fn least_connections_prefers_the_idle_endpoint() {
     let (a, b) = (mock("a"), mock("b"));
-    let proxy = proxy(&[Ep::new("a", &a), Ep::new("b", &b)], "", "");
+    let proxy = proxy(&[Ep::new("a", &a), Ep::new("b", &b)], "", NO_STICKY);
     let slow = occupy(proxy.local_addr(), Duration::from_millis(1500), &[&a, &b]);
     let busy = if a.stats().requests() == 1 { "a" } else { "b" };
     let mut client = Client::connect(proxy.local_addr());
@@ -78,7 +82,11 @@ fn least_connections_prefers_the_idle_endpoint() {
 #[test]
 fn least_connections_counts_requests_in_flight_on_every_shard() {
     let (a, b) = (mock("a"), mock("b"));
-    let proxy = proxy(&[Ep::new("a", &a), Ep::new("b", &b)], "shards = 2", "");
+    let proxy = proxy(
+        &[Ep::new("a", &a), Ep::new("b", &b)],
+        "shards = 2",
+        NO_STICKY,
+    );
     let slow = occupy(proxy.local_addr(), Duration::from_millis(2000), &[&a, &b]);
     let busy = if a.stats().requests() == 1 { "a" } else { "b" };
     // Fresh connections: the kernel spreads them over both shards. With per-shard counts
@@ -102,7 +110,7 @@ fn priority_keeps_to_the_top_tier_and_falls_back_when_it_is_gone() {
             Ep::new("high", &high).priority(200),
         ],
         "",
-        "[proxy]\nbalancer = \"priority\"",
+        "[proxy]\nbalancer = \"priority\"\n[sticky]\nenabled = false",
     );
     let mut client = Client::connect(proxy.local_addr());
     for _ in 0..6 {
@@ -125,7 +133,7 @@ fn priority_shares_a_tier() {
             Ep::new("c", &c).priority(100),
         ],
         "",
-        "[proxy]\nbalancer = \"priority\"",
+        "[proxy]\nbalancer = \"priority\"\n[sticky]\nenabled = false",
     );
     let mut client = Client::connect(proxy.local_addr());
     for _ in 0..8 {

@@ -164,7 +164,7 @@ fn retryable_statuses_fail_over_only_when_configured() {
     let (a, b) = (mock("a"), mock("b"));
     b.control().set_status_override(Some(503));
     let endpoints = [Ep::new("a", &a), Ep::new("b", &b)];
-    let rr = "[proxy]\nbalancer = \"round-robin\"";
+    let rr = "[sticky]\nenabled = false\n[proxy]\nbalancer = \"round-robin\"";
 
     // Default retry_on_status includes 503: every client request succeeds on a.
     let proxy_ = proxy(&endpoints, "", rr);
@@ -220,7 +220,7 @@ fn the_breaker_keeps_a_failing_endpoint_out_then_lets_it_back() {
     let proxy = proxy(
         &[Ep::new("a", &a), Ep::new("b", &b)],
         "",
-        "[proxy]\nbalancer = \"round-robin\"\n[health]\ncheck_interval_ms = 3600000\nbreaker_threshold = 3\nbreaker_cooldown_ms = 600",
+        "[proxy]\nbalancer = \"round-robin\"\n[sticky]\nenabled = false\n[health]\ncheck_interval_ms = 3600000\nbreaker_threshold = 3\nbreaker_cooldown_ms = 600",
     );
     let mut client = Client::connect(proxy.local_addr());
     for _ in 0..20 {

@@ -7,3 +7,4 @@ mod forwarding;
 mod harness;
 mod limits;
 mod process;
+mod sticky;

@@ -1,0 +1,294 @@
+//! Sticky sessions: a conversation stays on one backend across turns, shards and JSON
+//! formatting; distinct conversations spread even when they share a system prompt; a
+//! dead backend's conversations move once and come back when it returns.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const SYSTEM: &str = "You are a meticulous assistant. Answer with care.";
+
+/// One conversation: its messages so far, as (role, content).
+struct Conversation {
+    messages: Vec<(&'static str, String)>,
+}
+
+impl Conversation {
+    fn new(system: &str, first: &str) -> Conversation {
+        Conversation {
+            messages: vec![("system", system.to_string()), ("user", first.to_string())],
+        }
+    }
+
+    /// The request body of the current turn, in one of several JSON styles: key order,
+    /// whitespace and escaping differ, the content does not.
+    fn body(&self, model: &str, style: usize) -> String {
+        let esc = |s: &str| serde_json::to_string(s).unwrap();
+        let ascii_esc = |s: &str| {
+            // Escape every non-alphanumeric ASCII char as \u00XX, as some serializers do.
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                if c.is_ascii_alphanumeric() {
+                    out.push(c);
+                } else {
+                    out += &format!("\\u{:04x}", c as u32);
+                }
+            }
+            out + "\""
+        };
+        let messages: Vec<String> = self
+            .messages
+            .iter()
+            .map(|(role, content)| match style % 3 {
+                0 => format!(r#"{{"role":"{role}","content":{}}}"#, esc(content)),
+                1 => format!(
+                    "{{\n    \"content\" : {},\n    \"role\" : \"{role}\"\n  }}",
+                    ascii_esc(content)
+                ),
+                _ => format!(
+                    r#"{{ "role": "{role}", "content": [ {{ "type": "text", "text": {} }} ] }}"#,
+                    esc(content)
+                ),
+            })
+            .collect();
+        match style % 2 {
+            0 => format!(
+                r#"{{"model":"{model}","stream":false,"messages":[{}]}}"#,
+                messages.join(",")
+            ),
+            _ => format!(
+                "{{\n  \"messages\" : [\n  {}\n  ],\n  \"stream\" : false,\n  \"model\" : \"{model}\"\n}}",
+                messages.join(",\n  ")
+            ),
+        }
+    }
+
+    fn answer(&mut self, reply: String, next_question: String) {
+        self.messages.push(("assistant", reply));
+        self.messages.push(("user", next_question));
+    }
+}
+
+fn reply_text(r: &Response) -> String {
+    let v = r.json();
+    let openai = v["choices"][0]["message"]["content"].as_str();
+    openai
+        .or(v["message"]["content"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn four_mocks() -> Vec<MockServer> {
+    ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
+        .into_iter()
+        .map(mock)
+        .collect()
+}
+
+fn endpoints<'a>(names: &[&'a str], mocks: &[MockServer]) -> Vec<Ep<'a>> {
+    names
+        .iter()
+        .zip(mocks)
+        .map(|(n, m)| Ep::new(n, m))
+        .collect()
+}
+
+const NAMES: [&str; 4] = ["gpu-0", "gpu-1", "gpu-2", "gpu-3"];
+
+#[test]
+fn a_conversation_stays_on_one_backend_whatever_the_formatting() {
+    let mocks = four_mocks();
+    let proxy = proxy(&endpoints(&NAMES, &mocks), "shards = 2", "");
+    for path in ["/v1/chat/completions", "/api/chat"] {
+        let mut conversation = Conversation::new(SYSTEM, &format!("Plan a trip ({path})"));
+        let mut served = Vec::new();
+        for turn in 1..=10 {
+            // A fresh connection per turn: turns land on either shard.
+            let r = one_shot(
+                proxy.local_addr(),
+                post(path, &conversation.body("llama3.2:latest", turn), "").as_bytes(),
+            );
+            assert_eq!(r.status, 200, "turn {turn}: {}", r.text());
+            assert_eq!(r.header("X-Olla-Sticky-Key-Source"), Some("prefix_hash"));
+            let expected = if turn == 1 { "miss" } else { "hit" };
+            assert_eq!(
+                r.header("X-Olla-Sticky-Session"),
+                Some(expected),
+                "turn {turn}"
+            );
+            served.push(r.header("X-Olla-Endpoint").unwrap().to_string());
+            conversation.answer(reply_text(&r), format!("And then, step {turn}?"));
+        }
+        assert!(served.iter().all(|e| *e == served[0]), "{path}: {served:?}");
+    }
+}
+
+#[test]
+fn forty_conversations_sharing_a_system_prompt_spread_over_four_backends() {
+    let mocks = four_mocks();
+    let proxy = proxy(&endpoints(&NAMES, &mocks), "", "");
+    let long_system = SYSTEM.repeat(100); // ~5 KB: the same for every conversation
+    let mut per_backend = std::collections::HashMap::<String, usize>::new();
+    for i in 0..40 {
+        let conversation = Conversation::new(
+            &long_system,
+            &format!("Conversation {i}: summarise chapter {i}."),
+        );
+        let r = one_shot(
+            proxy.local_addr(),
+            post(
+                "/v1/chat/completions",
+                &conversation.body("llama3.2:latest", 0),
+                "",
+            )
+            .as_bytes(),
+        );
+        *per_backend
+            .entry(r.header("X-Olla-Endpoint").unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_backend.len(), 4, "{per_backend:?}");
+    assert!(
+        per_backend.values().all(|&n| n <= 16),
+        "one backend above 40%: {per_backend:?}"
+    );
+}
+
+#[test]
+fn a_dead_backends_conversations_move_once_then_come_home() {
+    let mocks: Vec<MockServer> = ["gpu-0", "gpu-1", "gpu-2"].into_iter().map(mock).collect();
+    let addrs: Vec<_> = mocks.iter().map(|m| m.addr()).collect();
+    let proxy = proxy(&endpoints(&NAMES[..3], &mocks), "", "");
+    let mut conversation = Conversation::new(SYSTEM, "Tell me about rendezvous hashing.");
+    let mut turn = |expected_outcome: &str| {
+        let r = one_shot(
+            proxy.local_addr(),
+            post(
+                "/v1/chat/completions",
+                &conversation.body("llama3.2:latest", 0),
+                "",
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("X-Olla-Sticky-Session"), Some(expected_outcome));
+        let served = r.header("X-Olla-Endpoint").unwrap().to_string();
+        conversation.answer(reply_text(&r), "Go on.".into());
+        served
+    };
+    let home = turn("miss");
+    assert_eq!(turn("hit"), home);
+    assert_eq!(turn("hit"), home);
+
+    // The home dies: the conversation moves, once, and stays where it moved.
+    let home_index = NAMES.iter().position(|n| *n == home).unwrap();
+    let mut mocks = mocks;
+    mocks.remove(home_index).stop();
+    let elsewhere = turn("repin");
+    assert_ne!(elsewhere, home);
+    for _ in 0..3 {
+        assert_eq!(turn("repin"), elsewhere);
+    }
+
+    // The home returns: the conversation goes back to it (it still holds the prefix up to
+    // the turn it missed).
+    let restarted = ringway_mock::spawn(addrs[home_index], MockConfig::named(&home)).unwrap();
+    assert!(eventually(Duration::from_secs(2), || endpoint_status(
+        &proxy, &home
+    )["status"]
+        == "healthy"));
+    assert_eq!(turn("hit"), home);
+    assert_eq!(turn("hit"), home);
+    drop(restarted);
+}
+
+#[test]
+fn a_session_header_keys_the_session_and_is_echoed() {
+    let mocks = four_mocks();
+    let proxy = proxy(&endpoints(&NAMES, &mocks), "shards = 2", "");
+    for header in ["X-Olla-Session-ID", "X-Session-ID"] {
+        let mut served = Vec::new();
+        for i in 0..8 {
+            // Different conversations, one session: the header wins over the body.
+            let body =
+                Conversation::new(SYSTEM, &format!("question {i}")).body("llama3.2:latest", i);
+            let r = one_shot(
+                proxy.local_addr(),
+                post(
+                    "/v1/chat/completions",
+                    &body,
+                    &format!("{header}: agent-run-42\r\n"),
+                )
+                .as_bytes(),
+            );
+            assert_eq!(r.header("X-Olla-Sticky-Key-Source"), Some("session_header"));
+            assert_eq!(r.header("X-Olla-Session-ID"), Some("agent-run-42"));
+            served.push(r.header("X-Olla-Endpoint").unwrap().to_string());
+        }
+        assert!(
+            served.iter().all(|e| *e == served[0]),
+            "{header}: {served:?}"
+        );
+    }
+}
+
+#[test]
+fn requests_without_a_key_are_balanced_and_counted() {
+    let mocks = four_mocks();
+    let proxy = proxy(
+        &endpoints(&NAMES, &mocks),
+        "",
+        "[proxy]\nbalancer = \"round-robin\"",
+    );
+    let mut client = Client::connect(proxy.local_addr());
+    let mut served = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let r = client.get("/v1/models");
+        assert_eq!(r.header("X-Olla-Sticky-Session"), Some("disabled"));
+        assert_eq!(r.header("X-Olla-Sticky-Key-Source"), Some("none"));
+        served.insert(r.header("X-Olla-Endpoint").unwrap().to_string());
+    }
+    assert_eq!(served.len(), 4, "round-robin over all four");
+    let mut conversation = Conversation::new(SYSTEM, "Count me.");
+    let r = client.post_json(
+        "/v1/chat/completions",
+        &conversation.body("llama3.2:latest", 0),
+        "",
+    );
+    conversation.answer(reply_text(&r), "Again.".into());
+    client.post_json(
+        "/v1/chat/completions",
+        &conversation.body("llama3.2:latest", 1),
+        "",
+    );
+    let stats = client.get("/internal/stats/sticky").json();
+    assert_eq!(stats["enabled"], true);
+    assert_eq!(stats["misses"], 1);
+    assert_eq!(stats["hits"], 1);
+    assert_eq!(stats["repins"], 0);
+    assert_eq!(stats["no_key"], 4);
+    assert_eq!(stats["by_key_source"]["prefix_hash"], 2);
+}
+
+#[test]
+fn sticky_routing_can_be_turned_off() {
+    let mocks = four_mocks();
+    let proxy = proxy(
+        &endpoints(&NAMES, &mocks),
+        "",
+        "[sticky]\nenabled = false\n[proxy]\nbalancer = \"round-robin\"",
+    );
+    let mut client = Client::connect(proxy.local_addr());
+    let body = Conversation::new(SYSTEM, "Same body every time").body("llama3.2:latest", 0);
+    let mut served = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let r = client.post_json("/v1/chat/completions", &body, "");
+        assert_eq!(r.header("X-Olla-Sticky-Session"), Some("disabled"));
+        served.insert(r.header("X-Olla-Endpoint").unwrap().to_string());
+    }
+    assert_eq!(served.len(), 4);
+    assert_eq!(
+        client.get("/internal/stats/sticky").json(),
+        serde_json::json!({"enabled": false})
+    );
+}
