@@ -49,14 +49,18 @@ pub(crate) fn inspect(body: &[u8], prompt_prefix: usize) -> RequestFacts<'_> {
 /// any order (Anthropic's `system` can follow `messages`).
 #[derive(Default)]
 struct Opening {
-    system: Option<Xxh3>,
+    system: Option<u64>,
     first_user: Option<u64>,
     prompt: Option<u64>,
 }
 
 impl Opening {
-    fn system(&mut self) -> &mut Xxh3 {
-        self.system.get_or_insert_with(Xxh3::new)
+    /// Adds a system text; several system messages chain in order.
+    fn add_system(&mut self, h: u64) {
+        self.system = Some(match self.system {
+            None => h,
+            Some(prev) => xxh3_64(&[prev.to_le_bytes(), h.to_le_bytes()].concat()),
+        });
     }
 
     fn finish(self, model: Option<&[u8]>) -> Option<u64> {
@@ -65,7 +69,7 @@ impl Opening {
         }
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(&xxh3_64(model.unwrap_or_default()).to_le_bytes());
-        key[8..16].copy_from_slice(&self.system.map_or(0, |h| h.digest()).to_le_bytes());
+        key[8..16].copy_from_slice(&self.system.unwrap_or(0).to_le_bytes());
         key[16..24].copy_from_slice(&self.first_user.unwrap_or(0).to_le_bytes());
         key[24..].copy_from_slice(&self.prompt.unwrap_or(0).to_le_bytes());
         Some(xxh3_64(&key))
@@ -223,26 +227,26 @@ impl<'a> Scanner<'a> {
                 facts.chat = true;
                 s.messages(facts, opening)
             }
-            b"system" => s.text_into(opening.system(), usize::MAX),
+            b"system" => {
+                let h = s.text_hash(usize::MAX)?;
+                opening.add_system(h);
+                Some(())
+            }
             b"prompt" => {
-                let mut h = Xxh3::new();
                 if s.peek()? == b'[' {
                     // A batch of prompts: the first one opens the conversation.
-                    let mut first = true;
                     s.array(|s| {
-                        if first {
-                            first = false;
-                            s.text_into(&mut h, prefix)?;
+                        if opening.prompt.is_none() {
+                            opening.prompt = Some(s.text_hash(prefix)?);
                         } else {
                             s.skip_value()?;
                         }
                         Some(true)
-                    })?;
+                    })
                 } else {
-                    s.text_into(&mut h, prefix)?;
+                    opening.prompt = Some(s.text_hash(prefix)?);
+                    Some(())
                 }
-                opening.prompt = Some(h.digest());
-                Some(())
             }
             _ => s.skip_value(),
         })
@@ -267,21 +271,16 @@ impl<'a> Scanner<'a> {
                 Some(())
             })?;
             let element = &s.s[..s.i];
-            let hash_content = |into: &mut Xxh3| -> Option<()> {
-                if let Some(at) = content {
-                    let mut sub = Scanner { s: element, i: at };
-                    sub.text_into(into, usize::MAX)?;
-                }
-                Some(())
+            let content_hash = || match content {
+                Some(at) => Scanner { s: element, i: at }.text_hash(usize::MAX),
+                None => Some(xxh3_64(b"")),
             };
             match role {
                 b"system" | b"developer" if opening.first_user.is_none() => {
-                    hash_content(opening.system())?;
+                    opening.add_system(content_hash()?);
                 }
                 b"user" if opening.first_user.is_none() => {
-                    let mut h = Xxh3::new();
-                    hash_content(&mut h)?;
-                    opening.first_user = Some(h.digest());
+                    opening.first_user = Some(content_hash()?);
                 }
                 b"assistant" => facts.continues = true,
                 _ => {}
@@ -289,6 +288,22 @@ impl<'a> Scanner<'a> {
             // Done once the opening is known and the conversation is seen to continue.
             Some(!(opening.first_user.is_some() && facts.continues))
         })
+    }
+
+    /// The hash of a value's text (see `text_into`). A plain string, the common case, is
+    /// hashed in one call; XXH3 gives the same digest either way.
+    fn text_hash(&mut self, limit: usize) -> Option<u64> {
+        if self.peek()? == b'"' {
+            let at = self.i;
+            let (raw, escaped) = self.string()?;
+            if !escaped {
+                return Some(xxh3_64(&raw[..raw.len().min(limit)]));
+            }
+            self.i = at;
+        }
+        let mut h = Xxh3::new();
+        self.text_into(&mut h, limit)?;
+        Some(h.digest())
     }
 
     /// Feeds the text of a value into `h`, at most `limit` decoded bytes: a string, or an

@@ -27,6 +27,8 @@
 
 mod admin;
 mod api;
+#[doc(hidden)]
+pub mod bench;
 mod config;
 pub mod demo;
 mod http1;

@@ -370,7 +370,7 @@ fn record_failure(shard: &Shard, ep: &Endpoint, now: u64) {
 }
 
 /// Whether `ep` may serve a request routed to `scope` that has not tried it yet.
-fn eligible(ep: &Endpoint, scope: Scope, tried: &[usize], now: u64) -> bool {
+pub(crate) fn eligible(ep: &Endpoint, scope: Scope, tried: &[usize], now: u64) -> bool {
     scope.admits(ep.kind) && ep.health().is_routable(now) && !tried.contains(&ep.index)
 }
 

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::conn::{Fail, Meta};
+use crate::kv::{self, KvCache, Prefill};
 
 pub(crate) const JSON: &str = "application/json";
 /// Completion tokens cycle through these; none needs JSON escaping.
@@ -37,6 +39,8 @@ pub(crate) enum Reply {
         status: u16,
         ctype: &'static str,
         delay: Duration,
+        /// The simulated prefill, reported in the head (completions with `kv_cache` on).
+        kv: Option<Prefill>,
     },
     Stream(StreamSpec),
     Close,
@@ -75,6 +79,7 @@ pub(crate) fn head(
     ctype: &str,
     framing: Framing,
     keep: bool,
+    kv: Option<&Prefill>,
 ) {
     w!(
         out,
@@ -87,6 +92,16 @@ pub(crate) fn head(
         Framing::UntilClose => {}
     }
     out.extend_from_slice(&sh.backend_header);
+    if let Some(p) = kv {
+        // Whole milliseconds, rounded: enough for a benchmark driver's sanity checks.
+        let ms = (p.delay.as_micros() + 500) / 1000;
+        w!(
+            out,
+            "X-Mock-Prompt-Tokens: {}\r\nX-Mock-Cached-Tokens: {}\r\nX-Mock-Prefill-Ms: {ms}\r\n",
+            p.prompt_tokens,
+            p.cached_tokens
+        );
+    }
     let connection: &[u8] = if keep {
         b"Connection: keep-alive\r\n\r\n"
     } else {
@@ -105,6 +120,7 @@ fn reply_json(out: &mut Vec<u8>, status: u16, v: &Value) -> Reply {
         status,
         ctype: JSON,
         delay: Duration::ZERO,
+        kv: None,
     }
 }
 
@@ -223,6 +239,7 @@ pub(crate) fn handle(
                 status,
                 ctype,
                 delay: Duration::ZERO,
+                kv: None,
             };
         }
         Route::Version => json!({"version": "0.0.0-mock"}),
@@ -312,6 +329,7 @@ fn model_route(sh: &Shared, route: Route, meta: &Meta, body: &[u8], out: &mut Ve
         return fail(out, 404, "model_not_found", &msg);
     }
     // A prompt-token estimate: ~4 bytes per token over the whole body is close enough.
+    // (Completions with `kv_cache` on count the prompt text instead, see `completion`.)
     let prompt = (body.len() / 4).max(1);
     // One vector per input string; a bare token array is one input.
     let count = match &req.input {
@@ -331,7 +349,7 @@ fn model_route(sh: &Shared, route: Route, meta: &Meta, body: &[u8], out: &mut Ve
             "details": details(model), "model_info": {"general.architecture": family(model)},
             "capabilities": ["completion"]})
         }
-        _ => return completion(sh, route, model, &req, meta, prompt, out),
+        _ => return completion(sh, route, model, &req, meta, body, out),
     };
     reply_json(out, 200, &v)
 }
@@ -370,6 +388,8 @@ pub(crate) struct StreamSpec {
     pub(crate) tokens: usize,
     pub(crate) first_delay: Duration,
     pub(crate) token_delay: Duration,
+    /// The simulated prefill, reported in the head (`kv_cache` on).
+    pub(crate) kv: Option<Prefill>,
     route: Route,
     prefix: Vec<u8>,
     /// Length of the part of `prefix` shared with the final event.
@@ -427,7 +447,7 @@ fn completion(
     model: &str,
     req: &Body<'_>,
     meta: &Meta,
-    prompt: usize,
+    body: &[u8],
     out: &mut Vec<u8>,
 ) -> Reply {
     let ollama = matches!(route, Route::OChat | Route::OGenerate);
@@ -443,7 +463,19 @@ fn completion(
         .tokens
         .unwrap_or(sh.config.tokens)
         .min(cap.unwrap_or(usize::MAX));
-    let first_delay = meta.first_delay.unwrap_or(sh.config.first_token_delay);
+    let mut kv = sh
+        .kv
+        .as_ref()
+        .map(|kv| prefill(sh, kv, route, body, tokens));
+    let prompt = kv.map_or((body.len() / 4).max(1), |p| p.prompt_tokens);
+    // The header beats the simulation, which beats the fixed delay.
+    let first_delay = (meta.first_delay)
+        .or(kv.map(|p| p.delay))
+        .unwrap_or(sh.config.first_token_delay);
+    if let Some(p) = &mut kv {
+        // Report the delay actually applied, so a driver can check its measurements.
+        p.delay = first_delay;
+    }
     let stream = req.stream.unwrap_or(ollama);
     let mut spec = StreamSpec {
         ctype: if ollama {
@@ -454,6 +486,7 @@ fn completion(
         tokens,
         first_delay,
         token_delay: meta.token_delay.unwrap_or(sh.config.token_delay),
+        kv,
         route,
         prefix: Vec::new(),
         meta_len: 0,
@@ -533,7 +566,32 @@ fn completion(
         status: 200,
         ctype: JSON,
         delay: first_delay,
+        kv,
     }
+}
+
+/// Runs the KV-cache simulation for a completion that will generate `tokens` tokens.
+fn prefill(sh: &Shared, kv: &KvCache, route: Route, body: &[u8], tokens: usize) -> Prefill {
+    let chat = matches!(route, Route::Chat | Route::OChat);
+    let mut text = kv::prompt_text(body, chat);
+    let prompt_len = text.len();
+    // Then what the answer adds to the next turn's prompt text, so that turn finds it
+    // cached: an assistant message for chats, the bare continuation for plain completions
+    // (a client continuing a completion sends prompt + answer + more).
+    if chat {
+        text.push_str("assistant\n");
+    }
+    for i in 0..tokens {
+        text.push_str(VOCAB[i % VOCAB.len()]);
+    }
+    if chat {
+        text.push_str("\n\n");
+    }
+    let p = kv.prefill(text.as_bytes(), prompt_len);
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    (sh.stats.prompt_tokens).fetch_add(count(p.prompt_tokens), Relaxed);
+    (sh.stats.cached_tokens).fetch_add(count(p.cached_tokens), Relaxed);
+    p
 }
 
 fn mock_route(
@@ -563,7 +621,8 @@ fn mock_route(
         ("stats", "GET") => json!({"name": sh.config.name,
             "connections_accepted": s.connections_accepted(), "open_connections": s.open_connections(),
             "requests": s.requests(), "health_checks": s.health_checks(), "completed_streams": s.completed_streams(),
-            "aborted_streams": s.aborted_streams()}),
+            "aborted_streams": s.aborted_streams(), "prompt_tokens": s.prompt_tokens(),
+            "cached_tokens": s.cached_tokens()}),
         ("control", "POST") => {
             let v: Value = match serde_json::from_slice(body) {
                 Ok(v) => v,

@@ -13,6 +13,7 @@ use monoio::net::TcpStream;
 
 use crate::Shared;
 use crate::api::{self, Framing, Reply, StreamSpec};
+use crate::kv::Prefill;
 
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 64 << 20;
@@ -107,6 +108,9 @@ impl Meta {
 }
 
 /// What to do next with the bytes buffered so far.
+// A short-lived return value, moved once per request: boxing the big variant would only
+// add an allocation to every request.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     /// Read more; `need` is the full request size once the head is known (0 otherwise).
     Read { need: usize, expect_continue: bool },
@@ -217,7 +221,7 @@ impl Conn<'_> {
                     self.scratch.clear();
                     let e = api::error_json(msg, "invalid_request_error", "bad_request");
                     let _ = serde_json::to_writer(&mut self.scratch, &e);
-                    self.full(status, api::JSON, false, false).await?;
+                    self.full(status, api::JSON, false, false, None).await?;
                     return Ok(());
                 }
                 Step::Reply {
@@ -274,11 +278,13 @@ impl Conn<'_> {
                 status,
                 ctype,
                 delay,
+                kv,
             } => {
                 if !pause(self.sh, delay).await {
                     return Ok(false);
                 }
-                self.full(status, ctype, meta.keep_alive, meta.fail == Fail::MidStream)
+                let truncate = meta.fail == Fail::MidStream;
+                self.full(status, ctype, meta.keep_alive, truncate, kv.as_ref())
                     .await
             }
             Reply::Stream(spec) => {
@@ -318,11 +324,12 @@ impl Conn<'_> {
         ctype: &str,
         keep: bool,
         truncate: bool,
+        kv: Option<&Prefill>,
     ) -> io::Result<bool> {
         let keep = keep && !truncate;
         self.out.clear();
         let framing = Framing::Length(self.scratch.len());
-        api::head(&mut self.out, self.sh, status, ctype, framing, keep);
+        api::head(&mut self.out, self.sh, status, ctype, framing, keep, kv);
         let body_len = if truncate {
             self.scratch.len() / 2
         } else {
@@ -344,7 +351,8 @@ impl Conn<'_> {
         } else {
             Framing::UntilClose
         };
-        api::head(&mut self.out, self.sh, 200, spec.ctype, framing, keep);
+        let kv = spec.kv.as_ref();
+        api::head(&mut self.out, self.sh, 200, spec.ctype, framing, keep, kv);
         self.send().await?;
         let sent = if mid { spec.tokens / 2 } else { spec.tokens };
         for i in 0..sent {

@@ -3,9 +3,14 @@
 //!
 //! One monoio runtime per thread, each with its own SO_REUSEPORT listener. Behaviour is
 //! controlled per server ([`Control`]) and per request (`X-Mock-*` headers, see `api.rs`).
+//! With [`MockConfig::kv_cache`] set, each instance also simulates a prefix (KV) cache, so
+//! time to first token depends on how much of the prompt it has seen before (`kv.rs`).
 
 mod api;
 mod conn;
+mod kv;
+
+pub use kv::KvCacheConfig;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -34,6 +39,11 @@ pub struct MockConfig {
     pub first_token_delay: Duration,
     /// Runtime threads, each with its own SO_REUSEPORT listener.
     pub threads: usize,
+    /// Simulate a prefix cache: the delay before the first token becomes
+    /// `base + per_token × uncached prompt tokens` (replacing `first_token_delay`), and
+    /// completions report `X-Mock-Prompt-Tokens`, `X-Mock-Cached-Tokens` and
+    /// `X-Mock-Prefill-Ms`. `None` (the default): no cache, fixed delays.
+    pub kv_cache: Option<KvCacheConfig>,
 }
 
 impl Default for MockConfig {
@@ -45,6 +55,7 @@ impl Default for MockConfig {
             token_delay: Duration::ZERO,
             first_token_delay: Duration::ZERO,
             threads: 1,
+            kv_cache: None,
         }
     }
 }
@@ -68,6 +79,8 @@ pub struct Stats {
     health_checks: AtomicU64,
     completed_streams: AtomicU64,
     aborted_streams: AtomicU64,
+    prompt_tokens: AtomicU64,
+    cached_tokens: AtomicU64,
 }
 
 impl Stats {
@@ -93,6 +106,14 @@ impl Stats {
     /// Streamed responses cut because the peer went away.
     pub fn aborted_streams(&self) -> u64 {
         self.aborted_streams.load(Relaxed)
+    }
+    /// Prompt tokens of all completion requests (counted only with `kv_cache` on).
+    pub fn prompt_tokens(&self) -> u64 {
+        self.prompt_tokens.load(Relaxed)
+    }
+    /// The part of [`Stats::prompt_tokens`] that was found in the simulated KV cache.
+    pub fn cached_tokens(&self) -> u64 {
+        self.cached_tokens.load(Relaxed)
     }
 }
 
@@ -178,6 +199,8 @@ struct Shared {
     stats: Stats,
     control: Control,
     stop: StopSignal,
+    /// The simulated prefix cache, when `config.kv_cache` is set.
+    kv: Option<kv::KvCache>,
     /// Pre-rendered `X-Mock-Backend: <name>\r\n`.
     backend_header: Vec<u8>,
     /// The name as a JSON string literal (quoted, escaped).
@@ -202,6 +225,7 @@ pub fn spawn(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer
             healthy: AtomicBool::new(true),
             models: Mutex::new(config.models.clone()),
         },
+        kv: config.kv_cache.clone().map(kv::KvCache::new),
         config,
         stats: Stats::default(),
         stop: StopSignal::default(),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use ringway_mock::MockConfig;
+use ringway_mock::{KvCacheConfig, MockConfig};
 
 #[derive(Parser)]
 #[command(version, about = "Mock LLM inference backend (OpenAI + Ollama APIs)")]
@@ -32,11 +32,42 @@ struct Args {
     /// Runtime threads, each with its own SO_REUSEPORT listener.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Simulate a prefix (KV) cache: time to first token = base + per-token cost of the
+    /// prompt tokens not already cached (replaces --first-token-delay-ms).
+    #[arg(long)]
+    kv_cache: bool,
+    /// KV cache: fixed delay before the first token [default: 20] (implies --kv-cache).
+    #[arg(long, value_name = "MS")]
+    prefill_base_ms: Option<u64>,
+    /// KV cache: prefill time per uncached prompt token [default: 250] (implies --kv-cache).
+    #[arg(long, value_name = "US")]
+    prefill_us_per_token: Option<u64>,
+    /// KV cache: LRU capacity in tokens [default: 4000000] (implies --kv-cache).
+    #[arg(long, value_name = "N")]
+    kv_cache_tokens: Option<usize>,
+}
+
+impl Args {
+    fn kv_cache_config(&self) -> Option<KvCacheConfig> {
+        let tuned = self.prefill_base_ms.is_some()
+            || self.prefill_us_per_token.is_some()
+            || self.kv_cache_tokens.is_some();
+        if !self.kv_cache && !tuned {
+            return None;
+        }
+        let d = KvCacheConfig::default();
+        Some(KvCacheConfig {
+            base: self.prefill_base_ms.map_or(d.base, Duration::from_millis),
+            per_token: (self.prefill_us_per_token).map_or(d.per_token, Duration::from_micros),
+            capacity_tokens: self.kv_cache_tokens.unwrap_or(d.capacity_tokens),
+        })
+    }
 }
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let mut config = MockConfig::named(&args.name);
+    config.kv_cache = args.kv_cache_config();
     if let Some(models) = args.models {
         config.models = models;
     }

@@ -1,194 +1,15 @@
-//! Integration tests for ringway-mock over real sockets, using a tiny blocking HTTP/1.1
-//! client. Every server binds 127.0.0.1:0 and is stopped by the test that started it.
+//! Integration tests for ringway-mock over real sockets (client in `common`).
 //! `legacy_driver_suite` re-runs this whole file with `MONOIO_FORCE_LEGACY_DRIVER=1`.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringway_mock::{MockConfig, MockServer, spawn};
+use common::*;
+use ringway_mock::{MockConfig, spawn};
 use serde_json::{Value, json};
-
-const CHAT: &str = "/v1/chat/completions";
-const Q: &str = "qwen2.5:7b";
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn mock(name: &str, tweak: impl FnOnce(&mut MockConfig)) -> MockServer {
-    let mut config = MockConfig::named(name);
-    tweak(&mut config);
-    spawn("127.0.0.1:0".parse().unwrap(), config).expect("spawn mock")
-}
-
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Chunk payloads with the time each one was complete.
-    chunks: Vec<(Instant, Vec<u8>)>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        let mut hs = self.headers.iter();
-        hs.find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-struct Client {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn new(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Client { s, buf: Vec::new() }
-    }
-    fn send(&mut self, raw: &[u8]) {
-        self.s.write_all(raw).unwrap();
-    }
-    /// Reads more; false at EOF or reset.
-    fn more(&mut self) -> bool {
-        let mut tmp = [0u8; 16 * 1024];
-        let n = self.s.read(&mut tmp).unwrap_or(0);
-        self.buf.extend_from_slice(&tmp[..n]);
-        n > 0
-    }
-    fn until(&mut self, pat: &[u8]) -> Option<Vec<u8>> {
-        loop {
-            if let Some(i) = self.buf.windows(pat.len()).position(|w| w == pat) {
-                return Some(self.buf.drain(..i + pat.len()).collect());
-            }
-            if !self.more() {
-                return None;
-            }
-        }
-    }
-    fn exact(&mut self, n: usize) -> Option<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.more() {
-                return None;
-            }
-        }
-        Some(self.buf.drain(..n).collect())
-    }
-    /// True if the server closed the connection (EOF or reset) with nothing more to read.
-    fn closed(&mut self) -> bool {
-        self.buf.is_empty() && !self.more()
-    }
-    /// Parses one response; None if the connection ended first.
-    fn response(&mut self) -> Option<Resp> {
-        let head = String::from_utf8(self.until(b"\r\n\r\n")?).unwrap();
-        let mut lines = head.lines();
-        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-        let headers = lines.filter_map(|l| l.split_once(':'));
-        let headers = headers
-            .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
-            .collect();
-        let mut r = Resp {
-            status,
-            headers,
-            body: Vec::new(),
-            chunks: Vec::new(),
-        };
-        if status < 200 {
-            return Some(r); // interim response, no body
-        }
-        if let Some(n) = r.header("content-length") {
-            r.body = self.exact(n.parse().unwrap())?;
-        } else if r.header("transfer-encoding") == Some("chunked") {
-            loop {
-                let line = String::from_utf8(self.until(b"\r\n")?).unwrap();
-                let n = usize::from_str_radix(line.trim(), 16).unwrap();
-                let data = self.exact(n + 2)?;
-                if n == 0 {
-                    break;
-                }
-                r.body.extend_from_slice(&data[..n]);
-                r.chunks.push((Instant::now(), data[..n].to_vec()));
-            }
-        } else {
-            while self.more() {}
-            r.body = std::mem::take(&mut self.buf);
-        }
-        Some(r)
-    }
-    fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        hs: &[(&str, &str)],
-        body: &str,
-    ) -> Option<Resp> {
-        self.send(raw(method, path, hs, body).as_bytes());
-        self.response()
-    }
-}
-
-fn raw(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
-    let mut s = format!("{method} {path} HTTP/1.1\r\nHost: mock\r\n");
-    for (n, v) in headers
-        .iter()
-        .chain(&[("Content-Length", &*body.len().to_string())])
-    {
-        s += &format!("{n}: {v}\r\n");
-    }
-    s + "\r\n" + body
-}
-
-fn post_h(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: Value) -> Resp {
-    let body = body.to_string();
-    Client::new(addr)
-        .request("POST", path, headers, &body)
-        .unwrap()
-}
-
-fn post(addr: SocketAddr, path: &str, body: Value) -> Resp {
-    post_h(addr, path, &[], body)
-}
-
-fn get(addr: SocketAddr, path: &str) -> Resp {
-    Client::new(addr).request("GET", path, &[], "").unwrap()
-}
-
-/// Data lines of an SSE body, parsed (`[DONE]` becomes a string).
-fn sse(r: &Resp) -> Vec<Value> {
-    let text = r.text();
-    let events = text.split("\n\n").filter_map(|e| e.strip_prefix("data: "));
-    events
-        .map(|d| serde_json::from_str(d).unwrap_or(json!(d)))
-        .collect()
-}
-
-fn ndjson(r: &Resp) -> Vec<Value> {
-    r.text()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Polls `f` for up to 2 s.
-fn eventually(f: impl Fn() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(2);
-    while !f() {
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(ms(5));
-    }
-    true
-}
 
 #[test]
 fn openai_shapes() {
@@ -643,31 +464,21 @@ fn multi_threaded_server_counts_all_threads() {
 
 #[test]
 fn binary_prints_address_and_serves() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringway-mock"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "bin",
-            "--models",
-            "a,b",
-            "--tokens",
-            "2",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .map(|a| a.parse().unwrap());
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "bin",
+        "--models",
+        "a,b",
+        "--tokens",
+        "2",
+    ];
+    let (mut child, addr) = run_binary(&args);
     let r = addr.map(|a| post(a, "/api/generate", json!({"model": "b", "stream": false})));
     let _ = child.kill();
     let _ = child.wait();
-    let r = r.expect(&line);
+    let r = r.unwrap();
     assert_eq!(r.header("x-mock-backend"), Some("bin"));
     assert_eq!(r.json()["response"], "Hello from");
 }

@@ -1,0 +1,69 @@
+//! Criterion micro-benchmarks of the per-request decisions: balancer picks, sticky key
+//! derivation + rendezvous placement, request-head parsing. `cargo bench --bench hot_paths`.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ringway::Balancer;
+use ringway::bench::{Fleet, RequestHeadBuf, parse_request_head};
+
+/// A chat request whose conversation opening is about `size` bytes, with a few turns.
+fn chat_body(size: usize) -> Vec<u8> {
+    let document = "lorem ipsum dolor sit amet ".repeat(size / 27 + 1);
+    format!(
+        r#"{{"model":"llama3.1:8b","stream":true,"messages":[{{"role":"system","content":"You are a helpful assistant."}},{{"role":"user","content":"{}"}},{{"role":"assistant","content":"Sure."}},{{"role":"user","content":"Go on."}}],"temperature":0.7}}"#,
+        &document[..size]
+    )
+    .into_bytes()
+}
+
+fn balancers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("balancer");
+    for n in [2, 8] {
+        let fleet = Fleet::new(n);
+        for (name, balancer) in [
+            ("round-robin", Balancer::RoundRobin),
+            ("least-connections", Balancer::LeastConnections),
+        ] {
+            group.bench_with_input(BenchmarkId::new(name, n), &fleet, |b, fleet| {
+                let mut start = 0;
+                b.iter(|| {
+                    let i = fleet.pick(balancer, black_box(start)).unwrap();
+                    start = i + 1;
+                    i
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn sticky(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sticky_key_and_placement");
+    for size in [1024, 32 * 1024] {
+        let body = chat_body(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        for n in [2, 8, 32] {
+            let fleet = Fleet::new(n);
+            let id = BenchmarkId::new(format!("{}KB", size / 1024), n);
+            group.bench_with_input(id, &body, |b, body| {
+                b.iter(|| fleet.place(black_box(body)).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+fn request_head(c: &mut Criterion) {
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:40114\r\n\
+        User-Agent: OpenAI/Python 1.54.0\r\nAccept: application/json\r\n\
+        Content-Type: application/json\r\nAuthorization: Bearer sk-local\r\n\
+        X-Stainless-Lang: python\r\nX-Stainless-Runtime: CPython\r\nContent-Length: 250\r\n\r\n";
+    let mut parsed = RequestHeadBuf::default();
+    c.bench_function("parse_request_head", |b| {
+        b.iter(|| parse_request_head(black_box(head), &mut parsed))
+    });
+}
+
+criterion_group!(benches, balancers, sticky, request_head);
+criterion_main!(benches);
