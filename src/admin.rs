@@ -1,17 +1,39 @@
 //! Pages ringway answers itself (the `Route::Internal` branch of `route`): liveness,
-//! version and the endpoint status page, in the JSON shapes Olla's clients read.
+//! version, the merged model lists (OpenAI, Ollama and Olla shapes) and the operator
+//! status pages, in the JSON shapes Olla's clients and scripts read.
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::log::Timestamp;
-use crate::routing::{Internal, KeySource};
+use crate::routing::{Internal, KeySource, Scope};
 use crate::runtime::Shard;
 use crate::upstream::health::{self, Status};
+use crate::upstream::models::EndpointSet;
 
-/// Status and JSON body of an internal page.
-pub(crate) fn render(page: Internal, shard: &Shard) -> (StatusCode, Vec<u8>) {
+/// Status and JSON body of an internal page; `query` is the request's query string.
+pub(crate) fn render(page: Internal, shard: &Shard, query: &[u8]) -> (StatusCode, Vec<u8>) {
     let body = match page {
+        Internal::Status => status(shard),
+        Internal::Models => status_models(shard),
+        Internal::ModelsOpenAi(scope) => models_openai(shard, scope),
+        Internal::ModelsOllama(scope) => models_ollama(shard, scope),
+        Internal::ModelsUnified => match query_param(query, b"format") {
+            Some(b"openai") => models_openai(shard, Scope::Any),
+            Some(b"ollama") => models_ollama(shard, Scope::Any),
+            Some(b"unified") | None => models_unified(shard),
+            Some(other) => {
+                let message = format!(
+                    "unknown format '{}'; expected unified, openai or ollama",
+                    String::from_utf8_lossy(other)
+                );
+                let error = json!({"error": {"message": message, "type": "invalid_request_error", "code": "bad_request"}});
+                return (
+                    StatusCode::BAD_REQUEST,
+                    serde_json::to_vec(&error).expect("serializes"),
+                );
+            }
+        },
         // Liveness only: the process is up and this shard answers.
         Internal::Health => json!({ "status": "healthy" }),
         Internal::Version => json!({
@@ -26,6 +48,167 @@ pub(crate) fn render(page: Internal, shard: &Shard) -> (StatusCode, Vec<u8>) {
         StatusCode::OK,
         serde_json::to_vec(&body).expect("a JSON value serializes"),
     )
+}
+
+fn query_param<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+        (k == name).then(|| &v[1..])
+    })
+}
+
+/// The endpoints that are up and in `scope`.
+fn available(shard: &Shard, scope: Scope) -> EndpointSet {
+    let mut set = EndpointSet::default();
+    for ep in shard.upstreams.endpoints.iter() {
+        if scope.admits(ep.kind) && ep.health().is_up() {
+            set.insert(ep.index);
+        }
+    }
+    set
+}
+
+/// The models of the available endpoints in `scope`: name, the endpoints listing it,
+/// and the first of those endpoints' own entry.
+fn merged(shard: &Shard, scope: Scope) -> Vec<(String, Vec<usize>, Value)> {
+    let catalog = shard.catalog();
+    let up = available(shard, scope);
+    catalog
+        .models()
+        .into_iter()
+        .filter_map(|(name, set)| {
+            let on: Vec<usize> = (0..shard.upstreams.endpoints.len())
+                .filter(|&i| set.contains(i) && up.contains(i))
+                .collect();
+            let raw = catalog.entry(*on.first()?, name)?.raw.clone();
+            Some((name.to_string(), on, raw))
+        })
+        .collect()
+}
+
+/// `/v1/models`: OpenAI's list shape.
+fn models_openai(shard: &Shard, scope: Scope) -> Value {
+    let data: Vec<Value> = merged(shard, scope)
+        .into_iter()
+        .map(|(name, on, raw)| {
+            let ep = &shard.upstreams.endpoints[on[0]];
+            json!({
+                "id": name,
+                "object": "model",
+                "created": raw["created"].as_u64().unwrap_or(0),
+                "owned_by": raw["owned_by"].as_str().unwrap_or(ep.kind.name()),
+            })
+        })
+        .collect();
+    json!({ "object": "list", "data": data })
+}
+
+/// `/api/tags`: Ollama's list shape (an Ollama endpoint's own entry when there is one).
+fn models_ollama(shard: &Shard, scope: Scope) -> Value {
+    let models: Vec<Value> = merged(shard, scope)
+        .into_iter()
+        .map(|(name, _, raw)| {
+            if raw.get("digest").is_some() {
+                raw
+            } else {
+                json!({
+                    "name": name, "model": name, "modified_at": "1970-01-01T00:00:00Z",
+                    "size": 0, "digest": "", "details": {},
+                })
+            }
+        })
+        .collect();
+    json!({ "models": models })
+}
+
+/// `/olla/models`: every available model with the endpoints that serve it.
+fn models_unified(shard: &Shard) -> Value {
+    let catalog = shard.catalog();
+    let models: Vec<Value> = merged(shard, Scope::Any)
+        .into_iter()
+        .map(|(name, on, _)| {
+            let family = catalog.entry(on[0], &name).map(|m| m.family());
+            let endpoints: Vec<Value> = on
+                .iter()
+                .map(|&i| {
+                    let ep = &shard.upstreams.endpoints[i];
+                    json!({ "name": &*ep.name, "type": ep.kind.name(), "url": &*ep.url })
+                })
+                .collect();
+            json!({ "id": name, "name": name, "family": family, "endpoints": endpoints })
+        })
+        .collect();
+    json!({ "object": "list", "total": models.len(), "models": models })
+}
+
+/// `/internal/status/models`: Olla's shape.
+fn status_models(shard: &Shard) -> Value {
+    let catalog = shard.catalog();
+    let eps = &shard.upstreams.endpoints;
+    let mut by_family: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let recent: Vec<Value> = catalog
+        .models()
+        .into_iter()
+        .map(|(name, set)| {
+            let on: Vec<usize> = (0..eps.len()).filter(|&i| set.contains(i)).collect();
+            let family = catalog
+                .entry(on[0], name)
+                .map(|m| m.family())
+                .unwrap_or_default();
+            by_family
+                .entry(family.clone())
+                .or_default()
+                .push(name.to_string());
+            let last_seen = on
+                .iter()
+                .map(|&i| catalog.seen_unix_ms[i])
+                .max()
+                .unwrap_or(0);
+            json!({
+                "name": name,
+                "type": eps[on[0]].kind.name(),
+                "family": family,
+                "endpoints": on.iter().map(|&i| &*eps[i].url).collect::<Vec<_>>(),
+                "endpoint_names": on.iter().map(|&i| &*eps[i].name).collect::<Vec<_>>(),
+                "last_seen": time(last_seen),
+            })
+        })
+        .collect();
+    json!({
+        "timestamp": Timestamp(now_unix_ms()).to_string(),
+        "total_models": recent.len(),
+        "total_families": by_family.len(),
+        "total_endpoints": eps.len(),
+        "models_by_family": by_family,
+        "recent_models": recent,
+    })
+}
+
+/// `/internal/status`: a summary of the whole proxy.
+fn status(shard: &Shard) -> Value {
+    let now = health::now_ms();
+    let eps = &shard.upstreams.endpoints;
+    let up = eps.iter().filter(|e| e.health().is_up()).count();
+    let routable = eps
+        .iter()
+        .filter(|e| e.health().status(now) == Status::Healthy)
+        .count();
+    let requests: u64 = eps.iter().map(|e| e.health().snapshot().requests).sum();
+    let config = &shard.config;
+    json!({
+        "status": if routable == eps.len() { "healthy" } else if routable > 0 { "degraded" } else { "unhealthy" },
+        "name": "ringway",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": now / 1000,
+        "shards": shard.metrics.shards(),
+        "driver": shard.driver,
+        "balancer": config.proxy.balancer.name(),
+        "sticky": config.sticky.enabled,
+        "endpoints": { "total": eps.len(), "healthy": up, "routable": routable },
+        "models": shard.catalog().models().len(),
+        "requests": requests,
+        "in_flight": eps.iter().map(|e| u64::from(e.in_flight())).sum::<u64>(),
+    })
 }
 
 fn time(unix_ms: u64) -> Value {
@@ -87,6 +270,7 @@ fn sticky_stats(shard: &Shard) -> Value {
 /// ringway's breaker and check details.
 fn endpoints(shard: &Shard) -> Value {
     let now = health::now_ms();
+    let catalog = shard.catalog();
     let mut healthy = 0;
     let mut routable = 0;
     let list: Vec<Value> = shard
@@ -111,6 +295,7 @@ fn endpoints(shard: &Shard) -> Value {
                 "url": &*ep.url,
                 "type": ep.kind.name(),
                 "priority": ep.priority,
+                "model_count": catalog.lists[ep.index].as_ref().map(Vec::len),
                 "status": status.name(),
                 "routable": status == Status::Healthy,
                 "consecutive_failures": s.consecutive_failures,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::EndpointConfig;
 use crate::http1::{self, HeadLimits, RequestHead};
+use crate::proxy::Want;
 use crate::routing::sticky::{self, KeyInputs};
 use crate::routing::{Balancer, KeySource, Scope};
 use crate::upstream::{EndpointType, Upstreams, health};
@@ -42,15 +43,19 @@ impl Fleet {
         }
     }
 
+    fn want(&self) -> Want {
+        Want {
+            scope: Scope::OpenAi,
+            serving: None,
+            now: self.now,
+        }
+    }
+
     /// One balancer decision over the fleet, with `select_backend`'s eligibility test.
     pub fn pick(&self, balancer: Balancer, start: usize) -> Option<usize> {
         let endpoints = &self.upstreams.endpoints;
-        let now = self.now;
-        balancer.pick(
-            endpoints,
-            |i| crate::proxy::eligible(&endpoints[i], Scope::OpenAi, &[], now),
-            start,
-        )
+        let want = self.want();
+        balancer.pick(endpoints, |i| want.admits(&endpoints[i], &[]), start)
     }
 
     /// Key derivation from a request body, then rendezvous placement: the sticky path.
@@ -69,11 +74,11 @@ impl Fleet {
         ];
         let key = sticky::derive_key(&sources, &inputs)?;
         let endpoints = &self.upstreams.endpoints;
-        let now = self.now;
+        let want = self.want();
         sticky::rendezvous(
             key.hash,
             endpoints,
-            |i| crate::proxy::eligible(&endpoints[i], Scope::OpenAi, &[], now),
+            |i| want.admits(&endpoints[i], &[]),
             0.0,
         )
     }

@@ -60,6 +60,11 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub health: HealthConfig,
     pub sticky: StickyConfig,
+    /// How often each endpoint's model list is read again.
+    pub models_refresh_interval: Duration,
+    /// `alias → real model names`: a request for the alias goes to an endpoint serving
+    /// one of them, with the body's `model` rewritten to that name.
+    pub model_aliases: Vec<(String, Vec<String>)>,
     pub log_level: Level,
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -76,6 +81,8 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// Operator pages (`/internal/status...`) answer any client, not only loopback.
+    pub internal_from_anywhere: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -316,6 +323,29 @@ impl Config {
             prompt_prefix_bytes: st.prompt_prefix_bytes,
         };
 
+        let models_refresh_interval =
+            ms("models.refresh_interval_ms", raw.models.refresh_interval_ms)?;
+        let mut model_aliases: Vec<(String, Vec<String>)> = raw.model_aliases.into_iter().collect();
+        model_aliases.sort();
+        for (alias, targets) in &model_aliases {
+            if targets.is_empty() {
+                return Err(err(
+                    &format!("model_aliases.{alias}"),
+                    "needs at least one model name".into(),
+                ));
+            }
+        }
+        if raw.endpoints.len() > crate::upstream::models::MAX_ENDPOINTS {
+            return Err(err(
+                "endpoints",
+                format!(
+                    "{} endpoints; at most {} are supported",
+                    raw.endpoints.len(),
+                    crate::upstream::models::MAX_ENDPOINTS
+                ),
+            ));
+        }
+
         let mut endpoints: Vec<EndpointConfig> = Vec::with_capacity(raw.endpoints.len());
         for (i, e) in raw.endpoints.into_iter().enumerate() {
             let key = |field: &str| format!("endpoints[{i}].{field}");
@@ -398,6 +428,16 @@ impl Config {
                 max_body_bytes: s.max_body_bytes,
                 header_timeout: ms("server.header_timeout_ms", s.header_timeout_ms)?,
                 body_timeout: ms("server.body_timeout_ms", s.body_timeout_ms)?,
+                internal_from_anywhere: match s.internal_access.as_str() {
+                    "loopback" => false,
+                    "any" => true,
+                    other => {
+                        return Err(err(
+                            "server.internal_access",
+                            format!("{other:?}; expected \"loopback\" or \"any\""),
+                        ));
+                    }
+                },
             },
             proxy: ProxyConfig {
                 balancer,
@@ -411,6 +451,8 @@ impl Config {
             },
             health,
             sticky,
+            models_refresh_interval,
+            model_aliases,
             log_level,
             endpoints,
         })
@@ -527,6 +569,10 @@ mod file {
         #[serde(default)]
         pub(super) sticky: Sticky,
         #[serde(default)]
+        pub(super) models: Models,
+        #[serde(default)]
+        pub(super) model_aliases: std::collections::HashMap<String, Vec<String>>,
+        #[serde(default)]
         pub(super) log: Log,
         #[serde(default)]
         pub(super) endpoints: Vec<Endpoint>,
@@ -544,6 +590,7 @@ mod file {
         pub(super) max_body_bytes: u64,
         pub(super) header_timeout_ms: u64,
         pub(super) body_timeout_ms: u64,
+        pub(super) internal_access: String,
     }
 
     impl Default for Server {
@@ -558,6 +605,7 @@ mod file {
                 max_body_bytes: 100 * 1024 * 1024,
                 header_timeout_ms: 60_000,
                 body_timeout_ms: 60_000,
+                internal_access: "loopback".into(),
             }
         }
     }
@@ -586,6 +634,20 @@ mod file {
                 pool_max_idle: 64,
                 retry_on_status: vec![502, 503, 504],
                 max_attempts: 0,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct Models {
+        pub(super) refresh_interval_ms: u64,
+    }
+
+    impl Default for Models {
+        fn default() -> Self {
+            Models {
+                refresh_interval_ms: 30_000,
             }
         }
     }
@@ -718,6 +780,8 @@ mod tests {
         assert_eq!(format!("{:?}", empty.proxy), format!("{:?}", doc.proxy));
         assert_eq!(format!("{:?}", empty.health), format!("{:?}", doc.health));
         assert_eq!(format!("{:?}", empty.sticky), format!("{:?}", doc.sticky));
+        assert_eq!(empty.models_refresh_interval, doc.models_refresh_interval);
+        assert_eq!(empty.model_aliases, doc.model_aliases);
         assert_eq!(empty.log_level, doc.log_level);
         assert!(empty.endpoints.is_empty());
     }

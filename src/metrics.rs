@@ -46,6 +46,10 @@ impl Metrics {
         }
     }
 
+    pub(crate) fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
     pub(crate) fn shard(&self, id: usize) -> &ShardCounters {
         &self.shards[id]
     }

@@ -16,6 +16,7 @@
 pub(crate) mod error;
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -30,6 +31,7 @@ use crate::log::{debug, warning};
 use crate::routing::sticky::{self, KeyInputs, Outcome, SessionKey};
 use crate::routing::{self, KeySource, Route, Scope};
 use crate::runtime::Shard;
+use crate::upstream::models::EndpointSet;
 use crate::upstream::{self, Endpoint, health};
 use error::{ProxyError, Rescue};
 
@@ -39,13 +41,16 @@ const COALESCE_BODY: usize = 64 * 1024;
 /// A client connection and the buffers reused by each of its requests.
 struct Client {
     conn: Conn,
+    peer: SocketAddr,
     /// The client address, formatted once for X-Forwarded-For.
     peer_ip: String,
     head: RequestHead,
     /// Bytes of `conn.buf` taken by the current request (head and raw body).
     request_len: usize,
-    /// A chunked request body, decoded (empty otherwise: the body is in `conn.buf`).
-    decoded_body: Vec<u8>,
+    /// The request body when it is not a plain range of `conn.buf`: a chunked body,
+    /// decoded, or a body rewritten for an endpoint (model alias).
+    own_body: Vec<u8>,
+    owns_body: bool,
     /// The request for the endpoint: rewritten head, and the body if small.
     upstream_request: Vec<u8>,
     /// The response head for the client (and the start of the body).
@@ -65,10 +70,12 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
     let _ = stream.set_nodelay(true);
     let mut client = Client {
         conn: Conn::new(stream, 8 * 1024),
+        peer,
         peer_ip: peer.ip().to_string(),
         head: RequestHead::default(),
         request_len: 0,
-        decoded_body: Vec::new(),
+        own_body: Vec::new(),
+        owns_body: false,
         upstream_request: Vec::with_capacity(2048),
         out: Vec::with_capacity(2048),
         response: ResponseHead::default(),
@@ -94,8 +101,15 @@ async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
                     let method = client.head.method.get(&client.conn.buf);
                     if method != b"GET" && method != b"HEAD" {
                         send_error(client, &ProxyError::MethodNotAllowed, &id).await
+                    } else if page.is_operator_page()
+                        && !shard.config.server.internal_from_anywhere
+                        && !client.peer.ip().is_loopback()
+                    {
+                        send_error(client, &ProxyError::Forbidden, &id).await
                     } else {
-                        let (status, body) = admin::render(page, shard);
+                        let target = client.head.target.get(&client.conn.buf);
+                        let query = target.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
+                        let (status, body) = admin::render(page, shard, query);
                         respond(client, status, b"application/json", &body, &id, true, None).await
                     }
                 }
@@ -139,7 +153,8 @@ async fn parse_request(shard: &Shard, client: &mut Client) -> Result<bool, Proxy
     }
     let head_len = client.head.len;
     client.request_len = head_len;
-    client.decoded_body.clear();
+    client.own_body.clear();
+    client.owns_body = framing_is_chunked(&client.head);
     let framing = client.head.body.unwrap_or(Framing::Empty);
     if let Framing::Length(n) = framing {
         if n > server.max_body_bytes {
@@ -155,7 +170,7 @@ async fn parse_request(shard: &Shard, client: &mut Client) -> Result<bool, Proxy
     if let BodyProgress::Chunked(decoder) = &mut body {
         *decoder = http1::ChunkedDecoder::new(server.max_body_bytes);
     }
-    let decoded = (framing == Framing::Chunked).then_some(&mut client.decoded_body);
+    let decoded = (framing == Framing::Chunked).then_some(&mut client.own_body);
     let mut decoded = decoded;
     if client.head.expect_continue && client.conn.buf.len() == head_len {
         let buf = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
@@ -189,11 +204,24 @@ async fn parse_request(shard: &Shard, client: &mut Client) -> Result<bool, Proxy
 
 impl Client {
     fn body(&self) -> &[u8] {
-        match self.head.body {
-            Some(Framing::Chunked) => &self.decoded_body,
-            _ => &self.conn.buf[self.head.len..self.request_len],
+        if self.owns_body {
+            &self.own_body
+        } else {
+            &self.conn.buf[self.head.len..self.request_len]
         }
     }
+
+    /// Replaces `span` of the body with `text`, moving the body into `own_body`.
+    fn rewrite_body(&mut self, span: std::ops::Range<usize>, text: &[u8]) {
+        let body = self.body();
+        let rewritten = [&body[..span.start], text, &body[span.end..]].concat();
+        self.own_body = rewritten;
+        self.owns_body = true;
+    }
+}
+
+fn framing_is_chunked(head: &RequestHead) -> bool {
+    head.body == Some(Framing::Chunked)
 }
 
 // ---- select_backend, forward, retry ----
@@ -204,6 +232,12 @@ struct Routed<'a> {
     id: &'a RequestId,
     started: Instant,
     sticky: StickyReport,
+    /// The model sent to the endpoint: its span in the (possibly rewritten) body.
+    model: Option<Range<usize>>,
+    /// How the endpoint was chosen ("sticky" or the balancer's name) and why.
+    strategy: &'static str,
+    reason: &'static str,
+    failover: bool,
 }
 
 /// The sticky-session headers of a response.
@@ -213,22 +247,110 @@ struct StickyReport {
     source: Option<KeySource>,
 }
 
-/// The session key of a request, and whether it opens a conversation.
-fn session_key(shard: &Shard, client: &Client) -> (Option<SessionKey>, bool) {
+/// What a request body says about routing it.
+#[derive(Default)]
+struct BodyFacts {
+    key: Option<SessionKey>,
+    /// The request opens a conversation.
+    opener: bool,
+    /// The `model` string's span in the body.
+    model: Option<Range<usize>>,
+}
+
+fn body_facts(shard: &Shard, client: &Client) -> BodyFacts {
     let sticky = &shard.config.sticky;
-    if !sticky.enabled {
-        return (None, false);
-    }
     let buf = &client.conn.buf;
-    let facts = api::inspect(client.body(), sticky.prompt_prefix_bytes);
-    let inputs = KeyInputs {
-        session_id: client.head.session_id.map(|s| s.get(buf)),
-        facts: &facts,
-        authorization: client.head.authorization.map(|s| s.get(buf)),
-        client_ip: &client.peer_ip,
+    let body = client.body();
+    let facts = if body.is_empty() {
+        api::RequestFacts::default()
+    } else {
+        api::inspect(body, sticky.prompt_prefix_bytes)
     };
-    let key = sticky::derive_key(&sticky.key_sources, &inputs);
-    (key, facts.chat && !facts.continues)
+    let model = facts.model.map(|m| {
+        let start = m.as_ptr() as usize - body.as_ptr() as usize;
+        start..start + m.len()
+    });
+    let key = if sticky.enabled {
+        let inputs = KeyInputs {
+            session_id: client.head.session_id.map(|s| s.get(buf)),
+            facts: &facts,
+            authorization: client.head.authorization.map(|s| s.get(buf)),
+            client_ip: &client.peer_ip,
+        };
+        sticky::derive_key(&sticky.key_sources, &inputs)
+    } else {
+        None
+    };
+    BodyFacts {
+        key,
+        opener: facts.chat && !facts.continues,
+        model,
+    }
+}
+
+/// Which endpoints a request may go to: the route's scope, those serving its model, and
+/// healthy ones (as of `now`).
+#[derive(Clone, Copy)]
+pub(crate) struct Want {
+    pub(crate) scope: Scope,
+    pub(crate) serving: Option<EndpointSet>,
+    pub(crate) now: u64,
+}
+
+impl Want {
+    /// Whether `ep` may serve the request, which has already tried `tried`.
+    #[inline]
+    pub(crate) fn admits(&self, ep: &Endpoint, tried: &[usize]) -> bool {
+        self.scope.admits(ep.kind)
+            && self.serving.is_none_or(|s| s.contains(ep.index))
+            && ep.health().is_routable(self.now)
+            && !tried.contains(&ep.index)
+    }
+}
+
+/// The endpoints that can serve `model` (through an alias if it is one, with its
+/// targets), or why none can.
+fn resolve_model<'c>(
+    shard: &'c Shard,
+    scope: Scope,
+    model: &[u8],
+) -> Result<(EndpointSet, Option<&'c [String]>), ProxyError> {
+    let catalog = shard.catalog();
+    let alias = shard
+        .config
+        .model_aliases
+        .iter()
+        .find(|(alias, _)| alias.as_bytes() == model)
+        .map(|(_, targets)| targets.as_slice());
+    let serving = match alias {
+        Some(targets) => targets.iter().fold(EndpointSet::default(), |set, t| {
+            set.union(catalog.serving(t.as_bytes()))
+        }),
+        None => catalog.serving(model),
+    };
+    if serving.is_empty() {
+        return Err(ProxyError::ModelNotFound {
+            model: String::from_utf8_lossy(model).into_owned(),
+        });
+    }
+    let endpoints = &shard.upstreams.endpoints;
+    if !endpoints
+        .iter()
+        .any(|ep| serving.contains(ep.index) && scope.admits(ep.kind))
+    {
+        // Served, but not by the kind of endpoint this route goes to.
+        return Err(ProxyError::NoEndpoint { scope });
+    }
+    Ok((serving, alias))
+}
+
+/// The alias target to send to endpoint `ep`: the first it lists, else the first.
+fn alias_target<'c>(shard: &Shard, targets: &'c [String], ep: usize) -> &'c str {
+    let catalog = shard.catalog();
+    targets
+        .iter()
+        .find(|t| catalog.listing(t.as_bytes()).contains(ep))
+        .unwrap_or(&targets[0])
 }
 
 async fn proxy_request(
@@ -247,21 +369,47 @@ async fn proxy_request(
     } else {
         proxy.max_attempts
     };
-    let (key, opener) = session_key(shard, client);
+    let BodyFacts {
+        key,
+        opener,
+        mut model,
+    } = body_facts(shard, client);
+    let mut want = Want {
+        scope,
+        serving: None,
+        now,
+    };
+    let mut aliased: Option<&[String]> = None;
+    if let Some(span) = model.clone() {
+        match resolve_model(shard, scope, &client.body()[span]) {
+            Ok((serving, alias)) => {
+                want.serving = Some(serving);
+                aliased = alias;
+            }
+            Err(e) => return send_error(client, &e, id).await,
+        }
+    }
     // The key's home: its best backend among all the route's endpoints, up or down.
     let home = key.and_then(|k| {
-        sticky::rendezvous(k.hash, endpoints, |i| scope.admits(endpoints[i].kind), 0.0)
+        let in_scope = |i: usize| {
+            scope.admits(endpoints[i].kind) && want.serving.is_none_or(|s| s.contains(i))
+        };
+        sticky::rendezvous(k.hash, endpoints, in_scope, 0.0)
     });
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     loop {
         let candidate = if tried.len() < max_attempts {
-            select_backend(shard, scope, &tried, now, key)
+            select_backend(shard, &want, &tried, key)
         } else {
             None
         };
         let Some(ep) = candidate else {
             let err = match last_error {
+                None if want.serving.is_some() => ProxyError::ModelUnavailable {
+                    model: String::from_utf8_lossy(&client.body()[model.unwrap_or_default()])
+                        .into_owned(),
+                },
                 None => ProxyError::NoEndpoint { scope },
                 Some(last) if tried.len() == 1 => last,
                 Some(last) => ProxyError::AllFailed {
@@ -274,14 +422,38 @@ async fn proxy_request(
             };
             return send_error(client, &err, id).await;
         };
+        if let (Some(targets), Some(span)) = (aliased, model.clone()) {
+            // Send the endpoint the model name it knows.
+            let target = alias_target(shard, targets, ep.index);
+            let escaped = serde_json::to_string(target).expect("a string serializes");
+            let text = &escaped.as_bytes()[1..escaped.len() - 1];
+            client.rewrite_body(span.clone(), text);
+            model = Some(span.start..span.start + text.len());
+        }
+        let failover = !tried.is_empty();
         tried.push(ep.index);
         let _in_flight = ep.begin_request();
         write_upstream_head(client, ep, scope, strip);
+        let sticky_report = report_sticky(shard, key, opener, home, ep.index);
         let routed = || Routed {
             ep,
             id,
             started,
-            sticky: report_sticky(shard, key, opener, home, ep.index),
+            sticky: sticky_report,
+            model: model.clone(),
+            strategy: if key.is_some() {
+                "sticky"
+            } else {
+                proxy.balancer.name()
+            },
+            reason: match (sticky_report.outcome, want.serving.is_some()) {
+                (Outcome::Hit, _) => "sticky-hit",
+                (Outcome::Miss, _) => "sticky-new",
+                (Outcome::Repin, _) => "sticky-repin",
+                (Outcome::Disabled, true) => "model-match",
+                (Outcome::Disabled, false) => "any-endpoint",
+            },
+            failover,
         };
         let failure = match forward(shard, client, ep).await {
             Ok(upstream) => {
@@ -292,7 +464,7 @@ async fn proxy_request(
                 }
                 // An answer we may retry: only if someone else can take the request;
                 // otherwise the endpoint's own answer is the most useful one to pass on.
-                let retry = tried.len() < max_attempts && has_candidate(shard, scope, &tried, now);
+                let retry = tried.len() < max_attempts && has_candidate(shard, &want, &tried);
                 record_failure(shard, ep, now);
                 if !retry {
                     return stream_response(shard, client, upstream, &routed()).await;
@@ -369,22 +541,16 @@ fn record_failure(shard: &Shard, ep: &Endpoint, now: u64) {
     }
 }
 
-/// Whether `ep` may serve a request routed to `scope` that has not tried it yet.
-pub(crate) fn eligible(ep: &Endpoint, scope: Scope, tried: &[usize], now: u64) -> bool {
-    scope.admits(ep.kind) && ep.health().is_routable(now) && !tried.contains(&ep.index)
-}
-
 /// Picks an eligible endpoint: the key's rendezvous winner when the request has a
 /// session key, the configured balancer's choice otherwise.
 fn select_backend<'a>(
     shard: &'a Shard,
-    scope: Scope,
+    want: &Want,
     tried: &[usize],
-    now: u64,
     key: Option<SessionKey>,
 ) -> Option<&'a Endpoint> {
     let endpoints = &shard.upstreams.endpoints;
-    let eligible = |i: usize| eligible(&endpoints[i], scope, tried, now);
+    let eligible = |i: usize| want.admits(&endpoints[i], tried);
     let i = match key {
         Some(key) => sticky::rendezvous(
             key.hash,
@@ -405,16 +571,17 @@ fn select_backend<'a>(
     Some(&endpoints[i])
 }
 
-fn has_candidate(shard: &Shard, scope: Scope, tried: &[usize], now: u64) -> bool {
+fn has_candidate(shard: &Shard, want: &Want, tried: &[usize]) -> bool {
     shard
         .upstreams
         .endpoints
         .iter()
-        .any(|ep| eligible(ep, scope, tried, now))
+        .any(|ep| want.admits(ep, tried))
 }
 
 /// Writes the request line and headers for `ep` into `client.upstream_request`.
 fn write_upstream_head(client: &mut Client, ep: &Endpoint, scope: Scope, strip: usize) {
+    let body_len = client.body().len();
     let buf = &client.conn.buf;
     let head = &client.head;
     let out = &mut client.upstream_request;
@@ -454,10 +621,6 @@ fn write_upstream_head(client: &mut Client, ep: &Endpoint, scope: Scope, strip: 
         http1::push_header(out, b"X-Forwarded-Host", host.get(buf));
     }
     http1::push_header(out, b"X-Real-IP", client.peer_ip.as_bytes());
-    let body_len = match head.body {
-        Some(Framing::Chunked) => client.decoded_body.len(),
-        _ => client.request_len - head.len,
-    };
     if body_len > 0 || head.body != Some(Framing::Empty) || expects_body(head.method.get(buf)) {
         http1::push_header_decimal(out, b"Content-Length", body_len as u64);
     }
@@ -602,10 +765,10 @@ fn bad_response(ep: &Endpoint, what: &'static str) -> Exchange {
 
 /// Writes a large request body from the buffer it was received into.
 async fn write_body(client: &mut Client, conn: &mut Conn, within: Duration) -> Result<(), IoFail> {
-    let chunked = client.head.body == Some(Framing::Chunked);
-    let (buf, range) = if chunked {
-        let len = client.decoded_body.len();
-        (std::mem::take(&mut client.decoded_body), 0..len)
+    let owned = client.owns_body;
+    let (buf, range) = if owned {
+        let len = client.own_body.len();
+        (std::mem::take(&mut client.own_body), 0..len)
     } else {
         (
             std::mem::take(&mut client.conn.buf),
@@ -619,8 +782,8 @@ async fn write_body(client: &mut Client, conn: &mut Conn, within: Duration) -> R
         .await
         .map_err(|_| IoFail::Timeout)?;
     let buf = slice.into_inner();
-    if chunked {
-        client.decoded_body = buf;
+    if owned {
+        client.own_body = buf;
     } else {
         client.conn.buf = buf;
     }
@@ -792,6 +955,24 @@ fn write_response_head(
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     push_olla_headers(out, routed.id, Some(routed.ep), routed.started);
+    if let Some(span) = routed.model.clone() {
+        let body = if client.owns_body {
+            &client.own_body[..]
+        } else {
+            &client.conn.buf[client.head.len..client.request_len]
+        };
+        if let Some(model) = body.get(span) {
+            http1::push_header(out, b"X-Olla-Model", model);
+        }
+    }
+    http1::push_header(out, b"X-Olla-Routing-Strategy", routed.strategy.as_bytes());
+    let decision: &[u8] = if routed.failover {
+        b"failover"
+    } else {
+        b"routed"
+    };
+    http1::push_header(out, b"X-Olla-Routing-Decision", decision);
+    http1::push_header(out, b"X-Olla-Routing-Reason", routed.reason.as_bytes());
     let sticky = routed.sticky;
     http1::push_header(
         out,

@@ -46,8 +46,29 @@ impl Scope {
 pub(crate) enum Internal {
     Health,
     Version,
+    /// `/internal/status`: a summary.
+    Status,
     Endpoints,
+    /// `/internal/status/models`.
+    Models,
     StickyStats,
+    /// A model list in OpenAI's shape (`/v1/models`), of the endpoints in scope.
+    ModelsOpenAi(Scope),
+    /// A model list in Ollama's shape (`/api/tags`).
+    ModelsOllama(Scope),
+    /// `/olla/models` (`?format=unified|openai|ollama`).
+    ModelsUnified,
+}
+
+impl Internal {
+    /// Operator pages, answered to loopback clients only unless
+    /// `server.internal_access = "any"`; liveness, version and model lists are for all.
+    pub(crate) fn is_operator_page(self) -> bool {
+        matches!(
+            self,
+            Internal::Status | Internal::Endpoints | Internal::Models | Internal::StickyStats
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +91,12 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         Some(q) => &target[..q],
         None => target,
     };
+    match path {
+        b"/v1/models" => return Route::Internal(Internal::ModelsOpenAi(Scope::OpenAi)),
+        b"/api/tags" => return Route::Internal(Internal::ModelsOllama(Scope::Ollama)),
+        b"/olla/models" => return Route::Internal(Internal::ModelsUnified),
+        _ => {}
+    }
     if path.starts_with(b"/v1/") {
         return Route::Forward {
             scope: Scope::OpenAi,
@@ -91,23 +118,27 @@ pub(crate) fn classify(target: &[u8]) -> Route {
             return Route::NotFound;
         }
         let strip = b"/olla/".len() + segment.len();
-        if segment == b"proxy" {
-            return Route::Forward {
-                scope: Scope::Any,
-                strip,
-            };
-        }
-        return match EndpointType::from_prefix(segment) {
-            Some(t) => Route::Forward {
-                scope: Scope::Type(t),
-                strip,
+        let scope = match segment {
+            b"proxy" => Scope::Any,
+            _ => match EndpointType::from_prefix(segment) {
+                Some(t) => Scope::Type(t),
+                None => return Route::UnknownProvider,
             },
-            None => Route::UnknownProvider,
+        };
+        // The provider's model list comes from the catalogue, as Olla does.
+        return match (tail, scope) {
+            (b"/v1/models", _) => Route::Internal(Internal::ModelsOpenAi(scope)),
+            (b"/api/tags", Scope::Type(EndpointType::Ollama)) => {
+                Route::Internal(Internal::ModelsOllama(scope))
+            }
+            _ => Route::Forward { scope, strip },
         };
     }
     match path {
         b"/internal/health" => Route::Internal(Internal::Health),
+        b"/internal/status" => Route::Internal(Internal::Status),
         b"/internal/status/endpoints" => Route::Internal(Internal::Endpoints),
+        b"/internal/status/models" => Route::Internal(Internal::Models),
         b"/internal/stats/sticky" => Route::Internal(Internal::StickyStats),
         b"/version" => Route::Internal(Internal::Version),
         _ => Route::NotFound,
@@ -137,8 +168,8 @@ mod tests {
             (Scope::Type(EndpointType::Ollama), "/api/generate")
         );
         assert_eq!(
-            forward("/olla/lmstudio/v1/models"),
-            (Scope::Type(EndpointType::LmStudio), "/v1/models")
+            forward("/olla/lmstudio/api/v0/models"),
+            (Scope::Type(EndpointType::LmStudio), "/api/v0/models")
         );
         assert_eq!(
             forward("/olla/openai/v1/chat/completions?stream=1"),
@@ -165,6 +196,27 @@ mod tests {
             Route::Internal(Internal::Endpoints)
         );
         assert_eq!(classify(b"/olla/tgi/v1/models"), Route::UnknownProvider);
+        let lists = [
+            ("/v1/models", Internal::ModelsOpenAi(Scope::OpenAi)),
+            ("/api/tags", Internal::ModelsOllama(Scope::Ollama)),
+            ("/olla/models?format=openai", Internal::ModelsUnified),
+            (
+                "/olla/vllm/v1/models",
+                Internal::ModelsOpenAi(Scope::Type(EndpointType::Vllm)),
+            ),
+            ("/olla/proxy/v1/models", Internal::ModelsOpenAi(Scope::Any)),
+            (
+                "/olla/ollama/api/tags",
+                Internal::ModelsOllama(Scope::Type(EndpointType::Ollama)),
+            ),
+        ];
+        for (path, page) in lists {
+            assert_eq!(classify(path.as_bytes()), Route::Internal(page), "{path}");
+        }
+        assert!(matches!(
+            classify(b"/v1/models/llama3"),
+            Route::Forward { .. }
+        ));
         for path in [
             "/",
             "/v1",

@@ -5,7 +5,7 @@
 //! error instead of a process limping on with fewer cores.
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -30,6 +30,7 @@ use crate::metrics::{Metrics, ShardCounters};
 use crate::proxy;
 use crate::upstream::Upstreams;
 use crate::upstream::health::Breaker;
+use crate::upstream::models::Catalog;
 use crate::upstream::pool::Pool;
 
 /// io_uring submission queue size per shard.
@@ -47,6 +48,9 @@ pub(crate) struct Shard {
     pub(crate) pool: Pool,
     /// All shards' counters; this shard writes only its own block.
     pub(crate) metrics: Arc<Metrics>,
+    /// The model catalogue this shard routes by, and where new ones arrive.
+    catalog: RefCell<Arc<Catalog>>,
+    catalog_updates: mpsc::Receiver<Arc<Catalog>>,
     /// How request failures open an endpoint's circuit breaker.
     pub(crate) breaker: Breaker,
     /// Where the balancer starts scanning: just after this shard's previous pick.
@@ -128,12 +132,16 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let process_tag = process_tag();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut supervisor = Supervisor::new();
+    let mut catalog_senders = Vec::with_capacity(shards);
     for (id, listener) in listeners.into_iter().enumerate() {
+        let (catalog_tx, catalog_updates) = mpsc::channel();
+        catalog_senders.push(catalog_tx);
         let start = ShardStart {
             id,
             config: config.clone(),
             upstreams: upstreams.clone(),
             metrics: metrics.clone(),
+            catalog_updates,
             listener,
             stop: stop.clone(),
             ready: ready_tx.clone(),
@@ -171,7 +179,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     }
     let control = (config.clone(), upstreams.clone(), stop.clone());
     supervisor.spawn("ringway-control".into(), move || {
-        run_control(control.0, control.1, control.2)
+        run_control(control.0, control.1, control.2, catalog_senders)
     });
     info!(
         "ringway {} listening on {local_addr} with {shards} shard(s) ({}), balancer {}, {} endpoint(s)",
@@ -189,6 +197,17 @@ pub fn start(config: Config) -> Result<Server, StartError> {
 }
 
 impl Shard {
+    /// The latest model catalogue. Never hold it across an `.await`.
+    pub(crate) fn catalog(&self) -> std::cell::Ref<'_, Arc<Catalog>> {
+        if let Ok(mut latest) = self.catalog_updates.try_recv() {
+            while let Ok(newer) = self.catalog_updates.try_recv() {
+                latest = newer;
+            }
+            *self.catalog.borrow_mut() = latest;
+        }
+        self.catalog.borrow()
+    }
+
     /// This shard's own counters.
     pub(crate) fn counters(&self) -> &ShardCounters {
         self.metrics.shard(self.id)
@@ -296,6 +315,7 @@ struct ShardStart {
     config: Arc<Config>,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
+    catalog_updates: mpsc::Receiver<Arc<Catalog>>,
     listener: std::net::TcpListener,
     stop: Arc<StopSignal>,
     ready: mpsc::Sender<Ready>,
@@ -346,9 +366,14 @@ fn run_shard(start: ShardStart) {
 }
 
 /// The control thread: active health checks (one checker for all shards).
-fn run_control(config: Arc<Config>, upstreams: Arc<Upstreams>, stop: Arc<StopSignal>) {
+fn run_control(
+    config: Arc<Config>,
+    upstreams: Arc<Upstreams>,
+    stop: Arc<StopSignal>,
+    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
+) {
     let choice = config.server.driver;
-    let checks = |_driver| crate::upstream::health::run_checks(upstreams, config, stop);
+    let checks = |_driver| crate::upstream::health::run_checks(upstreams, config, stop, shards);
     if let Err(why) = block_on_driver(choice, "control thread", checks) {
         error!("control thread: {why}; health checks are not running");
     }
@@ -374,6 +399,11 @@ async fn shard_main(start: ShardStart, driver: &'static str) {
         ),
         breaker: start.config.health.breaker(),
         metrics: start.metrics,
+        catalog: RefCell::new(Arc::new(Catalog::new(
+            vec![None; start.upstreams.endpoints.len()],
+            vec![0; start.upstreams.endpoints.len()],
+        ))),
+        catalog_updates: start.catalog_updates,
         config: start.config.clone(),
         upstreams: start.upstreams,
         next_pick: Cell::new(id),

@@ -4,6 +4,7 @@
 //! keep-alive connection pools.
 
 pub(crate) mod health;
+pub(crate) mod models;
 pub(crate) mod pool;
 
 use std::fmt;
@@ -238,6 +239,79 @@ pub(crate) async fn connect(ep: &Endpoint, within: Duration) -> io::Result<TcpSt
         }
     }
     Err(last)
+}
+
+/// A `GET <base><path>` to an endpoint on a fresh connection, for the control thread
+/// (health checks, model lists): the status and, if `body_limit` is given, the body
+/// (at most that many bytes). Everything within `within`.
+pub(crate) async fn fetch(
+    ep: &Endpoint,
+    path: &str,
+    within: Duration,
+    body_limit: Option<usize>,
+) -> Result<(u16, Vec<u8>), String> {
+    use crate::http1::{self, BodyProgress, Conn, Framing, IoFail, ResponseHead};
+    let deadline = std::time::Instant::now() + within;
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let stream = connect(ep, within)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut conn = Conn::new(stream, 4096);
+    let mut request = Vec::with_capacity(256);
+    request.extend_from_slice(b"GET ");
+    request.extend_from_slice(&ep.base_path);
+    request.extend_from_slice(path.as_bytes());
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    request.extend_from_slice(&ep.authority);
+    request
+        .extend_from_slice(b"\r\nUser-Agent: ringway\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    let len = request.len();
+    match monoio::time::timeout(left(), http1::write_all(&mut conn.stream, request, len)).await {
+        Ok((Ok(()), _)) => {}
+        Ok((Err(e), _)) => return Err(format!("request failed: {e}")),
+        Err(_) => return Err("timed out".into()),
+    }
+    let limits = http1::HeadLimits {
+        max_bytes: 16 * 1024,
+        max_headers: 64,
+    };
+    let mut head = ResponseHead::default();
+    let fill = async |conn: &mut Conn| match conn.fill(left()).await {
+        Ok(0) => Err("connection closed early".to_string()),
+        Ok(n) => Ok(n),
+        Err(IoFail::Timeout) => Err("timed out".into()),
+        Err(IoFail::Io(e)) => Err(format!("read failed: {e}")),
+    };
+    loop {
+        match http1::parse_response(&conn.buf, &limits, false, &mut head) {
+            Ok(true) => break,
+            Ok(false) => fill(&mut conn).await.map(drop)?,
+            Err(e) => return Err(format!("invalid response: {}", e.describe())),
+        }
+    }
+    let Some(limit) = body_limit else {
+        return Ok((head.status, Vec::new()));
+    };
+    let framing = head.body.unwrap_or(Framing::Empty);
+    let mut progress = BodyProgress::new(framing);
+    let mut body = Vec::new();
+    let mut at = head.len;
+    loop {
+        at += progress
+            .advance(&conn.buf[at..], Some(&mut body))
+            .map_err(|e| format!("invalid body: {e}"))?;
+        if body.len() > limit {
+            return Err(format!("body larger than {limit} bytes"));
+        }
+        if progress.is_done() {
+            return Ok((head.status, body));
+        }
+        match fill(&mut conn).await {
+            Ok(_) => {}
+            Err(_) if framing == Framing::UntilClose => return Ok((head.status, body)),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

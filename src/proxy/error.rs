@@ -23,6 +23,17 @@ pub(crate) enum ProxyError {
     NotFound,
     UnknownProvider,
     MethodNotAllowed,
+    /// An operator page asked for from elsewhere than loopback.
+    Forbidden,
+
+    /// No endpoint lists the requested model.
+    ModelNotFound {
+        model: String,
+    },
+    /// The model is listed, but only by endpoints that are unavailable.
+    ModelUnavailable {
+        model: String,
+    },
 
     // ---- the endpoint's side ----
     /// No endpoint in the route's scope is available.
@@ -158,6 +169,13 @@ impl ProxyError {
                 ),
                 true,
             ),
+            Forbidden => r(
+                StatusCode::FORBIDDEN,
+                CLIENT,
+                "forbidden",
+                "operator pages answer loopback clients only (server.internal_access)".into(),
+                true,
+            ),
             MethodNotAllowed => r(
                 StatusCode::METHOD_NOT_ALLOWED,
                 CLIENT,
@@ -165,6 +183,23 @@ impl ProxyError {
                 "method not allowed on this path".into(),
                 true,
             ),
+            ModelNotFound { model } => r(
+                StatusCode::NOT_FOUND,
+                CLIENT,
+                "model_not_found",
+                format!("the model '{model}' does not exist on any endpoint (see /v1/models)"),
+                true,
+            ),
+            ModelUnavailable { model } => Rescue {
+                retry_after: Some(1),
+                ..r(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVER,
+                    "model_unavailable",
+                    format!("the model '{model}' is only on endpoints that are unavailable now"),
+                    true,
+                )
+            },
             NoEndpoint { scope } => Rescue {
                 retry_after: Some(1),
                 ..r(

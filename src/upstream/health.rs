@@ -19,12 +19,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, mpsc};
 
 use crate::config::{Config, HealthConfig};
-use crate::http1::{self, Conn, IoFail, ResponseHead};
 use crate::log::{info, warning};
 use crate::runtime::StopSignal;
+use crate::upstream::models::{self, Catalog, Model};
 use crate::upstream::{self, Endpoint, Upstreams};
 
 /// Milliseconds on a process-wide monotonic clock.
@@ -255,11 +257,20 @@ pub(crate) async fn run_checks(
     upstreams: Arc<Upstreams>,
     config: Arc<Config>,
     stop: Arc<StopSignal>,
+    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
 ) {
-    for index in 0..upstreams.endpoints.len() {
+    let n = upstreams.endpoints.len();
+    let discovery = Rc::new(Discovery {
+        lists: RefCell::new(vec![None; n]),
+        seen_unix_ms: RefCell::new(vec![0; n]),
+        shards,
+    });
+    for index in 0..n {
         let (upstreams, config, stop) = (upstreams.clone(), config.clone(), stop.clone());
+        let discovery = discovery.clone();
         monoio::spawn(async move {
-            watch(&upstreams.endpoints[index], &config.health, &stop).await;
+            let ep = &upstreams.endpoints[index];
+            watch(ep, &config, &stop, &discovery).await;
         });
     }
     // The watchers notice the stop within one sleep slice; a probe in progress is
@@ -267,9 +278,44 @@ pub(crate) async fn run_checks(
     stop.wait().await;
 }
 
-/// The loop that checks one endpoint.
-async fn watch(ep: &Endpoint, settings: &HealthConfig, stop: &StopSignal) {
+/// The model lists read so far, and the shards to send each new catalogue to.
+struct Discovery {
+    lists: RefCell<Vec<Option<Vec<Model>>>>,
+    seen_unix_ms: RefCell<Vec<u64>>,
+    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
+}
+
+impl Discovery {
+    /// Reads an endpoint's model list and publishes the new catalogue.
+    async fn refresh(&self, ep: &Endpoint) {
+        match models::discover(ep, ep.check_timeout).await {
+            Ok(list) => {
+                let names = |l: &[Model]| l.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+                let changed =
+                    self.lists.borrow()[ep.index].as_deref().map(names) != Some(names(&list));
+                if changed {
+                    info!("endpoint {} serves {} model(s)", ep.name, list.len());
+                }
+                self.lists.borrow_mut()[ep.index] = Some(list);
+                self.seen_unix_ms.borrow_mut()[ep.index] = unix_ms();
+                let catalog = Arc::new(Catalog::new(
+                    self.lists.borrow().clone(),
+                    self.seen_unix_ms.borrow().clone(),
+                ));
+                for shard in &self.shards {
+                    let _ = shard.send(catalog.clone());
+                }
+            }
+            Err(e) => warning!("endpoint {}: cannot read its model list: {e}", ep.name),
+        }
+    }
+}
+
+/// The loop that checks one endpoint (and reads its model list when due).
+async fn watch(ep: &Endpoint, config: &Config, stop: &StopSignal, discovery: &Discovery) {
+    let settings = &config.health;
     let mut recovery = settings.recovery_interval;
+    let mut models_due = Instant::now();
     while !stop.is_triggered() {
         let result = probe(ep).await;
         let h = ep.health();
@@ -286,12 +332,17 @@ async fn watch(ep: &Endpoint, settings: &HealthConfig, stop: &StopSignal) {
                 false
             }
         };
-        match h.record_check(ok, settings) {
+        let transition = h.record_check(ok, settings);
+        match transition {
             Some(true) => info!("endpoint {} is back up", ep.name),
             Some(false) => warning!("endpoint {} is down: {}", ep.name, describe(&result)),
             None => {}
         }
         let up = h.is_up();
+        if up && (transition == Some(true) || Instant::now() >= models_due) {
+            discovery.refresh(ep).await;
+            models_due = Instant::now() + config.models_refresh_interval;
+        }
         let wait = if up {
             recovery = settings.recovery_interval;
             ep.check_interval
@@ -328,51 +379,9 @@ fn describe(result: &Result<(u16, Duration), String>) -> String {
 /// and how long the head took.
 pub(crate) async fn probe(ep: &Endpoint) -> Result<(u16, Duration), String> {
     let started = Instant::now();
-    let within = ep.check_timeout;
-    let stream = upstream::connect(ep, within)
-        .await
-        .map_err(|e| format!("health check cannot connect: {e}"))?;
-    let mut conn = Conn::new(stream, 4096);
-    let mut request = Vec::with_capacity(256);
-    request.extend_from_slice(b"GET ");
-    request.extend_from_slice(&ep.base_path);
-    request.extend_from_slice(ep.health_path.as_bytes());
-    request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    request.extend_from_slice(&ep.authority);
-    request.extend_from_slice(
-        b"\r\nUser-Agent: ringway-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-    );
-    let len = request.len();
-    let left = within.saturating_sub(started.elapsed());
-    let write = http1::write_all(&mut conn.stream, request, len);
-    match monoio::time::timeout(left, write).await {
-        Ok((Ok(()), _)) => {}
-        Ok((Err(e), _)) => return Err(format!("health check failed: {e}")),
-        Err(_) => return Err("health check timed out".into()),
-    }
-    let limits = http1::HeadLimits {
-        max_bytes: 16 * 1024,
-        max_headers: 64,
-    };
-    let mut head = ResponseHead::default();
-    loop {
-        match http1::parse_response(&conn.buf, &limits, false, &mut head) {
-            Ok(true) => return Ok((head.status, started.elapsed())),
-            Ok(false) => {}
-            Err(e) => {
-                return Err(format!(
-                    "health check got an invalid response: {}",
-                    e.describe()
-                ));
-            }
-        }
-        let left = within.saturating_sub(started.elapsed());
-        match conn.fill(left).await {
-            Ok(0) => return Err("health check: connection closed without a response".into()),
-            Ok(_) => {}
-            Err(IoFail::Timeout) => return Err("health check timed out".into()),
-            Err(IoFail::Io(e)) => return Err(format!("health check failed: {e}")),
-        }
+    match upstream::fetch(ep, &ep.health_path, ep.check_timeout, None).await {
+        Ok((status, _)) => Ok((status, started.elapsed())),
+        Err(e) => Err(format!("health check: {e}")),
     }
 }
 

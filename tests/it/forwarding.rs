@@ -240,28 +240,25 @@ fn provider_routes_reach_only_endpoints_of_that_type() {
     );
     let mut client = Client::connect(proxy.local_addr());
     for _ in 0..4 {
-        let r = client.get("/olla/vllm/v1/models");
+        let r = client.get("/olla/vllm/health");
         assert_eq!(
             (r.status, r.header("X-Olla-Endpoint")),
             (200, Some("vllm-box"))
         );
         // Ollama's native API only goes to Ollama endpoints.
-        let r = client.get("/api/tags");
+        let r = client.get("/api/version");
         assert_eq!(
             (r.status, r.header("X-Olla-Endpoint")),
             (200, Some("ollama-box"))
         );
-        let r = client.get("/olla/ollama/api/tags");
+        let r = client.get("/olla/ollama/api/version");
         assert_eq!(r.header("X-Olla-Endpoint"), Some("ollama-box"));
     }
-    // /v1 and /olla/proxy may use either.
+    // /olla/proxy may use either.
     let mut seen: Vec<String> = (0..4)
         .map(|_| {
-            client
-                .get("/v1/models")
-                .header("X-Olla-Endpoint")
-                .unwrap()
-                .to_string()
+            let r = client.get("/olla/proxy/api/version");
+            r.header("X-Olla-Endpoint").unwrap().to_string()
         })
         .collect();
     seen.sort();
@@ -475,7 +472,7 @@ fn endpoint_connections_are_pooled_and_reused() {
         assert_eq!(
             one_shot(
                 proxy.local_addr(),
-                b"GET /v1/models HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"GET /api/version HTTP/1.1\r\nHost: t\r\n\r\n"
             )
             .status,
             200
@@ -491,12 +488,12 @@ fn a_pooled_connection_closed_by_the_endpoint_is_replaced() {
     let addr = a.addr();
     let proxy = proxy(&[Ep::new("a", &a)], "", "");
     let mut client = Client::connect(proxy.local_addr());
-    assert_eq!(client.get("/v1/models").status, 200);
+    assert_eq!(client.get("/api/version").status, 200);
     // The backend restarts: the pooled connection is dead, which ringway only learns
     // when it tries to use it.
     a.stop();
     let a = ringway_mock::spawn(addr, MockConfig::named("a")).expect("rebind the same port");
-    let r = client.get("/v1/models");
+    let r = client.get("/api/version");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(a.stats().requests(), 1);
 }

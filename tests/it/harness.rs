@@ -84,7 +84,11 @@ pub(crate) fn proxy(endpoints: &[Ep<'_>], server_extra: &str, extra: &str) -> Se
     let settled = eventually(Duration::from_secs(5), || {
         let status = status_page(&server);
         let endpoints = status["endpoints"].as_array().unwrap();
-        endpoints.iter().all(|e| !e["last_check"].is_null())
+        // Checked, and the healthy ones' model lists read.
+        endpoints.iter().all(|e| {
+            let answered = e["last_check_status"] == 200;
+            !e["last_check"].is_null() && (!answered || !e["model_count"].is_null())
+        })
     });
     assert!(settled, "endpoints were not checked within 5 s");
     server

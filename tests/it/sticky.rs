@@ -243,7 +243,7 @@ fn requests_without_a_key_are_balanced_and_counted() {
     let mut client = Client::connect(proxy.local_addr());
     let mut served = std::collections::HashSet::new();
     for _ in 0..4 {
-        let r = client.get("/v1/models");
+        let r = client.get("/api/version");
         assert_eq!(r.header("X-Olla-Sticky-Session"), Some("disabled"));
         assert_eq!(r.header("X-Olla-Sticky-Key-Source"), Some("none"));
         served.insert(r.header("X-Olla-Endpoint").unwrap().to_string());

@@ -159,6 +159,8 @@ fn step(sh: &Shared, data: &[u8], scratch: &mut Vec<u8>) -> Step {
     }
     let counter = if api::is_health_check(&req) {
         &sh.stats.health_checks
+    } else if is_model_list(&req) {
+        &sh.stats.model_lists
     } else {
         &sh.stats.requests
     };
@@ -410,4 +412,11 @@ async fn pause(sh: &Shared, d: Duration) -> bool {
         }
         monoio::time::sleep((end - now).min(SLEEP_SLICE)).await;
     }
+}
+
+/// A proxy reading the model list (`GET /api/tags`, `/v1/models`, `/api/v0/models`):
+/// counted apart from the traffic, like health checks.
+fn is_model_list(req: &httparse::Request<'_, '_>) -> bool {
+    let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+    req.method == Some("GET") && matches!(path, "/api/tags" | "/v1/models" | "/api/v0/models")
 }

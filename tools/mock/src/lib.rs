@@ -77,6 +77,7 @@ pub struct Stats {
     open_connections: AtomicU64,
     requests: AtomicU64,
     health_checks: AtomicU64,
+    model_lists: AtomicU64,
     completed_streams: AtomicU64,
     aborted_streams: AtomicU64,
     prompt_tokens: AtomicU64,
@@ -90,7 +91,7 @@ impl Stats {
     pub fn open_connections(&self) -> u64 {
         self.open_connections.load(Relaxed)
     }
-    /// Requests whose head was parsed, on every path except the health checks'.
+    /// Requests whose head was parsed, except health checks and model-list reads.
     pub fn requests(&self) -> u64 {
         self.requests.load(Relaxed)
     }
@@ -98,6 +99,11 @@ impl Stats {
     /// that a proxy's health checker does not disturb the traffic counts.
     pub fn health_checks(&self) -> u64 {
         self.health_checks.load(Relaxed)
+    }
+    /// `GET` requests for the model list (`/api/tags`, `/v1/models`, `/api/v0/models`),
+    /// kept apart for the same reason.
+    pub fn model_lists(&self) -> u64 {
+        self.model_lists.load(Relaxed)
     }
     /// Streamed responses written to the end.
     pub fn completed_streams(&self) -> u64 {

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Client-compatibility check: the official OpenAI and Ollama Python SDKs, unchanged,
+# against `ringway demo` (ringway in front of two in-process mock backends).
+#
+#   bash tools/sdk/run.sh [extra check.py options, e.g. --only openai]
+#
+# Creates (or reuses) a venv in target/sdk-venv, installs tools/sdk/requirements.txt,
+# builds ringway (release), starts the demo on a free loopback port, runs check.py
+# against it, stops ringway, and exits with check.py's status. All traffic stays on
+# 127.0.0.1. Needs python3 (3.9+) with pip, and PyPI for the first install.
+#
+# Environment: PYTHON (default python3), SDK_TOKEN_DELAY_MS (the mocks' delay between
+# streamed tokens, default 40: large enough to tell a real stream from a batched one).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+VENV="$TARGET/sdk-venv"
+PYTHON="${PYTHON:-python3}"
+TOKEN_DELAY_MS="${SDK_TOKEN_DELAY_MS:-40}"
+
+die() {
+    echo "" >&2
+    echo "sdk-check: ERROR: $*" >&2
+    exit 1
+}
+step() { echo "sdk-check: $*" >&2; }
+
+# --- Python environment -------------------------------------------------------------
+venv_ok() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' 2>/dev/null; }
+if ! venv_ok; then
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=...)"
+    rm -rf "$VENV"
+    step "creating venv $VENV"
+    if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+        # Debian without python3-venv has no ensurepip: make the venv without pip and
+        # drive the system pip into it (pip >= 22.3 has --python).
+        rm -rf "$VENV"
+        "$PYTHON" -m venv --without-pip "$VENV" ||
+            die "cannot create a venv with '$PYTHON -m venv' (on Debian: apt-get install python3-venv)"
+        PIP=("$PYTHON" -m pip --python "$VENV/bin/python")
+        "${PIP[@]}" --version >/dev/null 2>&1 || {
+            rm -rf "$VENV"
+            die "'$PYTHON -m venv' has no pip and the system pip cannot install into a venv (on Debian: apt-get install python3-venv)"
+        }
+    fi
+fi
+if "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    PIP=("$VENV/bin/python" -m pip)
+else
+    PIP=("$PYTHON" -m pip --python "$VENV/bin/python")
+fi
+step "installing tools/sdk/requirements.txt into $VENV"
+"${PIP[@]}" install --quiet --disable-pip-version-check -r tools/sdk/requirements.txt ||
+    die "pip install -r tools/sdk/requirements.txt failed (see pip's output above)"
+
+# --- ringway --------------------------------------------------------------------------
+step "building ringway (release)"
+cargo build --release -p ringway || die "cargo build --release -p ringway failed"
+BIN="$TARGET/release/ringway"
+[ -x "$BIN" ] || die "$BIN missing after the build"
+
+LOG="$(mktemp "${TMPDIR:-/tmp}/ringway-sdk-check.XXXXXX")"
+PID=""
+cleanup() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+    rm -f "$LOG"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+show_log() {
+    echo "---- ringway demo output (last 40 lines) ----" >&2
+    tail -n 40 "$LOG" >&2 || true
+    echo "---------------------------------------------" >&2
+}
+
+# Port 0: ringway binds a free port and logs it ("... listening on 127.0.0.1:PORT ...").
+"$BIN" demo --listen 127.0.0.1:0 --token-delay-ms "$TOKEN_DELAY_MS" >"$LOG" 2>&1 &
+PID=$!
+ADDR=""
+for _ in $(seq 300); do
+    ADDR="$(sed -n 's/.* listening on \(127\.0\.0\.1:[0-9][0-9]*\) .*/\1/p' "$LOG" | head -n 1)"
+    [ -n "$ADDR" ] && break
+    kill -0 "$PID" 2>/dev/null || { show_log; die "ringway demo exited before listening"; }
+    sleep 0.1
+done
+[ -n "$ADDR" ] || { show_log; die "ringway demo did not report its address within 30 s"; }
+step "ringway demo (pid $PID) listening on $ADDR, ${TOKEN_DELAY_MS} ms between streamed tokens"
+
+# --- the check ------------------------------------------------------------------------
+status=0
+timeout 600 "$VENV/bin/python" tools/sdk/check.py --base "http://$ADDR" \
+    --token-delay-ms "$TOKEN_DELAY_MS" "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+    [ "$status" -eq 124 ] && echo "sdk-check: check.py timed out after 600 s" >&2
+    if ! kill -0 "$PID" 2>/dev/null; then echo "sdk-check: ringway is no longer running" >&2; fi
+    show_log
+    echo "sdk-check: FAILED (check.py exit status $status)" >&2
+else
+    kill -0 "$PID" 2>/dev/null || { show_log; die "ringway died during the check"; }
+    echo "sdk-check: OK" >&2
+fi
+exit "$status"
