@@ -6,5 +6,6 @@ mod failover;
 mod forwarding;
 mod harness;
 mod limits;
+mod models;
 mod process;
 mod sticky;

@@ -321,7 +321,9 @@ fn model_route(sh: &Shared, route: Route, meta: &Meta, body: &[u8], out: &mut Ve
     let Some(model) = req.model.as_deref().or(req.name.as_deref()) else {
         return fail(out, 400, "missing_model", "model is required");
     };
-    if !sh.control.with_models(|ms| ms.iter().any(|m| m == model)) {
+    // Ollama's implicit tag: "llama3.2" names "llama3.2:latest".
+    let served = |m: &String| m == model || m.strip_suffix(":latest") == Some(model);
+    if !sh.control.with_models(|ms| ms.iter().any(served)) {
         let msg = match ollama {
             true => format!("model \"{model}\" not found, try pulling it first"),
             false => format!("The model `{model}` does not exist"),
