@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Operator pages (`/internal/status...`) answer any client, not only loopback.
     pub internal_from_anywhere: bool,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +430,7 @@ impl Config {
                 max_body_bytes: s.max_body_bytes,
                 header_timeout: ms("server.header_timeout_ms", s.header_timeout_ms)?,
                 body_timeout: ms("server.body_timeout_ms", s.body_timeout_ms)?,
+                drain_timeout: ms("server.drain_timeout_ms", s.drain_timeout_ms)?,
                 internal_from_anywhere: match s.internal_access.as_str() {
                     "loopback" => false,
                     "any" => true,
@@ -591,6 +594,7 @@ mod file {
         pub(super) header_timeout_ms: u64,
         pub(super) body_timeout_ms: u64,
         pub(super) internal_access: String,
+        pub(super) drain_timeout_ms: u64,
     }
 
     impl Default for Server {
@@ -606,6 +610,7 @@ mod file {
                 header_timeout_ms: 60_000,
                 body_timeout_ms: 60_000,
                 internal_access: "loopback".into(),
+                drain_timeout_ms: 30_000,
             }
         }
     }

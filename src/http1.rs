@@ -17,7 +17,7 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
 pub(crate) use chunked::{ChunkError, ChunkedDecoder};
@@ -591,13 +591,36 @@ impl Conn {
 
     /// Reads whatever arrives next, appending it to `buf`. `Ok(0)` is end of stream.
     pub(crate) async fn fill(&mut self, within: Duration) -> Result<usize, IoFail> {
+        self.read_more(within, None).await
+    }
+
+    /// Like `fill`, but `cancel` can end the wait (an idle connection when draining).
+    pub(crate) async fn fill_unless(
+        &mut self,
+        within: Duration,
+        cancel: CancelHandle,
+    ) -> Result<usize, IoFail> {
+        self.read_more(within, Some(cancel)).await
+    }
+
+    async fn read_more(
+        &mut self,
+        within: Duration,
+        cancel: Option<CancelHandle>,
+    ) -> Result<usize, IoFail> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(self.buf.capacity().max(4096));
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
         let cap = buf.capacity();
-        let read = self.stream.read(buf.slice_mut(len..cap));
+        let slice = buf.slice_mut(len..cap);
+        let read = async {
+            match cancel {
+                Some(cancel) => self.stream.cancelable_read(slice, cancel).await,
+                None => self.stream.read(slice).await,
+            }
+        };
         match monoio::time::timeout(within, read).await {
             Ok((result, slice)) => {
                 self.buf = slice.into_inner();

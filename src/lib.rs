@@ -45,5 +45,5 @@ pub use config::{
 };
 pub use log::{Level, set_level};
 pub use routing::{Balancer, KeySource};
-pub use runtime::{Server, StartError, ThreadDied, start};
+pub use runtime::{Server, StartError, Stopper, ThreadDied, start};
 pub use upstream::EndpointType;

@@ -72,7 +72,10 @@ fn main() -> ExitCode {
         Some(Command::Demo { token_delay_ms }) => ringway::demo::run(config, token_delay_ms),
         None => ringway::start(config)
             .map_err(Into::into)
-            .and_then(|server| server.wait().map_err(Into::into)),
+            .and_then(|server| {
+                stop_on_signal(&server);
+                server.wait().map_err(Into::into)
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,6 +83,20 @@ fn main() -> ExitCode {
             eprintln!("ringway: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// SIGTERM and SIGINT start a graceful shutdown (drain, then exit 0).
+pub(crate) fn stop_on_signal(server: &ringway::Server) {
+    let stopper = server.stopper();
+    let installed = ctrlc::set_handler(move || {
+        eprintln!("ringway: signal received; draining connections, then exiting");
+        stopper.stop();
+    });
+    if let Err(e) = installed {
+        eprintln!(
+            "ringway: cannot handle SIGTERM/SIGINT ({e}); they will end the process abruptly"
+        );
     }
 }
 

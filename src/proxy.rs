@@ -91,6 +91,10 @@ async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
             return send_error(client, &e, &id).await;
         }
         Ok(true) => {
+            if shard.is_draining() {
+                // Answer this one, then close: the server is shutting down.
+                client.head.keep_alive = false;
+            }
             let started = Instant::now();
             let id = RequestId::for_request(shard, client);
             match routing::classify(client.head.target.get(&client.conn.buf)) {
@@ -144,7 +148,18 @@ async fn parse_request(shard: &Shard, client: &mut Client) -> Result<bool, Proxy
             break;
         }
         let between_requests = client.conn.buf.is_empty();
-        match client.conn.fill(server.header_timeout).await {
+        if between_requests && shard.is_draining() {
+            return Ok(false);
+        }
+        let read = if between_requests {
+            client
+                .conn
+                .fill_unless(server.header_timeout, shard.idle_handle())
+                .await
+        } else {
+            client.conn.fill(server.header_timeout).await
+        };
+        match read {
             Ok(0) | Err(IoFail::Io(_)) => return Ok(false),
             Ok(_) => {}
             Err(IoFail::Timeout) if between_requests => return Ok(false),

@@ -59,6 +59,10 @@ pub(crate) struct Shard {
     /// Distinguishes this process's generated request ids from another's.
     pub(crate) process_tag: u32,
     stopping: Cell<bool>,
+    /// Client connections open on this shard.
+    connections: Cell<usize>,
+    /// Cancels reads of connections idle between requests, when draining.
+    idle: RefCell<Canceller>,
 }
 
 /// A running ringway: its shards and their listeners.
@@ -197,6 +201,16 @@ pub fn start(config: Config) -> Result<Server, StartError> {
 }
 
 impl Shard {
+    /// Whether the shard is draining: connections close after their current request.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// A handle that ends the wait of a connection idle between requests when draining.
+    pub(crate) fn idle_handle(&self) -> monoio::io::CancelHandle {
+        self.idle.borrow().handle()
+    }
+
     /// The latest model catalogue. Never hold it across an `.await`.
     pub(crate) fn catalog(&self) -> std::cell::Ref<'_, Arc<Catalog>> {
         if let Ok(mut latest) = self.catalog_updates.try_recv() {
@@ -229,6 +243,12 @@ impl Server {
     pub fn shutdown(mut self) {
         self.stop.trigger();
         self.supervisor.join();
+    }
+
+    /// A handle that stops the server from any thread (e.g. a signal handler): shards
+    /// stop accepting and drain, then `wait` returns.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
     }
 
     /// Blocks until the server is stopped; an `Err` if a shard died first.
@@ -410,6 +430,8 @@ async fn shard_main(start: ShardStart, driver: &'static str) {
         next_request: Cell::new(0),
         process_tag: start.process_tag,
         stopping: Cell::new(false),
+        connections: Cell::new(0),
+        idle: RefCell::new(Canceller::new()),
     });
     let _ = start.ready.send(Ok((id, driver)));
 
@@ -417,9 +439,23 @@ async fn shard_main(start: ShardStart, driver: &'static str) {
     let canceller = Canceller::new();
     let accepting = monoio::spawn(accept_loop(listener, shard.clone(), canceller.handle()));
     start.stop.wait().await;
+    // Drain: stop accepting, close connections idle between requests, let requests in
+    // flight (streams included) finish within server.drain_timeout_ms.
     shard.stopping.set(true);
     canceller.cancel();
     accepting.await; // the listener is dropped when the loop ends
+    let idle = shard.idle.replace(Canceller::new());
+    idle.cancel();
+    let deadline = std::time::Instant::now() + start.config.server.drain_timeout;
+    while shard.connections.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if shard.connections.get() > 0 {
+        warning!(
+            "shard {id}: {} connection(s) still busy after the drain timeout; closing them",
+            shard.connections.get()
+        );
+    }
     // On io_uring, closing a socket is itself a queued operation: let the driver submit
     // it before the runtime goes away, or the port would stay bound.
     monoio::time::sleep(Duration::from_millis(1)).await;
@@ -430,10 +466,13 @@ async fn accept_loop(listener: TcpListener, shard: Rc<Shard>, cancel: monoio::io
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
                 let shard = shard.clone();
+                shard.connections.set(shard.connections.get() + 1);
                 monoio::spawn(async move {
                     let served =
                         CatchUnwind(Box::pin(proxy::serve_connection(&shard, stream, peer)));
-                    if let Err(panic) = served.await {
+                    let result = served.await;
+                    shard.connections.set(shard.connections.get() - 1);
+                    if let Err(panic) = result {
                         error!(
                             "shard {}: panic while serving {peer}: {}; that connection was closed, the shard carries on",
                             shard.id,
@@ -490,6 +529,16 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 }
 
 // ---- cross-thread stop ----
+
+/// Stops a [`Server`] from any thread.
+#[derive(Clone)]
+pub struct Stopper(Arc<StopSignal>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.trigger();
+    }
+}
 
 /// Tells every shard to stop. The only lock is taken when a shard starts waiting and
 /// when the signal fires, never on the request path.

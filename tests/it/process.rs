@@ -251,3 +251,45 @@ fn stopping_the_server_closes_its_listener() {
         std::net::TcpStream::connect(addr).is_err()
     }));
 }
+
+#[test]
+fn sigterm_lets_a_stream_finish_then_exits_0() {
+    let a = mock("a");
+    let config = TempFile::new(&config_text(&[Ep::new("a", &a)], "", ""));
+    let mut ringway = Ringway::spawn(&["--config", config.0.to_str().unwrap()], &[]);
+    let addr = ringway.addr;
+    let streaming = std::thread::spawn(move || {
+        Client::connect(addr).post_json(
+            "/v1/chat/completions",
+            &chat("llama3.2:latest", true),
+            "X-Mock-Tokens: 20\r\nX-Mock-Token-Delay-Ms: 50\r\n",
+        )
+    });
+    let mut idle = Client::connect(addr);
+    assert_eq!(idle.get("/internal/health").status, 200);
+    std::thread::sleep(Duration::from_millis(300)); // the stream is under way
+    let pid = ringway.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // No new connections; the idle one is closed; the stream completes.
+    assert!(eventually(Duration::from_secs(2), || {
+        std::net::TcpStream::connect(addr).is_err()
+    }));
+    assert!(idle.is_closed(Duration::from_secs(2)));
+    let r = streaming.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.complete, "the stream was cut");
+    assert!(r.text().contains("[DONE]"));
+    let mut exit = None;
+    assert!(eventually(Duration::from_secs(5), || {
+        exit = ringway.child.try_wait().unwrap();
+        exit.is_some()
+    }));
+    assert_eq!(exit.unwrap().code(), Some(0));
+}
