@@ -6,14 +6,34 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::log::Timestamp;
+use crate::metrics::{Counter, EndpointCounters, Histogram, ShardCounters};
 use crate::routing::{Internal, KeySource, Scope};
 use crate::runtime::Shard;
 use crate::upstream::health::{self, Status};
 use crate::upstream::models::EndpointSet;
 
-/// Status and JSON body of an internal page; `query` is the request's query string.
-pub(crate) fn render(page: Internal, shard: &Shard, query: &[u8]) -> (StatusCode, Vec<u8>) {
+/// Picks one of an endpoint's counters (or histograms) for a metrics family.
+type PerEndpoint<T> = fn(&EndpointCounters) -> &T;
+type PerShard = fn(&ShardCounters) -> &Counter;
+
+const JSON: &[u8] = b"application/json";
+
+/// Status, content type and body of an internal page; `query` is the request's query
+/// string.
+pub(crate) fn render(
+    page: Internal,
+    shard: &Shard,
+    query: &[u8],
+) -> (StatusCode, &'static [u8], Vec<u8>) {
+    if page == Internal::Metrics {
+        return (
+            StatusCode::OK,
+            b"text/plain; version=0.0.4",
+            prometheus(shard).into_bytes(),
+        );
+    }
     let body = match page {
+        Internal::Metrics => unreachable!("rendered above"),
         Internal::Status => status(shard),
         Internal::Models => status_models(shard),
         Internal::ModelsOpenAi(scope) => models_openai(shard, scope),
@@ -30,6 +50,7 @@ pub(crate) fn render(page: Internal, shard: &Shard, query: &[u8]) -> (StatusCode
                 let error = json!({"error": {"message": message, "type": "invalid_request_error", "code": "bad_request"}});
                 return (
                     StatusCode::BAD_REQUEST,
+                    JSON,
                     serde_json::to_vec(&error).expect("serializes"),
                 );
             }
@@ -46,8 +67,163 @@ pub(crate) fn render(page: Internal, shard: &Shard, query: &[u8]) -> (StatusCode
     };
     (
         StatusCode::OK,
+        JSON,
         serde_json::to_vec(&body).expect("a JSON value serializes"),
     )
+}
+
+/// `/internal/metrics`: every shard's counters summed, in Prometheus text format.
+fn prometheus(shard: &Shard) -> String {
+    use std::fmt::Write;
+    let m = &shard.metrics;
+    let eps = &shard.upstreams.endpoints;
+    let now = health::now_ms();
+    let mut out = String::with_capacity(8192);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "ringway_requests_total",
+        "counter",
+        "Requests received (parsed heads).",
+    );
+    let _ = writeln!(out, "ringway_requests_total {}", m.total(|c| &c.requests));
+    family(
+        &mut out,
+        "ringway_responses_total",
+        "counter",
+        "Responses relayed from endpoints, by status class.",
+    );
+    for ep in eps.iter() {
+        for (class, label) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let n = m.total(|c| &c.endpoints[ep.index].responses[class]);
+            let _ = writeln!(
+                out,
+                "ringway_responses_total{{endpoint=\"{}\",status=\"{label}\"}} {n}",
+                ep.name
+            );
+        }
+    }
+    family(
+        &mut out,
+        "ringway_errors_total",
+        "counter",
+        "Error responses written by ringway itself, by status class.",
+    );
+    let _ = writeln!(
+        out,
+        "ringway_errors_total{{status=\"4xx\"}} {}",
+        m.total(|c| &c.own_errors[0])
+    );
+    let _ = writeln!(
+        out,
+        "ringway_errors_total{{status=\"5xx\"}} {}",
+        m.total(|c| &c.own_errors[1])
+    );
+    family(
+        &mut out,
+        "ringway_failovers_total",
+        "counter",
+        "Requests served after failing over from another endpoint.",
+    );
+    let _ = writeln!(out, "ringway_failovers_total {}", m.total(|c| &c.failovers));
+    let per_endpoint: [(&str, &str, PerEndpoint<Counter>); 2] = [
+        (
+            "ringway_upstream_connect_errors_total",
+            "Connections to the endpoint that could not be opened.",
+            |e| &e.connect_errors,
+        ),
+        (
+            "ringway_retries_total",
+            "Attempts that failed on the endpoint and were retried on another.",
+            |e| &e.retried,
+        ),
+    ];
+    for (name, help, counter) in per_endpoint {
+        family(&mut out, name, "counter", help);
+        for ep in eps.iter() {
+            let n = m.total(|c| counter(&c.endpoints[ep.index]));
+            let _ = writeln!(out, "{name}{{endpoint=\"{}\"}} {n}", ep.name);
+        }
+    }
+    family(
+        &mut out,
+        "ringway_in_flight",
+        "gauge",
+        "Requests in flight to the endpoint, all shards.",
+    );
+    for ep in eps.iter() {
+        let _ = writeln!(
+            out,
+            "ringway_in_flight{{endpoint=\"{}\"}} {}",
+            ep.name,
+            ep.in_flight()
+        );
+    }
+    family(
+        &mut out,
+        "ringway_endpoint_up",
+        "gauge",
+        "1 when the endpoint is in rotation (healthy, breaker closed).",
+    );
+    for ep in eps.iter() {
+        let up = u8::from(ep.health().status(now) == Status::Healthy);
+        let _ = writeln!(out, "ringway_endpoint_up{{endpoint=\"{}\"}} {up}", ep.name);
+    }
+    family(
+        &mut out,
+        "ringway_sticky_total",
+        "counter",
+        "Sticky-session outcomes.",
+    );
+    for (outcome, counter) in [
+        ("hit", (|c: &ShardCounters| &c.sticky_hits) as PerShard),
+        ("miss", |c| &c.sticky_misses),
+        ("repin", |c| &c.sticky_repins),
+        ("no_key", |c| &c.sticky_no_key),
+    ] {
+        let _ = writeln!(
+            out,
+            "ringway_sticky_total{{outcome=\"{outcome}\"}} {}",
+            m.total(counter)
+        );
+    }
+    let histograms: [(&str, &str, PerEndpoint<Histogram>); 2] = [
+        (
+            "ringway_time_to_first_byte_seconds",
+            "From the request's arrival to the endpoint's response head.",
+            |e| &e.ttfb,
+        ),
+        (
+            "ringway_request_duration_seconds",
+            "From the request's arrival to the end of the response.",
+            |e| &e.duration,
+        ),
+    ];
+    for (name, help, hist) in histograms {
+        family(&mut out, name, "histogram", help);
+        for ep in eps.iter() {
+            let mut cumulative = 0;
+            for (i, bound) in crate::metrics::BUCKETS
+                .iter()
+                .map(|b| b.to_string())
+                .chain(["+Inf".to_string()])
+                .enumerate()
+            {
+                cumulative += m.total(|c| &hist(&c.endpoints[ep.index]).buckets[i]);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{endpoint=\"{}\",le=\"{bound}\"}} {cumulative}",
+                    ep.name
+                );
+            }
+            let sum = m.total(|c| &hist(&c.endpoints[ep.index]).sum_us) as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{endpoint=\"{}\"}} {sum}", ep.name);
+            let _ = writeln!(out, "{name}_count{{endpoint=\"{}\"}} {cumulative}", ep.name);
+        }
+    }
+    out
 }
 
 fn query_param<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {

@@ -12,7 +12,12 @@ pub(crate) struct Counter(AtomicU64);
 impl Counter {
     #[inline]
     pub(crate) fn bump(&self) {
-        self.0.store(self.0.load(Relaxed) + 1, Relaxed);
+        self.add(1);
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed) + n, Relaxed);
     }
 
     pub(crate) fn get(&self) -> u64 {
@@ -20,10 +25,58 @@ impl Counter {
     }
 }
 
+/// Upper bounds (seconds) of the latency histogram buckets.
+pub(crate) const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency histogram (Prometheus style: counts per upper bound, plus sum and count).
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    /// `buckets[i]` counts observations <= `BUCKETS[i]`, non-cumulative; the last slot is
+    /// everything above.
+    pub(crate) buckets: [Counter; BUCKETS.len() + 1],
+    pub(crate) sum_us: Counter,
+}
+
+impl Histogram {
+    pub(crate) fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i].bump();
+        self.sum_us.add(d.as_micros() as u64);
+    }
+}
+
+/// One shard's counters for one endpoint.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct EndpointCounters {
+    /// Responses relayed from the endpoint, by status class (1xx..5xx).
+    pub(crate) responses: [Counter; 5],
+    pub(crate) connect_errors: Counter,
+    /// Attempts that failed on this endpoint and were retried on another.
+    pub(crate) retried: Counter,
+    /// From the request's arrival to the endpoint's response head.
+    pub(crate) ttfb: Histogram,
+    /// From the request's arrival to the end of the response body.
+    pub(crate) duration: Histogram,
+}
+
 /// One shard's counters, on cache lines of their own.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub(crate) struct ShardCounters {
+    /// Requests parsed, whatever became of them.
+    pub(crate) requests: Counter,
+    /// Error responses ringway wrote itself, by status class (4xx, 5xx).
+    pub(crate) own_errors: [Counter; 2],
+    /// Requests that were served after failing over from another endpoint.
+    pub(crate) failovers: Counter,
+    pub(crate) endpoints: Box<[EndpointCounters]>,
     pub(crate) sticky_hits: Counter,
     pub(crate) sticky_misses: Counter,
     pub(crate) sticky_repins: Counter,
@@ -40,9 +93,15 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(shards: usize) -> Metrics {
+    pub(crate) fn new(shards: usize, endpoints: usize) -> Metrics {
+        let shard = || ShardCounters {
+            endpoints: (0..endpoints)
+                .map(|_| EndpointCounters::default())
+                .collect(),
+            ..ShardCounters::default()
+        };
         Metrics {
-            shards: (0..shards).map(|_| ShardCounters::default()).collect(),
+            shards: (0..shards).map(|_| shard()).collect(),
         }
     }
 

@@ -88,9 +88,10 @@ async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
         Ok(false) => return Next::Close,
         Err(e) => {
             let id = RequestId::generate(shard);
-            return send_error(client, &e, &id).await;
+            return send_error(shard, client, &e, &id).await;
         }
         Ok(true) => {
+            shard.counters().requests.bump();
             if shard.is_draining() {
                 // Answer this one, then close: the server is shutting down.
                 client.head.keep_alive = false;
@@ -104,23 +105,23 @@ async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
                 Route::Internal(page) => {
                     let method = client.head.method.get(&client.conn.buf);
                     if method != b"GET" && method != b"HEAD" {
-                        send_error(client, &ProxyError::MethodNotAllowed, &id).await
+                        send_error(shard, client, &ProxyError::MethodNotAllowed, &id).await
                     } else if page.is_operator_page()
                         && !shard.config.server.internal_from_anywhere
                         && !client.peer.ip().is_loopback()
                     {
-                        send_error(client, &ProxyError::Forbidden, &id).await
+                        send_error(shard, client, &ProxyError::Forbidden, &id).await
                     } else {
                         let target = client.head.target.get(&client.conn.buf);
                         let query = target.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
-                        let (status, body) = admin::render(page, shard, query);
-                        respond(client, status, b"application/json", &body, &id, true, None).await
+                        let (status, content_type, body) = admin::render(page, shard, query);
+                        respond(client, status, content_type, &body, &id, true, None).await
                     }
                 }
                 Route::UnknownProvider => {
-                    send_error(client, &ProxyError::UnknownProvider, &id).await
+                    send_error(shard, client, &ProxyError::UnknownProvider, &id).await
                 }
-                Route::NotFound => send_error(client, &ProxyError::NotFound, &id).await,
+                Route::NotFound => send_error(shard, client, &ProxyError::NotFound, &id).await,
             }
         }
     };
@@ -247,6 +248,8 @@ struct Routed<'a> {
     id: &'a RequestId,
     started: Instant,
     sticky: StickyReport,
+    /// From the request's arrival to the endpoint's response head.
+    ttfb: Duration,
     /// The model sent to the endpoint: its span in the (possibly rewritten) body.
     model: Option<Range<usize>>,
     /// How the endpoint was chosen ("sticky" or the balancer's name) and why.
@@ -401,7 +404,7 @@ async fn proxy_request(
                 want.serving = Some(serving);
                 aliased = alias;
             }
-            Err(e) => return send_error(client, &e, id).await,
+            Err(e) => return send_error(shard, client, &e, id).await,
         }
     }
     // The key's home: its best backend among all the route's endpoints, up or down.
@@ -435,7 +438,7 @@ async fn proxy_request(
                     last: Box::new(last),
                 },
             };
-            return send_error(client, &err, id).await;
+            return send_error(shard, client, &err, id).await;
         };
         if let (Some(targets), Some(span)) = (aliased, model.clone()) {
             // Send the endpoint the model name it knows.
@@ -455,6 +458,7 @@ async fn proxy_request(
             id,
             started,
             sticky: sticky_report,
+            ttfb: started.elapsed(),
             model: model.clone(),
             strategy: if key.is_some() {
                 "sticky"
@@ -492,6 +496,7 @@ async fn proxy_request(
             }
             Err(e) => {
                 if let ProxyError::Connect { cause, .. } = &e {
+                    shard.counters().endpoints[ep.index].connect_errors.bump();
                     // Passive detection: out of rotation on every shard until the
                     // checker sees it answer again.
                     if ep.health().mark_down() {
@@ -501,11 +506,12 @@ async fn proxy_request(
                 if e.retryable() {
                     record_failure(shard, ep, now);
                 } else {
-                    return send_error(client, &e, id).await;
+                    return send_error(shard, client, &e, id).await;
                 }
                 e
             }
         };
+        shard.counters().endpoints[ep.index].retried.bump();
         debug!(
             "request {id}: endpoint {} failed, trying another: {failure:?}",
             ep.name
@@ -818,6 +824,15 @@ async fn stream_response(
     routed: &Routed<'_>,
 ) -> Next {
     let (ep, id) = (routed.ep, routed.id);
+    let counters = &shard.counters().endpoints[ep.index];
+    let class = usize::from(client.response.status / 100).clamp(1, 5) - 1;
+    counters.responses[class].bump();
+    counters.ttfb.observe(routed.ttfb);
+    if routed.failover {
+        shard.counters().failovers.bump();
+    }
+    // Observed when the relay ends, however it ends.
+    let _duration = Observe(&counters.duration, routed.started);
     let response = &client.response;
     let framing = response.body.unwrap_or(Framing::Empty);
     // An HTTP/1.0 client cannot receive chunked framing: decode it and close at the end.
@@ -1015,9 +1030,18 @@ fn push_olla_headers(out: &mut Vec<u8>, id: &RequestId, ep: Option<&Endpoint>, s
     out.extend_from_slice(b"ms\r\n");
 }
 
+/// Records the time since `.1` in a histogram when dropped.
+struct Observe<'a>(&'a crate::metrics::Histogram, Instant);
+
+impl Drop for Observe<'_> {
+    fn drop(&mut self) {
+        self.0.observe(self.1.elapsed());
+    }
+}
+
 // ---- responses ringway writes itself ----
 
-async fn send_error(client: &mut Client, err: &ProxyError, id: &RequestId) -> Next {
+async fn send_error(shard: &Shard, client: &mut Client, err: &ProxyError, id: &RequestId) -> Next {
     let Some(rescue) = err.rescue() else {
         return Next::Close;
     };
@@ -1030,6 +1054,7 @@ async fn send_error(client: &mut Client, err: &ProxyError, id: &RequestId) -> Ne
     }
     let body = error::error_body(&rescue);
     let keep_alive = rescue.keep_alive && client.head.keep_alive;
+    shard.counters().own_errors[usize::from(rescue.status.is_server_error())].bump();
     respond(
         client,
         rescue.status,

@@ -52,6 +52,8 @@ pub(crate) enum Internal {
     /// `/internal/status/models`.
     Models,
     StickyStats,
+    /// `/internal/metrics`: Prometheus text format.
+    Metrics,
     /// A model list in OpenAI's shape (`/v1/models`), of the endpoints in scope.
     ModelsOpenAi(Scope),
     /// A model list in Ollama's shape (`/api/tags`).
@@ -66,7 +68,11 @@ impl Internal {
     pub(crate) fn is_operator_page(self) -> bool {
         matches!(
             self,
-            Internal::Status | Internal::Endpoints | Internal::Models | Internal::StickyStats
+            Internal::Status
+                | Internal::Endpoints
+                | Internal::Models
+                | Internal::StickyStats
+                | Internal::Metrics
         )
     }
 }
@@ -140,6 +146,7 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/internal/status/endpoints" => Route::Internal(Internal::Endpoints),
         b"/internal/status/models" => Route::Internal(Internal::Models),
         b"/internal/stats/sticky" => Route::Internal(Internal::StickyStats),
+        b"/internal/metrics" => Route::Internal(Internal::Metrics),
         b"/version" => Route::Internal(Internal::Version),
         _ => Route::NotFound,
     }

@@ -122,7 +122,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         .local_addr()
         .map_err(|e| StartError::Bind(config.server.listen, e))?;
     let upstreams = Arc::new(Upstreams::new(&config.endpoints));
-    let metrics = Arc::new(Metrics::new(shards));
+    let metrics = Arc::new(Metrics::new(shards, config.endpoints.len()));
     let stop = Arc::new(StopSignal::default());
     let cores = if config.server.pin_cores {
         let cores = core_affinity::get_core_ids().unwrap_or_default();

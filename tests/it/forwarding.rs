@@ -497,3 +497,57 @@ fn a_pooled_connection_closed_by_the_endpoint_is_replaced() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(a.stats().requests(), 1);
 }
+
+#[test]
+fn metrics_count_the_traffic() {
+    let a = mock("a");
+    let proxy = proxy(&[Ep::new("a", &a)], "", "");
+    let mut client = Client::connect(proxy.local_addr());
+    for _ in 0..3 {
+        let r = client.post_json("/v1/chat/completions", &chat("llama3.2:latest", false), "");
+        assert_eq!(r.status, 200);
+    }
+    let r = client.post_json(
+        "/v1/chat/completions",
+        &chat("llama3.2:latest", false),
+        "X-Mock-Status: 500\r\n",
+    );
+    assert_eq!(r.status, 500);
+    assert_eq!(client.get("/nowhere").status, 404);
+    let r = client.get("/internal/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+    let text = r.text();
+    let value = |series: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        value("ringway_responses_total{endpoint=\"a\",status=\"2xx\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("ringway_responses_total{endpoint=\"a\",status=\"5xx\"}"),
+        1.0
+    );
+    assert_eq!(value("ringway_errors_total{status=\"4xx\"}"), 1.0);
+    assert_eq!(
+        value("ringway_time_to_first_byte_seconds_count{endpoint=\"a\"}"),
+        4.0
+    );
+    assert_eq!(
+        value("ringway_request_duration_seconds_bucket{endpoint=\"a\",le=\"+Inf\"}"),
+        4.0
+    );
+    assert_eq!(value("ringway_in_flight{endpoint=\"a\"}"), 0.0);
+    assert_eq!(value("ringway_endpoint_up{endpoint=\"a\"}"), 1.0);
+    assert!(value("ringway_requests_total ") >= 5.0);
+    assert_eq!(
+        value("ringway_sticky_total{outcome=\"miss\"}"),
+        4.0,
+        "four openers"
+    );
+}
