@@ -121,6 +121,15 @@ fn prometheus(shard: &Shard) -> String {
         "ringway_errors_total{{status=\"5xx\"}} {}",
         m.total(|c| &c.own_errors[1])
     );
+    if let Some(log) = &shard.access_log {
+        family(
+            &mut out,
+            "ringway_access_log_dropped_total",
+            "counter",
+            "Access-log lines dropped because the writer fell behind.",
+        );
+        let _ = writeln!(out, "ringway_access_log_dropped_total {}", log.dropped());
+    }
     family(
         &mut out,
         "ringway_failovers_total",

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::http1::{HEADER_CAP, HeadLimits};
-use crate::log::Level;
+use crate::log::{AccessFormat, Level};
 use crate::routing::{Balancer, KeySource};
 use crate::upstream::EndpointType;
 
@@ -66,6 +66,10 @@ pub struct Config {
     /// one of them, with the body's `model` rewritten to that name.
     pub model_aliases: Vec<(String, Vec<String>)>,
     pub log_level: Level,
+    /// One line per request, or none.
+    pub access_log: Option<AccessFormat>,
+    /// Where the access log goes: a file (appended to), or stdout.
+    pub access_log_path: Option<std::path::PathBuf>,
     pub endpoints: Vec<EndpointConfig>,
 }
 
@@ -457,6 +461,18 @@ impl Config {
             models_refresh_interval,
             model_aliases,
             log_level,
+            access_log: match raw.log.access.as_str() {
+                "off" => None,
+                "text" => Some(AccessFormat::Text),
+                "json" => Some(AccessFormat::Json),
+                other => {
+                    return Err(err(
+                        "log.access",
+                        format!("{other:?}; expected \"off\", \"text\" or \"json\""),
+                    ));
+                }
+            },
+            access_log_path: raw.log.access_path.map(Into::into),
             endpoints,
         })
     }
@@ -715,12 +731,16 @@ mod file {
     #[serde(deny_unknown_fields, default)]
     pub(super) struct Log {
         pub(super) level: String,
+        pub(super) access: String,
+        pub(super) access_path: Option<String>,
     }
 
     impl Default for Log {
         fn default() -> Self {
             Log {
                 level: "info".into(),
+                access: "off".into(),
+                access_path: None,
             }
         }
     }

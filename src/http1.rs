@@ -42,6 +42,10 @@ impl Span {
         }
     }
 
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        (self.start as usize, self.end as usize)
+    }
+
     pub(crate) fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         &buf[self.start as usize..self.end as usize]
     }

@@ -43,7 +43,7 @@ pub use config::{
     Config, ConfigError, DEFAULT_CONFIG, DriverChoice, EndpointConfig, HealthConfig, ProxyConfig,
     ServerConfig, StickyConfig,
 };
-pub use log::{Level, set_level};
+pub use log::{AccessFormat, Level, set_level};
 pub use routing::{Balancer, KeySource};
 pub use runtime::{Server, StartError, Stopper, ThreadDied, start};
 pub use upstream::EndpointType;

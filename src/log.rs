@@ -1,5 +1,8 @@
-//! Operational log lines on stderr (start-up, driver choice, failures), filtered by level.
-//! Not on the per-request hot path: a shard logs only when something goes wrong.
+//! Logs. Operational lines (start-up, driver choice, endpoint state changes, failures)
+//! go to stderr, filtered by level; a shard writes them only when something changes or
+//! goes wrong. The access log (one line per request, `[log] access`) is formatted on the
+//! shard and handed to a writer thread through a bounded channel: a shard never waits
+//! for a disk or a pipe, and if the writer falls behind, lines are dropped and counted.
 
 use std::fmt;
 use std::io::Write;
@@ -72,6 +75,71 @@ macro_rules! warning { ($($arg:tt)+) => { $crate::log::log_at!($crate::log::Leve
 macro_rules! info { ($($arg:tt)+) => { $crate::log::log_at!($crate::log::Level::Info, $($arg)+) } }
 macro_rules! debug { ($($arg:tt)+) => { $crate::log::log_at!($crate::log::Level::Debug, $($arg)+) } }
 pub(crate) use {debug, error, info, log_at, warning};
+
+/// The access log's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    Text,
+    Json,
+}
+
+/// Lines a shard's access log may queue before dropping them.
+const ACCESS_QUEUE: usize = 64 * 1024;
+
+/// The access log: a writer thread fed through a bounded channel.
+pub(crate) struct AccessLog {
+    pub(crate) format: AccessFormat,
+    tx: std::sync::mpsc::SyncSender<String>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl AccessLog {
+    /// Starts the writer thread, appending to `path` or writing to stdout.
+    pub(crate) fn start(
+        format: AccessFormat,
+        path: Option<&std::path::Path>,
+    ) -> std::io::Result<AccessLog> {
+        let mut out: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => Box::new(std::io::stdout()),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(ACCESS_QUEUE);
+        std::thread::Builder::new()
+            .name("ringway-access-log".into())
+            .spawn(move || {
+                let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
+                while let Ok(line) = rx.recv() {
+                    let _ = buffered.write_all(line.as_bytes());
+                    // Batch what is already queued, then flush.
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = buffered.write_all(more.as_bytes());
+                    }
+                    let _ = buffered.flush();
+                }
+            })?;
+        Ok(AccessLog {
+            format,
+            tx,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Queues a line; never blocks.
+    pub(crate) fn write(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
 
 /// RFC 3339 UTC time with milliseconds, from Unix milliseconds.
 pub(crate) struct Timestamp(pub(crate) u64);

@@ -27,7 +27,7 @@ use crate::api;
 use crate::http1::{
     self, BodyProgress, Conn, Framing, HeaderKind, IoFail, RequestHead, ResponseHead,
 };
-use crate::log::{debug, warning};
+use crate::log::{AccessFormat, debug, warning};
 use crate::routing::sticky::{self, KeyInputs, Outcome, SessionKey};
 use crate::routing::{self, KeySource, Route, Scope};
 use crate::runtime::Shard;
@@ -56,6 +56,21 @@ struct Client {
     /// The response head for the client (and the start of the body).
     out: Vec<u8>,
     response: ResponseHead,
+    /// What the access log will say about the current request.
+    entry: Entry,
+}
+
+/// An access-log entry, filled in as the request goes.
+#[derive(Default)]
+struct Entry {
+    /// Set when the request was answered (forwarded or refused), not for internal pages.
+    status: Option<u16>,
+    endpoint: Option<usize>,
+    model: Option<Range<usize>>,
+    ttfb: Option<Duration>,
+    attempts: usize,
+    sticky: Option<&'static str>,
+    bytes: u64,
 }
 
 /// Whether the client connection carries on after a request.
@@ -79,6 +94,7 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
         upstream_request: Vec::with_capacity(2048),
         out: Vec::with_capacity(2048),
         response: ResponseHead::default(),
+        entry: Entry::default(),
     };
     while handle_request(shard, &mut client).await == Next::KeepAlive {}
 }
@@ -92,13 +108,14 @@ async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
         }
         Ok(true) => {
             shard.counters().requests.bump();
+            client.entry = Entry::default();
             if shard.is_draining() {
                 // Answer this one, then close: the server is shutting down.
                 client.head.keep_alive = false;
             }
             let started = Instant::now();
             let id = RequestId::for_request(shard, client);
-            match routing::classify(client.head.target.get(&client.conn.buf)) {
+            let next = match routing::classify(client.head.target.get(&client.conn.buf)) {
                 Route::Forward { scope, strip } => {
                     proxy_request(shard, client, scope, strip, &id, started).await
                 }
@@ -122,7 +139,11 @@ async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
                     send_error(shard, client, &ProxyError::UnknownProvider, &id).await
                 }
                 Route::NotFound => send_error(shard, client, &ProxyError::NotFound, &id).await,
+            };
+            if let (Some(log), Some(status)) = (&shard.access_log, client.entry.status) {
+                log.write(access_line(client, shard, log.format, status, &id, started));
             }
+            next
         }
     };
     // A request body lost to a cancelled upstream write leaves the buffer short: the
@@ -256,6 +277,8 @@ struct Routed<'a> {
     strategy: &'static str,
     reason: &'static str,
     failover: bool,
+    /// Endpoints tried, this one included.
+    attempts: usize,
 }
 
 /// The sticky-session headers of a response.
@@ -473,6 +496,7 @@ async fn proxy_request(
                 (Outcome::Disabled, false) => "any-endpoint",
             },
             failover,
+            attempts: tried.len(),
         };
         let failure = match forward(shard, client, ep).await {
             Ok(upstream) => {
@@ -833,6 +857,15 @@ async fn stream_response(
     }
     // Observed when the relay ends, however it ends.
     let _duration = Observe(&counters.duration, routed.started);
+    client.entry = Entry {
+        status: Some(client.response.status),
+        endpoint: Some(ep.index),
+        model: routed.model.clone(),
+        ttfb: Some(routed.ttfb),
+        attempts: routed.attempts,
+        sticky: Some(routed.sticky.outcome.name()),
+        bytes: 0,
+    };
     let response = &client.response;
     let framing = response.body.unwrap_or(Framing::Empty);
     // An HTTP/1.0 client cannot receive chunked framing: decode it and close at the end.
@@ -864,6 +897,7 @@ async fn stream_response(
     if written.is_err() {
         return Next::Close;
     }
+    client.entry.bytes += len as u64;
 
     let idle = shard.config.proxy.stream_idle_timeout;
     while !body.is_done() {
@@ -914,6 +948,7 @@ async fn stream_response(
             let buf = std::mem::take(&mut upstream.buf);
             let (written, buf) = http1::write_all(&mut client.conn.stream, buf, consumed).await;
             upstream.buf = buf;
+            client.entry.bytes += consumed as u64;
             written
         };
         if written.is_err() {
@@ -1030,6 +1065,72 @@ fn push_olla_headers(out: &mut Vec<u8>, id: &RequestId, ep: Option<&Endpoint>, s
     out.extend_from_slice(b"ms\r\n");
 }
 
+/// The access-log line of the request just answered.
+fn access_line(
+    client: &Client,
+    shard: &Shard,
+    format: AccessFormat,
+    status: u16,
+    id: &RequestId,
+    started: Instant,
+) -> String {
+    let buf = &client.conn.buf;
+    let text =
+        |span: http1::Span| String::from_utf8_lossy(buf.get(span_range(span)).unwrap_or_default());
+    let e = &client.entry;
+    let model = e
+        .model
+        .clone()
+        .and_then(|m| client.body().get(m))
+        .map(String::from_utf8_lossy);
+    let endpoint = e.endpoint.map(|i| &*shard.upstreams.endpoints[i].name);
+    let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+    let total = ms(started.elapsed());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let time = crate::log::Timestamp(now.as_millis() as u64).to_string();
+    match format {
+        AccessFormat::Json => {
+            let line = serde_json::json!({
+                "time": time,
+                "request_id": id.to_string(),
+                "client": client.peer_ip,
+                "method": text(client.head.method),
+                "path": text(client.head.target),
+                "model": model,
+                "endpoint": endpoint,
+                "status": status,
+                "bytes": e.bytes,
+                "ms": total,
+                "ttfb_ms": e.ttfb.map(ms),
+                "attempts": e.attempts,
+                "sticky": e.sticky,
+            });
+            line.to_string() + "\n"
+        }
+        AccessFormat::Text => format!(
+            "{time} {} {} \"{} {}\" {status} {} endpoint={} model={} ms={} ttfb_ms={} attempts={} sticky={}\n",
+            id,
+            client.peer_ip,
+            text(client.head.method),
+            text(client.head.target),
+            e.bytes,
+            endpoint.unwrap_or("-"),
+            model.as_deref().unwrap_or("-"),
+            total,
+            e.ttfb.map_or("-".into(), |t| ms(t).to_string()),
+            e.attempts,
+            e.sticky.unwrap_or("-"),
+        ),
+    }
+}
+
+fn span_range(span: http1::Span) -> std::ops::Range<usize> {
+    let (start, end) = span.bounds();
+    start..end
+}
+
 /// Records the time since `.1` in a histogram when dropped.
 struct Observe<'a>(&'a crate::metrics::Histogram, Instant);
 
@@ -1054,6 +1155,8 @@ async fn send_error(shard: &Shard, client: &mut Client, err: &ProxyError, id: &R
     }
     let body = error::error_body(&rescue);
     let keep_alive = rescue.keep_alive && client.head.keep_alive;
+    client.entry.status = Some(rescue.status.as_u16());
+    client.entry.bytes = body.len() as u64;
     shard.counters().own_errors[usize::from(rescue.status.is_server_error())].bump();
     respond(
         client,

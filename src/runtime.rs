@@ -25,7 +25,7 @@ use monoio::net::TcpListener;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::config::{Config, DriverChoice};
-use crate::log::{error, info, warning};
+use crate::log::{AccessLog, error, info, warning};
 use crate::metrics::{Metrics, ShardCounters};
 use crate::proxy;
 use crate::upstream::Upstreams;
@@ -48,6 +48,7 @@ pub(crate) struct Shard {
     pub(crate) pool: Pool,
     /// All shards' counters; this shard writes only its own block.
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
     /// The model catalogue this shard routes by, and where new ones arrive.
     catalog: RefCell<Arc<Catalog>>,
     catalog_updates: mpsc::Receiver<Arc<Catalog>>,
@@ -123,6 +124,13 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         .map_err(|e| StartError::Bind(config.server.listen, e))?;
     let upstreams = Arc::new(Upstreams::new(&config.endpoints));
     let metrics = Arc::new(Metrics::new(shards, config.endpoints.len()));
+    let access_log = match config.access_log {
+        Some(format) => Some(Arc::new(
+            AccessLog::start(format, config.access_log_path.as_deref())
+                .map_err(|e| StartError::Shard(0, format!("cannot open the access log: {e}")))?,
+        )),
+        None => None,
+    };
     let stop = Arc::new(StopSignal::default());
     let cores = if config.server.pin_cores {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -145,6 +153,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             config: config.clone(),
             upstreams: upstreams.clone(),
             metrics: metrics.clone(),
+            access_log: access_log.clone(),
             catalog_updates,
             listener,
             stop: stop.clone(),
@@ -335,6 +344,7 @@ struct ShardStart {
     config: Arc<Config>,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
     catalog_updates: mpsc::Receiver<Arc<Catalog>>,
     listener: std::net::TcpListener,
     stop: Arc<StopSignal>,
@@ -419,6 +429,7 @@ async fn shard_main(start: ShardStart, driver: &'static str) {
         ),
         breaker: start.config.health.breaker(),
         metrics: start.metrics,
+        access_log: start.access_log,
         catalog: RefCell::new(Arc::new(Catalog::new(
             vec![None; start.upstreams.endpoints.len()],
             vec![0; start.upstreams.endpoints.len()],

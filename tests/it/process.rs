@@ -293,3 +293,52 @@ fn sigterm_lets_a_stream_finish_then_exits_0() {
     }));
     assert_eq!(exit.unwrap().code(), Some(0));
 }
+
+#[test]
+fn the_access_log_has_a_line_per_request() {
+    let a = mock("a");
+    let log = TempFile::new("");
+    let extra = format!(
+        "[log]\naccess = \"json\"\naccess_path = \"{}\"",
+        log.0.display()
+    );
+    let proxy = proxy(&[Ep::new("a", &a)], "", &extra);
+    let mut client = Client::connect(proxy.local_addr());
+    let r = client.request(
+        post(
+            "/v1/chat/completions",
+            &chat("llama3.2:latest", false),
+            "X-Request-ID: trace-1\r\n",
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(client.get("/nowhere").status, 404);
+    assert_eq!(client.get("/internal/health").status, 200); // internal pages are not logged
+    let mut lines = Vec::new();
+    assert!(eventually(Duration::from_secs(2), || {
+        lines = std::fs::read_to_string(&log.0)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.len() >= 2
+    }));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["request_id"], "trace-1");
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["path"], "/v1/chat/completions");
+    assert_eq!(first["model"], "llama3.2:latest");
+    assert_eq!(first["endpoint"], "a");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["attempts"], 1);
+    assert_eq!(first["sticky"], "miss");
+    assert!(first["bytes"].as_u64().unwrap() > 100);
+    assert!(first["ms"].as_f64().unwrap() >= first["ttfb_ms"].as_f64().unwrap());
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(
+        (second["status"].as_u64(), second["endpoint"].is_null()),
+        (Some(404), true)
+    );
+}
