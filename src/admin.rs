@@ -107,6 +107,26 @@ fn prometheus(shard: &Shard) -> String {
     }
     family(
         &mut out,
+        "ringway_model_responses_total",
+        "counter",
+        "Responses relayed for each model of the catalogue, by status class.",
+    );
+    for (name, _) in shard.catalog().models() {
+        for (class, label) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let n: u64 = (0..m.shards())
+                .map(|i| m.shard(i).models.get(name.as_bytes(), class))
+                .sum();
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "ringway_model_responses_total{{model=\"{}\",status=\"{label}\"}} {n}",
+                    name.replace('"', "\\\"")
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
         "ringway_errors_total",
         "counter",
         "Error responses written by ringway itself, by status class.",

@@ -66,6 +66,61 @@ pub(crate) struct EndpointCounters {
     pub(crate) duration: Histogram,
 }
 
+/// Models one shard counts responses for; beyond this many distinct models the rest go
+/// uncounted (the catalogue is the list of names, so this is plenty).
+const MODEL_SLOTS: usize = 256;
+
+/// Responses by model and status class, in a fixed open-addressed table keyed by the
+/// model name's hash. Single writer (the shard); readers look up the catalogue's names.
+#[derive(Debug)]
+pub(crate) struct ModelCounters {
+    slots: Box<[ModelSlot]>,
+}
+
+#[derive(Debug, Default)]
+struct ModelSlot {
+    /// Hash of the model name; 0 = free.
+    hash: AtomicU64,
+    responses: [Counter; 5],
+}
+
+impl Default for ModelCounters {
+    fn default() -> Self {
+        ModelCounters {
+            slots: (0..MODEL_SLOTS).map(|_| ModelSlot::default()).collect(),
+        }
+    }
+}
+
+impl ModelCounters {
+    fn find(&self, hash: u64, claim: bool) -> Option<&ModelSlot> {
+        let hash = hash.max(1);
+        (0..MODEL_SLOTS).find_map(|i| {
+            let slot = &self.slots[(hash as usize).wrapping_add(i) % MODEL_SLOTS];
+            match slot.hash.load(Relaxed) {
+                h if h == hash => Some(slot),
+                0 if claim => {
+                    slot.hash.store(hash, Relaxed);
+                    Some(slot)
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// Counts a response of status class `class` (0 = 1xx ... 4 = 5xx) for `model`.
+    pub(crate) fn record(&self, model: &[u8], class: usize) {
+        if let Some(slot) = self.find(xxhash_rust::xxh3::xxh3_64(model), true) {
+            slot.responses[class].bump();
+        }
+    }
+
+    pub(crate) fn get(&self, model: &[u8], class: usize) -> u64 {
+        self.find(xxhash_rust::xxh3::xxh3_64(model), false)
+            .map_or(0, |slot| slot.responses[class].get())
+    }
+}
+
 /// One shard's counters, on cache lines of their own.
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -77,6 +132,7 @@ pub(crate) struct ShardCounters {
     /// Requests that were served after failing over from another endpoint.
     pub(crate) failovers: Counter,
     pub(crate) endpoints: Box<[EndpointCounters]>,
+    pub(crate) models: ModelCounters,
     pub(crate) sticky_hits: Counter,
     pub(crate) sticky_misses: Counter,
     pub(crate) sticky_repins: Counter,

@@ -852,6 +852,9 @@ async fn stream_response(
     let class = usize::from(client.response.status / 100).clamp(1, 5) - 1;
     counters.responses[class].bump();
     counters.ttfb.observe(routed.ttfb);
+    if let Some(model) = routed.model.clone().and_then(|m| client.body().get(m)) {
+        shard.counters().models.record(model, class);
+    }
     if routed.failover {
         shard.counters().failovers.bump();
     }

@@ -543,6 +543,10 @@ fn metrics_count_the_traffic() {
         4.0
     );
     assert_eq!(value("ringway_in_flight{endpoint=\"a\"}"), 0.0);
+    assert_eq!(
+        value("ringway_model_responses_total{model=\"llama3.2:latest\",status=\"2xx\"}"),
+        3.0
+    );
     assert_eq!(value("ringway_endpoint_up{endpoint=\"a\"}"), 1.0);
     assert!(value("ringway_requests_total ") >= 5.0);
     assert_eq!(
