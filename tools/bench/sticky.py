@@ -15,9 +15,10 @@ the default least-connections balancer.
 Every conversation shares one system prompt (~500 tokens); turn 1 sends a distinct
 document of about the context size (seeded per conversation, so runs repeat) and a
 question; each later turn resends the conversation so far, the previous answer exactly as
-streamed, and a short new question. The conversations of one context size run at once
-(a thread each, a fresh connection per request), turns in order; context sizes one after
-another. Time to first token (TTFT) is measured from sending the request to the first SSE
+streamed, and a short new question. Conversations run one after another (a fresh
+connection per request; `--concurrent` runs those of one context size at once), through
+a one-shard ringway by default, so that round-robin alternates backends turn by turn as
+it does for a single client; context sizes one after another. Time to first token (TTFT) is measured from sending the request to the first SSE
 event with non-empty content.
 
 Prints markdown: turn-2 TTFT per context and mode next to the seed figures (real Ollama
@@ -219,10 +220,18 @@ def run_mode(args, mode, system):
                                         args=(stack.port, system, i, ctx, CONTEXTS[ctx],
                                               args.turns, convs[i]))
                        for i in range(args.conversations)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            if args.concurrent:
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            else:
+                # One conversation after another: round-robin then alternates backends
+                # turn by turn, as it does for a single client, instead of depending on
+                # how concurrent conversations interleave.
+                for t in threads:
+                    t.start()
+                    t.join()
             results[ctx] = convs
             print(f"{mode} {ctx}: turn 1 {fmt(ttft(convs, 1, 1))}, turn 2 {fmt(ttft(convs, 2, 2))}, "
                   f"turns 2..{args.turns} {fmt(ttft(convs, 2, args.turns))} "
@@ -334,7 +343,11 @@ def main():
     ap.add_argument("--prefill-base-ms", type=int, default=20)
     ap.add_argument("--kv-cache-tokens", type=int, default=None,
                     help="mock cache capacity in tokens (default: the mock's own default)")
-    ap.add_argument("--shards", type=int, default=0, help="ringway shards (0 = one per CPU)")
+    ap.add_argument("--shards", type=int, default=1,
+                    help="ringway shards (0 = one per CPU); 1 keeps round-robin's order exact")
+    ap.add_argument("--concurrent", action="store_true",
+                    help="run the conversations of a context size at once (round-robin's turn 2 "
+                         "then lands on turn 1's backend by chance, 1 in N backends)")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build")
     args = ap.parse_args()
     args.contexts = [c.strip() for c in args.contexts.split(",") if c.strip()]
