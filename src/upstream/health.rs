@@ -339,7 +339,9 @@ async fn watch(ep: &Endpoint, config: &Config, stop: &StopSignal, discovery: &Di
             None => {}
         }
         let up = h.is_up();
-        if up && (transition == Some(true) || Instant::now() >= models_due) {
+        // Only after a passing check: an endpoint that is up but failing its checks
+        // would just fail this too.
+        if ok && up && (transition == Some(true) || Instant::now() >= models_due) {
             discovery.refresh(ep).await;
             models_due = Instant::now() + config.models_refresh_interval;
         }
