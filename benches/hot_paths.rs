@@ -65,5 +65,29 @@ fn request_head(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, balancers, sticky, request_head);
+fn routing_and_rewriting(c: &mut Criterion) {
+    let fleet = Fleet::new(4);
+    let body = chat_body(1024);
+    c.bench_function("route_and_model_1KB", |b| {
+        b.iter(|| fleet.route(black_box(b"/v1/chat/completions"), black_box(&body)))
+    });
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:40114\r\n\
+        User-Agent: OpenAI/Python 1.54.0\r\nAccept: application/json\r\n\
+        Content-Type: application/json\r\nAuthorization: Bearer sk-local\r\n\
+        Connection: keep-alive\r\nX-Stainless-Lang: python\r\nContent-Length: 250\r\n\r\n";
+    let mut parsed = RequestHeadBuf::default();
+    assert!(parse_request_head(head, &mut parsed) > 0);
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("rewrite_request_head", |b| {
+        b.iter(|| fleet.rewrite_head(black_box(head), &parsed, &mut out))
+    });
+}
+
+criterion_group!(
+    benches,
+    balancers,
+    sticky,
+    request_head,
+    routing_and_rewriting
+);
 criterion_main!(benches);

@@ -16,6 +16,8 @@ pub struct Fleet {
     upstreams: Upstreams,
     /// The request's clock reading (`proxy_request` takes it once per request).
     now: u64,
+    /// A catalogue where two models are listed by every endpoint.
+    catalog: crate::upstream::models::Catalog,
 }
 
 impl Fleet {
@@ -37,9 +39,17 @@ impl Fleet {
                 }
             })
             .collect();
+        let model = |name: &str| crate::upstream::models::Model {
+            name: name.into(),
+            raw: serde_json::Value::Null,
+        };
+        let lists = (0..n)
+            .map(|_| Some(vec![model("llama3.1:8b"), model("qwen2.5:7b")]))
+            .collect();
         Fleet {
             upstreams: Upstreams::new(&configs),
             now: health::now_ms(),
+            catalog: crate::upstream::models::Catalog::new(lists, vec![0; n]),
         }
     }
 
@@ -99,3 +109,33 @@ pub fn parse_request_head(buf: &[u8], head: &mut RequestHeadBuf) -> usize {
 /// A reusable parsed head, as each client connection keeps one.
 #[derive(Default)]
 pub struct RequestHeadBuf(RequestHead);
+
+impl Fleet {
+    /// Classifies the request's route, finds its model and the endpoints serving it,
+    /// as `route` and `resolve_model` do.
+    pub fn route(&self, target: &[u8], body: &[u8]) -> Option<usize> {
+        let crate::routing::Route::Forward { scope, .. } = crate::routing::classify(target) else {
+            return None;
+        };
+        let facts = crate::api::inspect(body, 1024);
+        let model = facts.model?;
+        let serving = self.catalog.serving(model);
+        self.upstreams
+            .endpoints
+            .iter()
+            .position(|ep| scope.admits(ep.kind) && serving.contains(ep.index))
+    }
+
+    /// Writes the endpoint's request head from a parsed client head, as
+    /// `write_upstream_head` does; returns its length.
+    pub fn rewrite_head(&self, buf: &[u8], head: &RequestHeadBuf, out: &mut Vec<u8>) -> usize {
+        out.clear();
+        let to = crate::proxy::UpstreamTarget {
+            ep: &self.upstreams.endpoints[0],
+            scope: Scope::OpenAi,
+            strip: 0,
+        };
+        crate::proxy::upstream_head(out, buf, &head.0, "10.1.2.3", &to, 250);
+        out.len()
+    }
+}

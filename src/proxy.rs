@@ -627,15 +627,43 @@ fn has_candidate(shard: &Shard, want: &Want, tried: &[usize]) -> bool {
 /// Writes the request line and headers for `ep` into `client.upstream_request`.
 fn write_upstream_head(client: &mut Client, ep: &Endpoint, scope: Scope, strip: usize) {
     let body_len = client.body().len();
-    let buf = &client.conn.buf;
-    let head = &client.head;
+    let target = UpstreamTarget { ep, scope, strip };
     let out = &mut client.upstream_request;
     out.clear();
+    upstream_head(
+        out,
+        &client.conn.buf,
+        &client.head,
+        &client.peer_ip,
+        &target,
+        body_len,
+    );
+}
+
+/// Where a request goes: the endpoint, and how its path is rewritten for it.
+pub(crate) struct UpstreamTarget<'a> {
+    pub(crate) ep: &'a Endpoint,
+    pub(crate) scope: Scope,
+    pub(crate) strip: usize,
+}
+
+/// Appends the head of the request for the endpoint: request line with the rewritten
+/// path, `Host`, the client's end-to-end headers, `X-Forwarded-*`, and the framing
+/// ringway produces itself (`Content-Length`; the body is always sent whole).
+pub(crate) fn upstream_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    client_ip: &str,
+    to: &UpstreamTarget<'_>,
+    body_len: usize,
+) {
+    let ep = to.ep;
     out.extend_from_slice(head.method.get(buf));
     out.push(b' ');
     out.extend_from_slice(&ep.base_path);
-    out.extend_from_slice(scope.upstream_prefix(ep.kind));
-    out.extend_from_slice(&head.target.get(buf)[strip..]);
+    out.extend_from_slice(to.scope.upstream_prefix(ep.kind));
+    out.extend_from_slice(&head.target.get(buf)[to.strip..]);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(&ep.authority);
     out.extend_from_slice(b"\r\n");
@@ -660,12 +688,12 @@ fn write_upstream_head(client: &mut Client, ep: &Endpoint, scope: Scope, strip: 
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(client.peer_ip.as_bytes());
+    out.extend_from_slice(client_ip.as_bytes());
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = head.host {
         http1::push_header(out, b"X-Forwarded-Host", host.get(buf));
     }
-    http1::push_header(out, b"X-Real-IP", client.peer_ip.as_bytes());
+    http1::push_header(out, b"X-Real-IP", client_ip.as_bytes());
     if body_len > 0 || head.body != Some(Framing::Empty) || expects_body(head.method.get(buf)) {
         http1::push_header_decimal(out, b"Content-Length", body_len as u64);
     }
