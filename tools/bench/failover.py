@@ -20,7 +20,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -30,7 +29,9 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, drain, machine, port_of, wait_for_line  # noqa: E402
+
 BODY = json.dumps({
     "model": "llama3.2:latest",
     "stream": False,
@@ -43,17 +44,6 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def wait_for_line(proc, needle, timeout=10):
-    """Reads the process's output until a line containing `needle`; returns it."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"process exited before printing {needle!r}")
-        if needle in line:
-            return line
-    raise RuntimeError(f"no {needle!r} within {timeout} s")
 
 
 class Mock:
@@ -195,8 +185,8 @@ type = "ollama"
         ringway = subprocess.Popen([f"{ROOT}/target/release/ringway", "--config", config, "--log-level", "info"],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = wait_for_line(ringway, "listening on")
-        port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
-        threading.Thread(target=lambda: [None for _ in ringway.stdout], daemon=True).start()
+        port = port_of(line)
+        drain(ringway)
 
         load = Load(port, args.clients)
         started = time.monotonic()
@@ -231,8 +221,7 @@ type = "ollama"
                 m.proc.kill()
 
     what = "SIGKILL + restart" if args.mode == "kill" else "503 answers, then healthy again"
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"\nmachine: {cpu}, {os.cpu_count()} CPUs, kernel {platform.release()}")
+    print(f"\n{machine()}")
     print(f"load: {args.clients} clients back to back, mock answers in {args.delay_ms} ms; "
           f"backend b: {what}, {args.cycles}x ({args.kill_after:g} s of load, {args.down_for:g} s down, "
           f"each + up to {args.jitter:g} s at random); {elapsed:.0f} s in all\n")

@@ -31,7 +31,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import random
 import signal
 import statistics
@@ -41,7 +40,9 @@ import threading
 import time
 from collections import Counter
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, drain, machine, port_of, wait_for_line  # noqa: E402
+
 MODEL = "llama3.2:latest"
 CONTEXTS = {"2k": 2048, "8k": 8192, "16k": 16384, "32k": 32768}
 # Turn-2 TTFT in ms, round-robin vs sticky, measured on real Ollama nodes.
@@ -57,24 +58,9 @@ QUESTIONS = ["Summarise the main points of the document above in three sentences
              "What would you measure first to check the claims it makes about caching?"]
 
 
-def wait_for_line(proc, needle, timeout=10):
-    """Reads the process's output until a line containing `needle`; returns it."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"process exited before printing {needle!r}")
-        if needle in line:
-            return line
-    raise RuntimeError(f"no {needle!r} within {timeout} s")
 
 
-def port_of(line):
-    return int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
 
-
-def drain(proc):
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
 
 
 def text(rng, tokens):
@@ -266,10 +252,8 @@ def spread(convs, backends):
 
 
 def report(args, results, stats, elapsed):
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), "?")
     last = args.turns
-    print(f"\nmachine: {cpu}, {os.cpu_count()} CPUs, kernel {platform.release()}")
+    print(f"\n{machine()}")
     print(f"load: {args.backends} kv-cache mocks ({args.prefill_base_ms} ms + "
           f"{round(250 * args.scale)} us/token not cached"
           f"{f', cache {args.kv_cache_tokens:,} tokens' if args.kv_cache_tokens else ''}), "

@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmark drivers in this folder: where the repository is, how
+to wait for a process to listen, and the machine description every report starts with."""
+
+import os
+import platform
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def wait_for_line(proc, needle, timeout=10):
+    """Reads the process's output until a line containing `needle`; returns it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"process exited before printing {needle!r}")
+        if needle in line:
+            return line
+    raise RuntimeError(f"no {needle!r} within {timeout} s")
+
+
+def port_of(line):
+    """The port in a "listening on HOST:PORT ..." line."""
+    return int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+
+
+def drain(proc):
+    """Keeps reading a process's output so it never blocks on a full pipe."""
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), "?")
+    return f"machine: {cpu}, {os.cpu_count()} CPUs, kernel {platform.release()}"
