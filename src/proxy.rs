@@ -475,28 +475,32 @@ async fn proxy_request(
         tried.push(ep.index);
         let _in_flight = ep.begin_request();
         write_upstream_head(client, ep, scope, strip);
-        let sticky_report = report_sticky(shard, key, opener, home, ep.index);
-        let routed = || Routed {
-            ep,
-            id,
-            started,
-            sticky: sticky_report,
-            ttfb: started.elapsed(),
-            model: model.clone(),
-            strategy: if key.is_some() {
-                "sticky"
-            } else {
-                proxy.balancer.name()
-            },
-            reason: match (sticky_report.outcome, want.serving.is_some()) {
-                (Outcome::Hit, _) => "sticky-hit",
-                (Outcome::Miss, _) => "sticky-new",
-                (Outcome::Repin, _) => "sticky-repin",
-                (Outcome::Disabled, true) => "model-match",
-                (Outcome::Disabled, false) => "any-endpoint",
-            },
-            failover,
-            attempts: tried.len(),
+        // Built (and the sticky outcome counted) only for the attempt whose response is
+        // relayed, however many attempts came before.
+        let routed = || {
+            let sticky = report_sticky(shard, key, opener, home, ep.index);
+            Routed {
+                ep,
+                id,
+                started,
+                sticky,
+                ttfb: started.elapsed(),
+                model: model.clone(),
+                strategy: if key.is_some() {
+                    "sticky"
+                } else {
+                    proxy.balancer.name()
+                },
+                reason: match (sticky.outcome, want.serving.is_some()) {
+                    (Outcome::Hit, _) => "sticky-hit",
+                    (Outcome::Miss, _) => "sticky-new",
+                    (Outcome::Repin, _) => "sticky-repin",
+                    (Outcome::Disabled, true) => "model-match",
+                    (Outcome::Disabled, false) => "any-endpoint",
+                },
+                failover,
+                attempts: tried.len(),
+            }
         };
         let failure = match forward(shard, client, ep).await {
             Ok(upstream) => {

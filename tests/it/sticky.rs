@@ -292,3 +292,37 @@ fn sticky_routing_can_be_turned_off() {
         serde_json::json!({"enabled": false})
     );
 }
+
+#[test]
+fn a_failed_over_request_counts_its_sticky_outcome_once() {
+    let mocks = four_mocks();
+    let proxy = proxy(&endpoints(&NAMES, &mocks), "", "");
+    let conversation = Conversation::new(SYSTEM, "Where does this land?");
+    let body = conversation.body("llama3.2:latest", 0);
+    let home = one_shot(
+        proxy.local_addr(),
+        post("/v1/chat/completions", &body, "").as_bytes(),
+    );
+    let home = home.header("X-Olla-Endpoint").unwrap().to_string();
+    // The home answers 503 from now on: the next request fails over once.
+    mocks[NAMES.iter().position(|n| *n == home).unwrap()]
+        .control()
+        .set_status_override(Some(503));
+    let r = one_shot(
+        proxy.local_addr(),
+        post("/v1/chat/completions", &body, "").as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("X-Olla-Routing-Decision"), Some("failover"));
+    let stats = one_shot(
+        proxy.local_addr(),
+        b"GET /internal/stats/sticky HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .json();
+    assert_eq!(
+        stats["misses"].as_u64().unwrap()
+            + stats["hits"].as_u64().unwrap()
+            + stats["repins"].as_u64().unwrap(),
+        2
+    );
+}
