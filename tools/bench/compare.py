@@ -167,7 +167,7 @@ def spawn(tmp, name, argv):
     log = f"{tmp}/{name}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=tmp)
+                                stdin=subprocess.DEVNULL, cwd=tmp, start_new_session=True)
     PROCS.append(proc)
     return proc, log
 
@@ -343,13 +343,14 @@ def main():
     try:
         report(args, tmp, *bench(args, tmp))
     finally:
-        for proc in reversed(PROCS):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(PROCS):  # each in its own process group: nginx's workers too
+            for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
+                    os.killpg(proc.pid, sig)
                     proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                    break
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
         if args.keep:
             print(f"\nconfigs and logs kept in {tmp}", file=sys.stderr)
         else:
