@@ -35,8 +35,10 @@ runs on every target in turn, --rounds times, the order rotating; tables show me
                  /v1/chat/completions "stream":true, X-Mock-Tokens: 200, X-Mock-Token-Delay-Ms
                  0 or 5; time from sending to the first body bytes (first chunk) and to the
                  end; medians of --stream-requests per target and delay, targets alternating
-                 (so each request finds its proxy idle). Failed = not a 200 with all 202 SSE
-                 events (200 tokens, the finish chunk, [DONE]) in a well-formed chunked body.
+                 (so each request finds its proxy idle: at 5 ms for ~5 s, longer than
+                 ringway's default proxy.pool_idle_timeout_ms of 4 s, so ringway's first chunk
+                 includes opening an upstream connection, nginx's and HAProxy's not). Failed =
+                 not a 200 with all 202 SSE events (200 tokens, finish chunk, [DONE]).
   scaling        (--scaling) ringway with the other shard count (1 or 2) as extra rows of
                  the throughput table.
 
@@ -210,11 +212,11 @@ def start_ringway(tmp, name, shards, sticky, a, b):
 
 def start_configured(tmp, name, template, argv, a, b, n, **extra):
     """nginx or haproxy: a config from `template` with a free port, then `argv`."""
-    port = free_port()
-    path = f"{tmp}/{name}.conf"
+    port, slug = free_port(), re.sub(r"\W+", "-", name)
+    path = f"{tmp}/{slug}.conf"
     with open(path, "w") as f:
         f.write(template.format(n=n, tmp=tmp, a=a, b=b, port=port, **extra))
-    proc, log = spawn(tmp, name, [x.format(conf=path, tmp=tmp) for x in argv])
+    proc, log = spawn(tmp, slug, [x.format(conf=path, tmp=tmp) for x in argv])
     return Server(name, proc, wait_ready(proc, log, port), log)
 
 
@@ -277,13 +279,18 @@ def stream_once(sock, delay_ms):
     return first - start, done - start, ok
 
 
+def connect(port):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def measure_streams(targets, delays, count):
     """{(name, delay): (first-chunk times, total times, failures)}, targets alternating."""
     out = {}
     for delay in delays:
-        socks = {t.name: socket.create_connection(("127.0.0.1", t.port)) for t in targets}
+        socks = {t.name: connect(t.port) for t in targets}
         for t in targets:  # warm up: the proxies open their upstream connection
-            socks[t.name].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             stream_once(socks[t.name], delay)
         for i in range(count):
             for t in targets[i % len(targets):] + targets[:i % len(targets)]:
@@ -295,7 +302,7 @@ def measure_streams(targets, delays, count):
                     fails[0] += not ok
                 except (OSError, ValueError):
                     fails[0] += 1
-                    socks[t.name] = socket.create_connection(("127.0.0.1", t.port))
+                    socks[t.name] = connect(t.port)
         for sock in socks.values():
             sock.close()
     return out
