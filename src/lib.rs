@@ -31,6 +31,8 @@ mod api;
 pub mod bench;
 mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http1;
 mod log;
 mod metrics;
