@@ -14,6 +14,7 @@ use crate::upstream::models::EndpointSet;
 
 /// Picks one of an endpoint's counters (or histograms) for a metrics family.
 type PerEndpoint<T> = fn(&EndpointCounters) -> &T;
+/// Picks one of a shard's own counters.
 type PerShard = fn(&ShardCounters) -> &Counter;
 
 const JSON: &[u8] = b"application/json";
@@ -34,6 +35,7 @@ pub(crate) fn render(
     }
     let body = match page {
         Internal::Metrics => unreachable!("rendered above"),
+        Internal::DebugPanic => unreachable!("answered by proxy::handle_request"),
         Internal::Status => status(shard),
         Internal::Models => status_models(shard),
         Internal::ModelsOpenAi(scope) => models_openai(shard, scope),
@@ -157,6 +159,22 @@ fn prometheus(shard: &Shard) -> String {
         "Requests served after failing over from another endpoint.",
     );
     let _ = writeln!(out, "ringway_failovers_total {}", m.total(|c| &c.failovers));
+    let totals: [(&str, &str, PerShard); 2] = [
+        (
+            "ringway_client_aborts_total",
+            "Clients that went away before their response was complete (the endpoint connection is closed at once).",
+            |c| &c.client_aborts,
+        ),
+        (
+            "ringway_refused_connections_total",
+            "Connections answered 503 at server.max_connections.",
+            |c| &c.refused_connections,
+        ),
+    ];
+    for (name, help, counter) in totals {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", m.total(counter));
+    }
     let per_endpoint: [(&str, &str, PerEndpoint<Counter>); 2] = [
         (
             "ringway_upstream_connect_errors_total",

@@ -36,6 +36,7 @@ impl Fleet {
                     health_path: "/".into(),
                     check_interval: Duration::from_secs(5),
                     check_timeout: Duration::from_secs(2),
+                    auth: None,
                 }
             })
             .collect();
@@ -134,6 +135,7 @@ impl Fleet {
             ep: &self.upstreams.endpoints[0],
             scope: Scope::OpenAi,
             strip: 0,
+            forward_auth: false,
         };
         crate::proxy::upstream_head(out, buf, &head.0, "10.1.2.3", &to, 250);
         out.len()

@@ -83,12 +83,45 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_body_bytes: u64,
+    /// From a connection's opening, or a request's first byte, to its complete head.
     pub header_timeout: Duration,
+    /// Longest wait between two reads of a request body.
     pub body_timeout: Duration,
+    /// Longest idle time between two requests on a keep-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Client connections open at once on one shard; more are refused with 503.
+    pub max_connections: usize,
+    /// Inbound API keys (`server.api_keys`, `api_keys_file`, `api_keys_env` together);
+    /// empty = no key needed.
+    pub api_keys: Vec<Secret>,
     /// Operator pages (`/internal/status...`) answer any client, not only loopback.
     pub internal_from_anywhere: bool,
     /// On SIGTERM/SIGINT, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// Test hook, not settable from a file: `GET /internal/debug/panic` panics inside
+    /// the connection's task (to show that the shard survives it).
+    #[doc(hidden)]
+    pub debug_panic_route: bool,
+}
+
+/// A credential from the configuration; `{:?}` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +130,10 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// From a request's head being read to the end of its response.
+    pub request_timeout: Duration,
+    /// Whether the client's `Authorization`/`X-Api-Key`/`Api-Key` reach the endpoint.
+    pub forward_client_auth: bool,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     /// Endpoint answers that are retried on another endpoint (while one is left).
@@ -147,6 +184,8 @@ pub struct EndpointConfig {
     pub health_path: String,
     pub check_interval: Duration,
     pub check_timeout: Duration,
+    /// Credentials ringway sends to this endpoint: header name and value.
+    pub auth: Option<(String, Secret)>,
 }
 
 impl HealthConfig {
@@ -356,6 +395,7 @@ impl Config {
         for (i, e) in raw.endpoints.into_iter().enumerate() {
             let key = |field: &str| format!("endpoints[{i}].{field}");
             let url = parse_url(&e.url).map_err(|m| err(&key("url"), m))?;
+            let auth = endpoint_auth(&e, &key).map_err(|(k, m)| err(&k, m))?;
             let kind = EndpointType::parse(&e.kind).ok_or_else(|| {
                 err(
                     &key("type"),
@@ -419,7 +459,17 @@ impl Config {
                 health_path,
                 check_interval,
                 check_timeout,
+                auth,
             });
+        }
+
+        let api_keys = inbound_keys(&s).map_err(|(k, m)| err(k, m))?;
+        if p.forward_client_auth && !api_keys.is_empty() {
+            return Err(err(
+                "proxy.forward_client_auth",
+                "cannot be used with server.api_keys: clients then present ringway's own keys"
+                    .into(),
+            ));
         }
 
         Ok(Config {
@@ -434,6 +484,13 @@ impl Config {
                 max_body_bytes: s.max_body_bytes,
                 header_timeout: ms("server.header_timeout_ms", s.header_timeout_ms)?,
                 body_timeout: ms("server.body_timeout_ms", s.body_timeout_ms)?,
+                keepalive_timeout: ms("server.keepalive_timeout_ms", s.keepalive_timeout_ms)?,
+                max_connections: match s.max_connections {
+                    0 => return Err(err("server.max_connections", "must be at least 1".into())),
+                    n => n,
+                },
+                api_keys,
+                debug_panic_route: false,
                 drain_timeout: ms("server.drain_timeout_ms", s.drain_timeout_ms)?,
                 internal_from_anywhere: match s.internal_access.as_str() {
                     "loopback" => false,
@@ -451,6 +508,8 @@ impl Config {
                 connect_timeout: ms("proxy.connect_timeout_ms", p.connect_timeout_ms)?,
                 response_timeout: ms("proxy.response_timeout_ms", p.response_timeout_ms)?,
                 stream_idle_timeout: ms("proxy.stream_idle_timeout_ms", p.stream_idle_timeout_ms)?,
+                request_timeout: ms("proxy.request_timeout_ms", p.request_timeout_ms)?,
+                forward_client_auth: p.forward_client_auth,
                 pool_idle_timeout: ms("proxy.pool_idle_timeout_ms", p.pool_idle_timeout_ms)?,
                 pool_max_idle: p.pool_max_idle,
                 retry_on_status: p.retry_on_status,
@@ -494,6 +553,116 @@ impl Config {
             n => n,
         }
     }
+}
+
+/// A credential must fit in a header value as is.
+fn check_secret(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("is empty".into());
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+/// The inbound API keys from `server.api_keys`, the file named by `api_keys_file` (one
+/// key per line; blank lines and `#` comments skipped) and the environment variable named
+/// by `api_keys_env` (comma-separated). Errors carry the key they are about.
+fn inbound_keys(s: &file::Server) -> Result<Vec<Secret>, (&'static str, String)> {
+    let mut keys = Vec::new();
+    for (i, k) in s.api_keys.iter().enumerate() {
+        check_secret(k).map_err(|m| ("server.api_keys", format!("key #{}: {m}", i + 1)))?;
+        keys.push(Secret::new(k.as_str()));
+    }
+    if let Some(path) = &s.api_keys_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ("server.api_keys_file", format!("cannot read {path:?}: {e}")))?;
+        let before = keys.len();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            check_secret(line).map_err(|m| {
+                (
+                    "server.api_keys_file",
+                    format!("{path:?} line {}: {m}", n + 1),
+                )
+            })?;
+            keys.push(Secret::new(line));
+        }
+        if keys.len() == before {
+            return Err(("server.api_keys_file", format!("{path:?} holds no key")));
+        }
+    }
+    if let Some(var) = &s.api_keys_env {
+        let value = std::env::var(var).map_err(|_| {
+            (
+                "server.api_keys_env",
+                format!("the environment variable {var} is not set (or not UTF-8)"),
+            )
+        })?;
+        let before = keys.len();
+        for k in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            check_secret(k).map_err(|m| ("server.api_keys_env", format!("a key in {var} {m}")))?;
+            keys.push(Secret::new(k));
+        }
+        if keys.len() == before {
+            return Err(("server.api_keys_env", format!("{var} holds no key")));
+        }
+    }
+    Ok(keys)
+}
+
+/// `api_key` or `api_key_env` (not both) sent as `api_key_header`: `Authorization:
+/// Bearer <key>` by default, the bare key in any other header.
+fn endpoint_auth(
+    e: &file::Endpoint,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<(String, Secret)>, (String, String)> {
+    let value = match (&e.api_key, &e.api_key_env) {
+        (Some(_), Some(_)) => {
+            return Err((
+                key("api_key_env"),
+                "set either api_key or api_key_env, not both".into(),
+            ));
+        }
+        (Some(k), None) => {
+            check_secret(k).map_err(|m| (key("api_key"), m))?;
+            k.clone()
+        }
+        (None, Some(var)) => {
+            let k = std::env::var(var).map_err(|_| {
+                (
+                    key("api_key_env"),
+                    format!("the environment variable {var} is not set (or not UTF-8)"),
+                )
+            })?;
+            check_secret(&k).map_err(|m| (key("api_key_env"), format!("{var}: {m}")))?;
+            k
+        }
+        (None, None) => {
+            if e.api_key_header.is_some() {
+                return Err((key("api_key_header"), "needs api_key or api_key_env".into()));
+            }
+            return Ok(None);
+        }
+    };
+    let header = e.api_key_header.as_deref().unwrap_or("Authorization");
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if header.is_empty() || !header.bytes().all(token) {
+        return Err((
+            key("api_key_header"),
+            format!("{header:?} is not a header name"),
+        ));
+    }
+    let value = if header.eq_ignore_ascii_case("authorization") {
+        format!("Bearer {value}")
+    } else {
+        value
+    };
+    Ok(Some((header.to_string(), Secret::new(value))))
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -609,6 +778,11 @@ mod file {
         pub(super) max_body_bytes: u64,
         pub(super) header_timeout_ms: u64,
         pub(super) body_timeout_ms: u64,
+        pub(super) keepalive_timeout_ms: u64,
+        pub(super) max_connections: usize,
+        pub(super) api_keys: Vec<String>,
+        pub(super) api_keys_file: Option<String>,
+        pub(super) api_keys_env: Option<String>,
         pub(super) internal_access: String,
         pub(super) drain_timeout_ms: u64,
     }
@@ -623,8 +797,13 @@ mod file {
                 max_header_bytes: 64 * 1024,
                 max_headers: 100,
                 max_body_bytes: 100 * 1024 * 1024,
-                header_timeout_ms: 60_000,
+                header_timeout_ms: 10_000,
                 body_timeout_ms: 60_000,
+                keepalive_timeout_ms: 60_000,
+                max_connections: 4096,
+                api_keys: Vec::new(),
+                api_keys_file: None,
+                api_keys_env: None,
                 internal_access: "loopback".into(),
                 drain_timeout_ms: 30_000,
             }
@@ -638,6 +817,8 @@ mod file {
         pub(super) connect_timeout_ms: u64,
         pub(super) response_timeout_ms: u64,
         pub(super) stream_idle_timeout_ms: u64,
+        pub(super) request_timeout_ms: u64,
+        pub(super) forward_client_auth: bool,
         pub(super) pool_idle_timeout_ms: u64,
         pub(super) pool_max_idle: usize,
         pub(super) retry_on_status: Vec<u16>,
@@ -651,6 +832,8 @@ mod file {
                 connect_timeout_ms: 3_000,
                 response_timeout_ms: 600_000,
                 stream_idle_timeout_ms: 300_000,
+                request_timeout_ms: 1_800_000,
+                forward_client_auth: false,
                 pool_idle_timeout_ms: 4_000,
                 pool_max_idle: 64,
                 retry_on_status: vec![502, 503, 504],
@@ -757,6 +940,9 @@ mod file {
         pub(super) health_path: Option<String>,
         pub(super) check_interval_ms: Option<u64>,
         pub(super) check_timeout_ms: Option<u64>,
+        pub(super) api_key: Option<String>,
+        pub(super) api_key_env: Option<String>,
+        pub(super) api_key_header: Option<String>,
     }
 
     fn openai_compatible() -> String {

@@ -71,6 +71,8 @@ pub(crate) enum HeaderKind {
     /// `X-Olla-Session-ID` or `X-Session-ID`: a sticky-session key.
     SessionId,
     Authorization,
+    /// `X-Api-Key` (Anthropic style) or `Api-Key` (Azure style): a credential.
+    ApiKey,
 }
 
 fn classify(name: &[u8]) -> HeaderKind {
@@ -81,7 +83,9 @@ fn classify(name: &[u8]) -> HeaderKind {
         4 if is(b"host") => Host,
         6 if is(b"expect") => Expect,
         7 if is(b"upgrade") || is(b"trailer") => HopByHop,
+        7 if is(b"api-key") => ApiKey,
         9 if is(b"x-real-ip") => XRealIp,
+        9 if is(b"x-api-key") => ApiKey,
         10 if is(b"connection") || is(b"keep-alive") => HopByHop,
         12 if is(b"x-request-id") => RequestId,
         12 if is(b"x-session-id") => SessionId,
@@ -175,6 +179,7 @@ pub(crate) struct RequestHead {
     pub(crate) request_id: Option<Span>,
     pub(crate) session_id: Option<Span>,
     pub(crate) authorization: Option<Span>,
+    pub(crate) api_key: Option<Span>,
 }
 
 impl RequestHead {
@@ -195,6 +200,7 @@ impl RequestHead {
         self.request_id = None;
         self.session_id = None;
         self.authorization = None;
+        self.api_key = None;
     }
 }
 
@@ -225,6 +231,7 @@ struct HeaderFacts {
     request_id: Option<Span>,
     session_id: Option<Span>,
     authorization: Option<Span>,
+    api_key: Option<Span>,
 }
 
 fn scan_headers(
@@ -282,6 +289,7 @@ fn scan_headers(
                 facts.session_id = Some(Span::of(buf, trim(value)));
             }
             HeaderKind::Authorization => facts.authorization = Some(Span::of(buf, trim(value))),
+            HeaderKind::ApiKey => facts.api_key = Some(Span::of(buf, trim(value))),
             _ => {}
         }
         out.push(Header {
@@ -379,6 +387,7 @@ pub(crate) fn parse_request(
     head.request_id = facts.request_id;
     head.session_id = facts.session_id;
     head.authorization = facts.authorization;
+    head.api_key = facts.api_key;
     Ok(true)
 }
 
@@ -569,6 +578,11 @@ pub(crate) fn push_status_line(out: &mut Vec<u8>, status: http::StatusCode) {
 
 // ---- the buffered connection ----
 
+/// How long a proxied wait lasts before the waiting client is watched for a hang-up.
+const WATCH_AFTER: Duration = Duration::from_millis(2);
+/// Bound on the read that follows readiness (which completes at once).
+const WATCH_READ: Duration = Duration::from_secs(1);
+
 /// Why reading or writing a connection failed.
 #[derive(Debug)]
 pub(crate) enum IoFail {
@@ -633,6 +647,32 @@ impl Conn {
             // The buffer went with the cancelled read; `buf` stays empty and the caller
             // drops the connection.
             Err(_) => Err(IoFail::Timeout),
+        }
+    }
+
+    /// Awaits `work` (a wait on the other side of a proxied exchange) unless this
+    /// connection's peer hangs up first (`None`). The peer is watched only once the wait
+    /// has lasted [`WATCH_AFTER`], so quick exchanges cost one timer and no I/O. Bytes the
+    /// peer sends meanwhile (a pipelined request) are appended to `buf`; after that, it is
+    /// no longer watched for this wait.
+    pub(crate) async fn unless_hung_up<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = std::pin::pin!(work);
+        monoio::select! {
+            out = &mut work => return Some(out),
+            () = monoio::time::sleep(WATCH_AFTER) => {}
+        }
+        monoio::select! {
+            out = &mut work => return Some(out),
+            ready = self.stream.readable(false) => {
+                if ready.is_err() {
+                    return None;
+                }
+            }
+        }
+        // Readable: a hang-up (EOF or reset) or early bytes; this read does not wait.
+        match self.fill(WATCH_READ).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(work.await),
         }
     }
 

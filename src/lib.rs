@@ -27,6 +27,7 @@
 
 mod admin;
 mod api;
+mod auth;
 #[doc(hidden)]
 pub mod bench;
 mod config;
@@ -43,7 +44,7 @@ mod upstream;
 
 pub use config::{
     Config, ConfigError, DEFAULT_CONFIG, DriverChoice, EndpointConfig, HealthConfig, ProxyConfig,
-    ServerConfig, StickyConfig,
+    Secret, ServerConfig, StickyConfig,
 };
 pub use log::{AccessFormat, Level, set_level};
 pub use routing::{Balancer, KeySource};

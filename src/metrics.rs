@@ -131,6 +131,10 @@ pub(crate) struct ShardCounters {
     pub(crate) own_errors: [Counter; 2],
     /// Requests that were served after failing over from another endpoint.
     pub(crate) failovers: Counter,
+    /// Clients that went away before their response was complete.
+    pub(crate) client_aborts: Counter,
+    /// Connections refused at `server.max_connections`.
+    pub(crate) refused_connections: Counter,
     pub(crate) endpoints: Box<[EndpointCounters]>,
     pub(crate) models: ModelCounters,
     pub(crate) sticky_hits: Counter,

@@ -24,12 +24,13 @@ use monoio::net::TcpStream;
 
 use crate::admin;
 use crate::api;
+use crate::auth;
 use crate::http1::{
     self, BodyProgress, Conn, Framing, HeaderKind, IoFail, RequestHead, ResponseHead,
 };
 use crate::log::{AccessFormat, debug, warning};
 use crate::routing::sticky::{self, KeyInputs, Outcome, SessionKey};
-use crate::routing::{self, KeySource, Route, Scope};
+use crate::routing::{self, Internal, KeySource, Route, Scope};
 use crate::runtime::Shard;
 use crate::upstream::models::EndpointSet;
 use crate::upstream::{self, Endpoint, health};
@@ -58,6 +59,12 @@ struct Client {
     response: ResponseHead,
     /// What the access log will say about the current request.
     entry: Entry,
+    /// Requests read on this connection so far.
+    requests: u64,
+    /// When the connection was accepted (the first head's timeout runs from here).
+    accepted: Instant,
+    /// When the current request must be done (`proxy.request_timeout_ms`).
+    deadline: Instant,
 }
 
 /// An access-log entry, filled in as the request goes.
@@ -95,8 +102,39 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
         out: Vec::with_capacity(2048),
         response: ResponseHead::default(),
         entry: Entry::default(),
+        requests: 0,
+        accepted: Instant::now(),
+        deadline: Instant::now(),
     };
     while handle_request(shard, &mut client).await == Next::KeepAlive {}
+}
+
+/// Answers a connection beyond `server.max_connections` with 503 and closes it. The
+/// request is not read; a short wait for the client to finish sending keeps the close
+/// from resetting the connection before the answer is read.
+pub(crate) async fn refuse_connection(mut stream: TcpStream) {
+    let rescue = ProxyError::TooManyConnections
+        .rescue()
+        .expect("a refusal has an answer");
+    let body = error::error_body(&rescue);
+    let mut out = Vec::with_capacity(256 + body.len());
+    http1::push_status_line(&mut out, rescue.status);
+    http1::push_header(&mut out, b"Content-Type", b"application/json");
+    http1::push_header_decimal(&mut out, b"Content-Length", body.len() as u64);
+    http1::push_header(&mut out, b"Retry-After", b"1");
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(&body);
+    let len = out.len();
+    if http1::write_all(&mut stream, out, len).await.0.is_ok() {
+        use monoio::io::AsyncWriteRent;
+        let _ = stream.shutdown().await;
+        let mut conn = Conn::new(stream, 4096);
+        let until = Instant::now() + Duration::from_millis(500);
+        while let Ok(1..) = conn
+            .refill(until.saturating_duration_since(Instant::now()))
+            .await
+        {}
+    }
 }
 
 async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
@@ -114,8 +152,26 @@ async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
                 client.head.keep_alive = false;
             }
             let started = Instant::now();
+            client.deadline = started + shard.config.proxy.request_timeout;
             let id = RequestId::for_request(shard, client);
-            let next = match routing::classify(client.head.target.get(&client.conn.buf)) {
+            let route = match routing::classify(client.head.target.get(&client.conn.buf)) {
+                Route::Internal(Internal::DebugPanic) if !shard.config.server.debug_panic_route => {
+                    Route::NotFound
+                }
+                route => route,
+            };
+            let keys = &shard.config.server.api_keys;
+            let needs_key = match route {
+                Route::Internal(page) => page.needs_key(),
+                _ => true,
+            };
+            let next = match route {
+                _ if needs_key
+                    && !keys.is_empty()
+                    && !auth::admits(keys, &client.head, &client.conn.buf) =>
+                {
+                    send_error(shard, client, &ProxyError::Unauthorized, &id).await
+                }
                 Route::Forward { scope, strip } => {
                     proxy_request(shard, client, scope, strip, &id, started).await
                 }
@@ -128,6 +184,8 @@ async fn handle_request(shard: &Shard, client: &mut Client) -> Next {
                         && !client.peer.ip().is_loopback()
                     {
                         send_error(shard, client, &ProxyError::Forbidden, &id).await
+                    } else if page == Internal::DebugPanic {
+                        panic!("GET /internal/debug/panic (server.debug_panic_route is on)");
                     } else {
                         let target = client.head.target.get(&client.conn.buf);
                         let query = target.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
@@ -162,24 +220,31 @@ async fn parse_request(shard: &Shard, client: &mut Client) -> Result<bool, Proxy
     let limits = server.head_limits();
     client.request_len = 0;
     client.head.reset();
+    // The head must be complete `header_timeout` after the connection opened (first
+    // request) or after its first byte (later ones); before that byte, a keep-alive
+    // connection may idle for `keepalive_timeout`.
+    let mut head_deadline = (client.requests == 0).then(|| client.accepted + server.header_timeout);
     loop {
-        if !client.conn.buf.is_empty()
-            && http1::parse_request(&client.conn.buf, &limits, &mut client.head)
+        if !client.conn.buf.is_empty() {
+            if http1::parse_request(&client.conn.buf, &limits, &mut client.head)
                 .map_err(ProxyError::from_client_head)?
-        {
-            break;
+            {
+                break;
+            }
+            head_deadline.get_or_insert_with(|| Instant::now() + server.header_timeout);
         }
         let between_requests = client.conn.buf.is_empty();
         if between_requests && shard.is_draining() {
             return Ok(false);
         }
+        let wait = match head_deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => server.keepalive_timeout,
+        };
         let read = if between_requests {
-            client
-                .conn
-                .fill_unless(server.header_timeout, shard.idle_handle())
-                .await
+            client.conn.fill_unless(wait, shard.idle_handle()).await
         } else {
-            client.conn.fill(server.header_timeout).await
+            client.conn.fill(wait).await
         };
         match read {
             Ok(0) | Err(IoFail::Io(_)) => return Ok(false),
@@ -188,6 +253,7 @@ async fn parse_request(shard: &Shard, client: &mut Client) -> Result<bool, Proxy
             Err(IoFail::Timeout) => return Err(ProxyError::ClientTimeout),
         }
     }
+    client.requests += 1;
     let head_len = client.head.len;
     client.request_len = head_len;
     client.own_body.clear();
@@ -440,6 +506,9 @@ async fn proxy_request(
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     loop {
+        if !tried.is_empty() && Instant::now() >= client.deadline {
+            return send_error(shard, client, &ProxyError::RequestTimeout, id).await;
+        }
         let candidate = if tried.len() < max_attempts {
             select_backend(shard, &want, &tried, key)
         } else {
@@ -474,7 +543,7 @@ async fn proxy_request(
         let failover = !tried.is_empty();
         tried.push(ep.index);
         let _in_flight = ep.begin_request();
-        write_upstream_head(client, ep, scope, strip);
+        write_upstream_head(client, ep, scope, strip, proxy.forward_client_auth);
         // Built (and the sticky outcome counted) only for the attempt whose response is
         // relayed, however many attempts came before.
         let routed = || {
@@ -629,9 +698,21 @@ fn has_candidate(shard: &Shard, want: &Want, tried: &[usize]) -> bool {
 }
 
 /// Writes the request line and headers for `ep` into `client.upstream_request`.
-fn write_upstream_head(client: &mut Client, ep: &Endpoint, scope: Scope, strip: usize) {
+fn write_upstream_head(
+    client: &mut Client,
+    ep: &Endpoint,
+    scope: Scope,
+    strip: usize,
+    forward_auth: bool,
+) {
     let body_len = client.body().len();
-    let target = UpstreamTarget { ep, scope, strip };
+    let target = UpstreamTarget {
+        ep,
+        scope,
+        strip,
+        // An endpoint with credentials of its own never gets the client's.
+        forward_auth: forward_auth && ep.auth_line.is_none(),
+    };
     let out = &mut client.upstream_request;
     out.clear();
     upstream_head(
@@ -649,11 +730,14 @@ pub(crate) struct UpstreamTarget<'a> {
     pub(crate) ep: &'a Endpoint,
     pub(crate) scope: Scope,
     pub(crate) strip: usize,
+    /// Whether the client's `Authorization`/`X-Api-Key`/`Api-Key` go along.
+    pub(crate) forward_auth: bool,
 }
 
 /// Appends the head of the request for the endpoint: request line with the rewritten
-/// path, `Host`, the client's end-to-end headers, `X-Forwarded-*`, and the framing
-/// ringway produces itself (`Content-Length`; the body is always sent whole).
+/// path, `Host`, the client's end-to-end headers (credentials only if `forward_auth`),
+/// `X-Forwarded-*`, the endpoint's own credentials, and the framing ringway produces
+/// itself (`Content-Length`; the body is always sent whole).
 pub(crate) fn upstream_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -674,11 +758,19 @@ pub(crate) fn upstream_head(
     let mut forwarded_for: Option<&[u8]> = None;
     for h in &head.headers {
         match h.kind {
-            HeaderKind::Other
-            | HeaderKind::RequestId
-            | HeaderKind::SessionId
-            | HeaderKind::Authorization
+            HeaderKind::Other | HeaderKind::RequestId | HeaderKind::SessionId
                 if http1::is_end_to_end(buf, &head.headers, h, head.connection_names_headers) =>
+            {
+                http1::push_header(out, h.name.get(buf), h.value.get(buf));
+            }
+            HeaderKind::Authorization | HeaderKind::ApiKey
+                if to.forward_auth
+                    && http1::is_end_to_end(
+                        buf,
+                        &head.headers,
+                        h,
+                        head.connection_names_headers,
+                    ) =>
             {
                 http1::push_header(out, h.name.get(buf), h.value.get(buf));
             }
@@ -698,6 +790,9 @@ pub(crate) fn upstream_head(
         http1::push_header(out, b"X-Forwarded-Host", host.get(buf));
     }
     http1::push_header(out, b"X-Real-IP", client_ip.as_bytes());
+    if let Some(auth) = &ep.auth_line {
+        out.extend_from_slice(auth.expose().as_bytes());
+    }
     if body_len > 0 || head.body != Some(Framing::Empty) || expects_body(head.method.get(buf)) {
         http1::push_header_decimal(out, b"Content-Length", body_len as u64);
     }
@@ -761,10 +856,18 @@ async fn exchange(
     ep: &Endpoint,
 ) -> Result<(), Exchange> {
     let proxy = &shard.config.proxy;
-    let deadline = Instant::now() + proxy.response_timeout;
+    let response_deadline = Instant::now() + proxy.response_timeout;
+    // Whichever comes first: this endpoint's time to answer, or the request's.
+    let whole_request = client.deadline < response_deadline;
+    let deadline = response_deadline.min(client.deadline);
+    let left = || deadline.saturating_duration_since(Instant::now());
     let timeout = || {
-        Exchange::Failed(ProxyError::ResponseTimeout {
-            endpoint: ep.name.to_string(),
+        Exchange::Failed(if whole_request {
+            ProxyError::RequestTimeout
+        } else {
+            ProxyError::ResponseTimeout {
+                endpoint: ep.name.to_string(),
+            }
         })
     };
 
@@ -779,7 +882,7 @@ async fn exchange(
     }
     let len = request.len();
     let write = http1::write_all(&mut conn.stream, request, len);
-    let (written, mut request) = match monoio::time::timeout(proxy.response_timeout, write).await {
+    let (written, mut request) = match monoio::time::timeout(left(), write).await {
         Ok(done) => done,
         Err(_) => return Err(timeout()),
     };
@@ -789,7 +892,7 @@ async fn exchange(
         return Err(Exchange::ClosedEarly);
     }
     if separate_body {
-        write_body(client, conn, proxy.response_timeout)
+        write_body(client, conn, left())
             .await
             .map_err(|e| match e {
                 IoFail::Timeout => timeout(),
@@ -818,8 +921,12 @@ async fn exchange(
                 Err(e) => return Err(bad_response(ep, e.describe())),
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match conn.fill(left).await {
+        // A client that hangs up while the endpoint thinks (a long prefill) ends the
+        // exchange: dropping the connection tells the endpoint to stop.
+        let Some(read) = client.conn.unless_hung_up(conn.fill(left())).await else {
+            return Err(Exchange::Failed(ProxyError::ClientGone));
+        };
+        match read {
             Ok(0) | Err(IoFail::Io(_)) if !received_any => return Err(Exchange::ClosedEarly),
             Ok(0) | Err(IoFail::Io(_)) => {
                 return Err(bad_response(
@@ -936,7 +1043,22 @@ async fn stream_response(
 
     let idle = shard.config.proxy.stream_idle_timeout;
     while !body.is_done() {
-        let n = match upstream.refill(idle).await {
+        let left = client.deadline.saturating_duration_since(Instant::now());
+        let Some(read) = client
+            .conn
+            .unless_hung_up(upstream.refill(idle.min(left)))
+            .await
+        else {
+            // The client went away: dropping `upstream` closes it at once, so the
+            // endpoint stops generating for nobody.
+            debug!(
+                "request {id}: the client went away; closing the connection to {}",
+                ep.name
+            );
+            shard.counters().client_aborts.bump();
+            return Next::Close;
+        };
+        let n = match read {
             Ok(0) if framing == Framing::UntilClose => {
                 clean = false;
                 break;
@@ -945,6 +1067,10 @@ async fn stream_response(
             // chunk, then close). Nothing else can be done once the head is out.
             Ok(0) => {
                 debug!("request {id}: endpoint {} closed mid-response", ep.name);
+                return Next::Close;
+            }
+            Err(IoFail::Timeout) if left < idle => {
+                debug!("request {id}: cut at proxy.request_timeout_ms");
                 return Next::Close;
             }
             Err(IoFail::Timeout) => {
@@ -987,8 +1113,8 @@ async fn stream_response(
             written
         };
         if written.is_err() {
-            // The client went away: dropping `upstream` closes it, so the endpoint stops
-            // generating for nobody.
+            // The client went away (noticed on writing): as above.
+            shard.counters().client_aborts.bump();
             return Next::Close;
         }
     }
@@ -1179,6 +1305,11 @@ impl Drop for Observe<'_> {
 
 async fn send_error(shard: &Shard, client: &mut Client, err: &ProxyError, id: &RequestId) -> Next {
     let Some(rescue) = err.rescue() else {
+        if matches!(err, ProxyError::ClientGone) {
+            // nginx's "client closed request", for the access log.
+            client.entry.status = Some(499);
+            shard.counters().client_aborts.bump();
+        }
         return Next::Close;
     };
     if rescue.status.is_server_error() {
@@ -1223,6 +1354,9 @@ async fn respond(
     http1::push_header_decimal(out, b"Content-Length", body.len() as u64);
     if let Some(seconds) = rescue.and_then(|r| r.retry_after) {
         http1::push_header_decimal(out, b"Retry-After", u64::from(seconds));
+    }
+    if rescue.is_some_and(|r| r.challenge) {
+        http1::push_header(out, b"WWW-Authenticate", b"Bearer realm=\"ringway\"");
     }
     http1::push_header(out, b"X-Olla-Request-ID", id.as_bytes());
     if !keep_alive {

@@ -60,6 +60,9 @@ pub(crate) enum Internal {
     ModelsOllama(Scope),
     /// `/olla/models` (`?format=unified|openai|ollama`).
     ModelsUnified,
+    /// `/internal/debug/panic`: a test hook (`ServerConfig::debug_panic_route`), 404
+    /// unless enabled.
+    DebugPanic,
 }
 
 impl Internal {
@@ -73,7 +76,13 @@ impl Internal {
                 | Internal::Models
                 | Internal::StickyStats
                 | Internal::Metrics
+                | Internal::DebugPanic
         )
+    }
+
+    /// Whether `server.api_keys` applies: to all but the liveness and version pages.
+    pub(crate) fn needs_key(self) -> bool {
+        !matches!(self, Internal::Health | Internal::Version)
     }
 }
 
@@ -147,6 +156,7 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/internal/status/models" => Route::Internal(Internal::Models),
         b"/internal/stats/sticky" => Route::Internal(Internal::StickyStats),
         b"/internal/metrics" => Route::Internal(Internal::Metrics),
+        b"/internal/debug/panic" => Route::Internal(Internal::DebugPanic),
         b"/version" => Route::Internal(Internal::Version),
         _ => Route::NotFound,
     }

@@ -477,6 +477,11 @@ async fn accept_loop(listener: TcpListener, shard: Rc<Shard>, cancel: monoio::io
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
                 let shard = shard.clone();
+                if shard.connections.get() >= shard.config.server.max_connections {
+                    shard.counters().refused_connections.bump();
+                    monoio::spawn(proxy::refuse_connection(stream));
+                    continue;
+                }
                 shard.connections.set(shard.connections.get() + 1);
                 monoio::spawn(async move {
                     let served =

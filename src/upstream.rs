@@ -17,7 +17,7 @@ use health::Health;
 
 use monoio::net::TcpStream;
 
-use crate::config::EndpointConfig;
+use crate::config::{EndpointConfig, Secret};
 use crate::routing::balancer::Candidate;
 
 /// The kinds of inference server ringway knows, with Olla's names.
@@ -143,6 +143,8 @@ pub(crate) struct Endpoint {
     pub(crate) health_path: Box<str>,
     pub(crate) check_interval: Duration,
     pub(crate) check_timeout: Duration,
+    /// `Name: value\r\n` carrying ringway's credentials for the endpoint, if any.
+    pub(crate) auth_line: Option<Secret>,
     shared: Shared,
 }
 
@@ -218,6 +220,15 @@ impl Upstreams {
                 health_path: c.health_path.as_str().into(),
                 check_interval: c.check_interval,
                 check_timeout: c.check_timeout,
+                auth_line: c.auth.as_ref().map(|(name, value)| {
+                    let mut line = Vec::new();
+                    crate::http1::push_header(
+                        &mut line,
+                        name.as_bytes(),
+                        value.expose().as_bytes(),
+                    );
+                    Secret::new(String::from_utf8(line).expect("checked ASCII"))
+                }),
                 shared: Shared::default(),
             })
             .collect();
@@ -263,8 +274,11 @@ pub(crate) async fn fetch(
     request.extend_from_slice(path.as_bytes());
     request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     request.extend_from_slice(&ep.authority);
-    request
-        .extend_from_slice(b"\r\nUser-Agent: ringway\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    request.extend_from_slice(b"\r\nUser-Agent: ringway\r\nAccept: */*\r\nConnection: close\r\n");
+    if let Some(auth) = &ep.auth_line {
+        request.extend_from_slice(auth.expose().as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
     let len = request.len();
     match monoio::time::timeout(left(), http1::write_all(&mut conn.stream, request, len)).await {
         Ok((Ok(()), _)) => {}

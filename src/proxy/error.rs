@@ -25,6 +25,10 @@ pub(crate) enum ProxyError {
     MethodNotAllowed,
     /// An operator page asked for from elsewhere than loopback.
     Forbidden,
+    /// `server.api_keys` is set and the request carries none of them.
+    Unauthorized,
+    /// The shard already serves `server.max_connections` connections.
+    TooManyConnections,
 
     /// No endpoint lists the requested model.
     ModelNotFound {
@@ -63,6 +67,8 @@ pub(crate) enum ProxyError {
     ResponseTimeout {
         endpoint: String,
     },
+    /// `proxy.request_timeout_ms` passed before a response started.
+    RequestTimeout,
     /// The endpoint answered something that is not valid HTTP/1.
     BadResponse {
         endpoint: String,
@@ -82,6 +88,8 @@ pub(crate) struct Rescue {
     pub(crate) keep_alive: bool,
     /// Seconds for a `Retry-After` header.
     pub(crate) retry_after: Option<u32>,
+    /// Whether to send `WWW-Authenticate: Bearer` (401).
+    pub(crate) challenge: bool,
 }
 
 impl ProxyError {
@@ -110,6 +118,7 @@ impl ProxyError {
             message,
             keep_alive,
             retry_after: None,
+            challenge: false,
         };
         const CLIENT: &str = "invalid_request_error";
         const SERVER: &str = "server_error";
@@ -176,6 +185,26 @@ impl ProxyError {
                 "operator pages answer loopback clients only (server.internal_access)".into(),
                 true,
             ),
+            Unauthorized => Rescue {
+                challenge: true,
+                ..r(
+                    StatusCode::UNAUTHORIZED,
+                    CLIENT,
+                    "invalid_api_key",
+                    "missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'".into(),
+                    true,
+                )
+            },
+            TooManyConnections => Rescue {
+                retry_after: Some(1),
+                ..r(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVER,
+                    "too_many_connections",
+                    "ringway is at its connection limit (server.max_connections); retry shortly".into(),
+                    false,
+                )
+            },
             MethodNotAllowed => r(
                 StatusCode::METHOD_NOT_ALLOWED,
                 CLIENT,
@@ -247,6 +276,13 @@ impl ProxyError {
                 format!("endpoint {endpoint} did not respond in time (proxy.response_timeout_ms)"),
                 true,
             ),
+            RequestTimeout => r(
+                StatusCode::GATEWAY_TIMEOUT,
+                SERVER,
+                "request_timeout",
+                "the request did not complete in time (proxy.request_timeout_ms)".into(),
+                true,
+            ),
             BadResponse { endpoint, what } => r(
                 StatusCode::BAD_GATEWAY,
                 SERVER,
@@ -295,6 +331,10 @@ mod tests {
         );
         assert_eq!(status(ProxyError::BodyTooLarge { limit: 1 }), 413);
         assert_eq!(status(ProxyError::NotFound), 404);
+        assert_eq!(status(ProxyError::Unauthorized), 401);
+        assert!(ProxyError::Unauthorized.rescue().unwrap().challenge);
+        assert_eq!(status(ProxyError::TooManyConnections), 503);
+        assert_eq!(status(ProxyError::RequestTimeout), 504);
         assert_eq!(status(ProxyError::NoEndpoint { scope: Scope::Any }), 503);
         assert_eq!(
             status(ProxyError::ResponseTimeout {

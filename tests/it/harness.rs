@@ -94,9 +94,14 @@ pub(crate) fn proxy(endpoints: &[Ep<'_>], server_extra: &str, extra: &str) -> Se
     server
 }
 
+/// An API key the status-page reads below carry, for tests that set `server.api_keys`.
+pub(crate) const TEST_KEY: &str = "sk-test-key";
+
 pub(crate) fn status_page(proxy: &Server) -> serde_json::Value {
-    let request = b"GET /internal/status/endpoints HTTP/1.1\r\nHost: t\r\n\r\n";
-    one_shot(proxy.local_addr(), request).json()
+    let request = format!(
+        "GET /internal/status/endpoints HTTP/1.1\r\nHost: t\r\nX-Api-Key: {TEST_KEY}\r\n\r\n"
+    );
+    one_shot(proxy.local_addr(), request.as_bytes()).json()
 }
 
 /// One endpoint's entry on the status page.

@@ -4,6 +4,7 @@
 mod balancing;
 mod failover;
 mod forwarding;
+mod hardening;
 mod harness;
 mod limits;
 mod models;

@@ -198,6 +198,21 @@ pub(crate) fn handle(
         Fail::BadHead => return Reply::BadHead,
         Fail::None | Fail::MidStream => {}
     }
+    if let Some(key) = &sh.config.api_key {
+        let bearer = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("authorization"));
+        let given = bearer.and_then(|h| h.value.strip_prefix(b"Bearer "));
+        if !is_health_check(req) && given != Some(key.as_bytes()) {
+            let e = error_json(
+                "invalid API key",
+                "invalid_request_error",
+                "invalid_api_key",
+            );
+            return reply_json(out, 401, &e);
+        }
+    }
     if let Some(status) = meta.status.or_else(|| sh.control.status_override()) {
         let e = error_json(
             &format!("mock status {status}"),

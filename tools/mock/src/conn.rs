@@ -363,7 +363,7 @@ impl Conn<'_> {
             } else {
                 spec.token_delay
             };
-            if !pause(self.sh, delay).await {
+            if !self.pause_watching(delay).await? {
                 return Ok(false);
             }
             self.scratch.clear();
@@ -383,6 +383,27 @@ impl Conn<'_> {
             .completed_streams
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(keep)
+    }
+
+    /// Like [`pause`], while watching the peer: a hang-up mid-stream ends the stream at
+    /// once with an error (counted in `aborted_streams`), as vLLM and Ollama abort a
+    /// generation whose client disconnected.
+    async fn pause_watching(&mut self, d: Duration) -> io::Result<bool> {
+        let end = Instant::now() + d;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(!self.sh.stop.is_set());
+            }
+            monoio::select! {
+                go_on = pause(self.sh, left) => return Ok(go_on),
+                ready = self.stream.readable(false) => ready?,
+            }
+            // Readable: bytes (kept for later) or the peer's hang-up.
+            if self.fill(0).await? == 0 {
+                return Err(io::ErrorKind::ConnectionAborted.into());
+            }
+        }
     }
 
     /// Moves `scratch` into `out` as one chunk (plus the terminating chunk if `last`).

@@ -44,6 +44,9 @@ pub struct MockConfig {
     /// completions report `X-Mock-Prompt-Tokens`, `X-Mock-Cached-Tokens` and
     /// `X-Mock-Prefill-Ms`. `None` (the default): no cache, fixed delays.
     pub kv_cache: Option<KvCacheConfig>,
+    /// Like `vllm serve --api-key`: every route but health checks answers 401 unless
+    /// the request carries `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -56,6 +59,7 @@ impl Default for MockConfig {
             first_token_delay: Duration::ZERO,
             threads: 1,
             kv_cache: None,
+            api_key: None,
         }
     }
 }

@@ -45,6 +45,10 @@ struct Args {
     /// KV cache: LRU capacity in tokens [default: 4000000] (implies --kv-cache).
     #[arg(long, value_name = "N")]
     kv_cache_tokens: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on every route but health checks (like
+    /// `vllm serve --api-key`).
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
 }
 
 impl Args {
@@ -75,6 +79,7 @@ fn main() -> std::io::Result<()> {
     config.token_delay = Duration::from_millis(args.token_delay_ms);
     config.first_token_delay = Duration::from_millis(args.first_token_delay_ms);
     config.threads = args.threads;
+    config.api_key = args.api_key;
     let server = ringway_mock::spawn(args.listen, config)?;
     // Benchmark scripts parse this exact line.
     let mut stdout = std::io::stdout().lock();
