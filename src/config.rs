@@ -1060,6 +1060,99 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_from_the_file_the_environment_and_the_list_add_up() {
+        let path = std::env::temp_dir().join(format!("ringway-keys-{}", std::process::id()));
+        std::fs::write(&path, "# operators\nsk-file-1\n\n  sk-file-2  \n").unwrap();
+        let text = format!(
+            "[server]\napi_keys = [\"sk-list\"]\napi_keys_file = {:?}",
+            path.display().to_string()
+        );
+        let c = parse(&text).unwrap();
+        let keys: Vec<&str> = c.server.api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["sk-list", "sk-file-1", "sk-file-2"]);
+        // Keys never show in debug output (logs, --check-config).
+        let shown = format!("{:?}", c.server);
+        assert!(!shown.contains("sk-"), "{shown}");
+        std::fs::write(&path, "# nothing\n").unwrap();
+        assert_eq!(parse(&text).unwrap_err().key, "server.api_keys_file");
+        std::fs::remove_file(&path).unwrap();
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, "server.api_keys_file");
+        assert!(e.message.contains("cannot read"), "{}", e.message);
+        let e = parse("[server]\napi_keys_env = \"RINGWAY_TEST_SURELY_UNSET_VAR\"").unwrap_err();
+        assert_eq!(e.key, "server.api_keys_env");
+        assert!(
+            e.message.contains("RINGWAY_TEST_SURELY_UNSET_VAR"),
+            "{}",
+            e.message
+        );
+        let e = parse("[server]\napi_keys = [\"has space\"]").unwrap_err();
+        assert_eq!(e.key, "server.api_keys");
+    }
+
+    #[test]
+    fn client_credentials_cannot_be_forwarded_when_they_are_ringways_keys() {
+        let e =
+            parse("[server]\napi_keys = [\"k\"]\n[proxy]\nforward_client_auth = true").unwrap_err();
+        assert_eq!(e.key, "proxy.forward_client_auth");
+        let alone = parse("[proxy]\nforward_client_auth = true").unwrap();
+        assert!(alone.proxy.forward_client_auth && alone.server.api_keys.is_empty());
+    }
+
+    #[test]
+    fn endpoint_credentials() {
+        let ep = |extra: &str| {
+            parse(&format!(
+                "[[endpoints]]\nurl = \"http://127.0.0.1:1\"\n{extra}"
+            ))
+        };
+        let c = ep("api_key = \"sk-b\"").unwrap();
+        let (name, value) = c.endpoints[0].auth.clone().unwrap();
+        assert_eq!(
+            (name.as_str(), value.expose()),
+            ("Authorization", "Bearer sk-b")
+        );
+        let c = ep("api_key = \"sk-b\"\napi_key_header = \"X-Api-Key\"").unwrap();
+        let (name, value) = c.endpoints[0].auth.clone().unwrap();
+        assert_eq!((name.as_str(), value.expose()), ("X-Api-Key", "sk-b"));
+        assert!(!format!("{:?}", c.endpoints).contains("sk-b"));
+        for (extra, key) in [
+            (
+                "api_key = \"a\"\napi_key_env = \"B\"",
+                "endpoints[0].api_key_env",
+            ),
+            ("api_key_header = \"X-Key\"", "endpoints[0].api_key_header"),
+            (
+                "api_key = \"a\"\napi_key_header = \"bad header\"",
+                "endpoints[0].api_key_header",
+            ),
+            ("api_key = \"two words\"", "endpoints[0].api_key"),
+            (
+                "api_key_env = \"RINGWAY_TEST_SURELY_UNSET_VAR\"",
+                "endpoints[0].api_key_env",
+            ),
+        ] {
+            assert_eq!(ep(extra).unwrap_err().key, key, "{extra}");
+        }
+    }
+
+    #[test]
+    fn limits_and_timeouts_are_validated() {
+        assert_eq!(
+            parse("[server]\nmax_connections = 0").unwrap_err().key,
+            "server.max_connections"
+        );
+        assert_eq!(
+            parse("[server]\nkeepalive_timeout_ms = 0").unwrap_err().key,
+            "server.keepalive_timeout_ms"
+        );
+        assert_eq!(
+            parse("[proxy]\nrequest_timeout_ms = 0").unwrap_err().key,
+            "proxy.request_timeout_ms"
+        );
+    }
+
+    #[test]
     fn endpoint_names_are_unique_and_header_safe() {
         let dup = "[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:2\"";
         assert_eq!(parse(dup).unwrap_err().key, "endpoints[1].name");

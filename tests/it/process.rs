@@ -193,6 +193,46 @@ fn the_binary_honours_monoio_force_legacy_driver() {
 }
 
 #[test]
+fn api_keys_and_an_endpoint_key_come_from_the_environment() {
+    let mut config = MockConfig::named("locked");
+    config.api_key = Some("backend-from-env".into());
+    let locked = mock_with(config);
+    let file = TempFile::new(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshards = 1\napi_keys_env = \"RINGWAY_TEST_KEYS\"\n\
+         [[endpoints]]\nname = \"locked\"\nurl = \"http://{}\"\ntype = \"vllm\"\napi_key_env = \"RINGWAY_TEST_BACKEND_KEY\"\n",
+        locked.addr()
+    ));
+    let ringway = Ringway::spawn(
+        &["--config", file.0.to_str().unwrap()],
+        &[
+            ("RINGWAY_TEST_KEYS", "sk-env-1, sk-env-2"),
+            ("RINGWAY_TEST_BACKEND_KEY", "backend-from-env"),
+        ],
+    );
+    let chat_with = |auth: &str| {
+        let r = one_shot(
+            ringway.addr,
+            post(
+                "/v1/chat/completions",
+                &chat("llama3.2:latest", false),
+                auth,
+            )
+            .as_bytes(),
+        );
+        (r.status, r.text())
+    };
+    assert_eq!(chat_with("").0, 401);
+    assert_eq!(chat_with("Authorization: Bearer sk-env-3\r\n").0, 401);
+    // Both keys from the variable open the door, and the endpoint (which wants its own
+    // key, on the model list too) answers once its models are known.
+    for key in ["sk-env-1", "sk-env-2"] {
+        let auth = format!("Authorization: Bearer {key}\r\n");
+        let served = eventually(Duration::from_secs(5), || chat_with(&auth).0 == 200);
+        assert!(served, "{key}: {:?}", chat_with(&auth));
+    }
+}
+
+#[test]
 fn check_config_names_the_file_and_key() {
     let bad =
         TempFile::new("[server]\nlisten = \"127.0.0.1:1\"\n[proxy]\nbalancer = \"fastest\"\n");
