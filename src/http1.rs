@@ -256,7 +256,10 @@ fn scan_headers(
                 );
             }
             HeaderKind::HopByHop if h.name.eq_ignore_ascii_case("transfer-encoding") => {
-                if te_seen || !trim(value).eq_ignore_ascii_case(b"chunked") {
+                if te_seen {
+                    return Err(HeadError::Malformed("repeated Transfer-Encoding"));
+                }
+                if !trim(value).eq_ignore_ascii_case(b"chunked") {
                     return Err(HeadError::UnsupportedCoding);
                 }
                 te_seen = true;

@@ -106,6 +106,10 @@ fn malformed_requests_get_400_and_others_are_still_served() {
         (b"GET /v1/models HTTP/2.0\r\nHost: t\r\n\r\n", 505),
         (b"POST /v1/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
         (b"POST /v1/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n", 400),
+        (b"POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET /v1/models HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n b\r\n\r\n", 400),
+        (b"POST /v1/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     ] {
         let mut client = Client::connect(proxy.local_addr());
         let r = client.request(raw);
@@ -116,7 +120,7 @@ fn malformed_requests_get_400_and_others_are_still_served() {
     }
     assert_eq!(
         a.stats().requests(),
-        10,
+        14,
         "only the well-behaved requests reached the endpoint"
     );
 }
