@@ -17,11 +17,16 @@ fn assert_error(r: &Response, status: u16, code: &str) {
 
 /// A counter from `/internal/metrics`.
 fn metric(proxy: &ringway::Server, name: &str) -> u64 {
-    let page = one_shot(
-        proxy.local_addr(),
-        b"GET /internal/metrics HTTP/1.1\r\nHost: t\r\n\r\n",
-    )
-    .text();
+    let mut page = String::new();
+    let read = eventually(Duration::from_secs(3), || {
+        let r = one_shot(
+            proxy.local_addr(),
+            b"GET /internal/metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        page = r.text();
+        r.status == 200
+    });
+    assert!(read, "{page}");
     let line = page
         .lines()
         .find(|l| l.split_whitespace().next() == Some(name))
@@ -159,6 +164,7 @@ fn connections_beyond_the_limit_get_503_and_the_rest_are_served() {
             == 200
     });
     assert!(served);
+    drop(held);
     assert!(metric(&proxy, "ringway_refused_connections_total") >= 1);
 }
 
