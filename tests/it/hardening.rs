@@ -120,15 +120,17 @@ fn a_connection_that_never_sends_is_closed_at_header_timeout() {
 fn a_stalled_body_gets_408() {
     let a = mock("a");
     let proxy = proxy(&[Ep::new("a", &a)], "body_timeout_ms = 300", "");
+    let mut good = Client::connect(proxy.local_addr());
     let mut client = Client::connect(proxy.local_addr());
     let started = Instant::now();
     client.send_raw(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"model\":",
     );
+    assert_eq!(good.get("/api/version").status, 200, "served during the stall");
     let r = client.read_response(started, false);
     assert_error(&r, 408, "request_timeout");
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(a.stats().requests(), 0);
+    assert_eq!(a.stats().requests(), 1, "only the well-behaved client's request");
 }
 
 // ---- the connection limit ----
@@ -177,11 +179,17 @@ fn a_request_past_request_timeout_gets_504_and_its_connection_is_not_reused() {
     let accepted = a.stats().connections_accepted();
     let mut client = Client::connect(proxy.local_addr());
     let sent = Instant::now();
-    let r = client.post_json(
-        "/v1/chat/completions",
-        &chat("llama3.2:latest", false),
-        "X-Mock-First-Token-Delay-Ms: 1500\r\n",
+    client.send_raw(
+        post(
+            "/v1/chat/completions",
+            &chat("llama3.2:latest", false),
+            "X-Mock-First-Token-Delay-Ms: 1500\r\n",
+        )
+        .as_bytes(),
     );
+    let mut good = Client::connect(proxy.local_addr());
+    assert_eq!(good.get("/api/version").status, 200, "served meanwhile");
+    let r = client.read_response(sent, false);
     assert_error(&r, 504, "request_timeout");
     assert!(
         sent.elapsed() < Duration::from_secs(1),
