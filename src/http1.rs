@@ -33,12 +33,19 @@ pub(crate) struct Span {
 }
 
 impl Span {
-    /// The span of `part`, which must be a sub-slice of `buf`.
+    /// The span of `part` within `buf`; empty when `part` is not a sub-slice of it.
+    ///
+    /// httparse hands back a static `""` instead of a slice of the buffer for a status
+    /// line with no reason phrase (`HTTP/1.1 200\r\n`) or one with obs-text bytes, so
+    /// this must be total (fuzzing finding 1, `tools/fuzz/README.md`).
     fn of(buf: &[u8], part: &[u8]) -> Span {
-        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-        Span {
-            start: start as u32,
-            end: (start + part.len()) as u32,
+        let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        match start.checked_add(part.len()) {
+            Some(end) if end <= buf.len() => Span {
+                start: start as u32,
+                end: end as u32,
+            },
+            _ => Span::default(),
         }
     }
 

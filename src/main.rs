@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    raise_open_file_limit(&config);
     let result = match cli.command {
         Some(Command::Demo { token_delay_ms }) => ringway::demo::run(config, token_delay_ms),
         None => ringway::start(config)
@@ -83,6 +84,27 @@ fn main() -> ExitCode {
             eprintln!("ringway: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, and warns when even that cannot
+/// hold every shard's `server.max_connections` (two descriptors each: client and
+/// endpoint). Beyond the limit, accepting fails and clients wait in the listen backlog.
+fn raise_open_file_limit(config: &Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            eprintln!("ringway: cannot read or raise the open-file limit: {e}");
+            return;
+        }
+    };
+    let wanted = (config.shard_count() * config.server.max_connections * 2) as u64 + 256;
+    if limit < wanted {
+        eprintln!(
+            "ringway: warning: the open-file limit is {limit}; {} shard(s) x server.max_connections {} needs about {wanted} (raise `ulimit -n` or lower server.max_connections)",
+            config.shard_count(),
+            config.server.max_connections
+        );
     }
 }
 

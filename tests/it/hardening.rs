@@ -126,11 +126,19 @@ fn a_stalled_body_gets_408() {
     client.send_raw(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"model\":",
     );
-    assert_eq!(good.get("/api/version").status, 200, "served during the stall");
+    assert_eq!(
+        good.get("/api/version").status,
+        200,
+        "served during the stall"
+    );
     let r = client.read_response(started, false);
     assert_error(&r, 408, "request_timeout");
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(a.stats().requests(), 1, "only the well-behaved client's request");
+    assert_eq!(
+        a.stats().requests(),
+        1,
+        "only the well-behaved client's request"
+    );
 }
 
 // ---- the connection limit ----
@@ -266,6 +274,26 @@ fn a_malformed_response_head_gets_502_for_that_client_only() {
     assert_eq!(good.get("/api/version").status, 200);
     let r = good.post_json("/v1/chat/completions", &chat("llama3.2:latest", false), "");
     assert_eq!(r.status, 200);
+}
+
+/// Fuzzing finding 1: httparse gives a static `""` for an absent reason phrase, which the
+/// response parser once took as a buffer offset (a panic, and the client's connection
+/// dropped without an answer).
+#[test]
+fn a_response_without_a_reason_phrase_is_relayed() {
+    let a = mock("a");
+    let proxy = proxy(&[Ep::new("a", &a)], "", "");
+    let r = one_shot(
+        proxy.local_addr(),
+        post(
+            "/v1/chat/completions",
+            &chat("llama3.2:latest", false),
+            "X-Mock-Fail: no-reason\r\n",
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"{}");
 }
 
 // ---- client hang-ups ----

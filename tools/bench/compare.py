@@ -11,12 +11,17 @@ HAProxy, each a plain keep-alive HTTP/1.1 reverse proxy, round-robin over both m
 upstream keepalive 64, proxy_http_version 1.1, proxy_buffering off, keepalive_requests raised
 so nobody closes connections; haproxy: mode http, http-reuse always, http-keep-alive. Also a
 ringway with sticky sessions on (mixed workload) and a HAProxy with `option http-no-delay`
-(streaming). "direct" = straight to one mock. Load: wrk with tools/wrk/*.lua. Each wrk test
-runs on every target in turn, --rounds times, the order rotating; tables show medians.
+(streaming). "direct" = straight to one mock. "pipe (floor)" = ringway-pipe (tools/pipe), not a
+proxy: a bare monoio byte copier with --shards threads that gives each client connection its
+own upstream connection (round-robin over the mocks) and copies bytes both ways, no HTTP
+parsing; what a proxy costs above it is the cost of being a proxy. Load: wrk with
+tools/wrk/*.lua. Each wrk test runs on every target in turn, --rounds times, the order
+rotating; tables show medians.
 
-  added latency  wrk -t1 -c1, openai-chat.lua: p50/p99 through a proxy minus direct. At one
-                 request at a time the round trip is mostly waking idle (v)CPUs, so it is
-                 sensitive to what else runs: background load makes it shorter, not longer.
+  added latency  wrk -t1 -c1, openai-chat.lua: p50/p99 through a proxy (or the pipe) minus
+                 direct. At one request at a time the round trip is mostly waking idle
+                 (v)CPUs, so it is sensitive to what else runs: background load makes it
+                 shorter, not longer.
   throughput     wrk -tT -c32 / -c256 (T = --wrk-threads; 2 loads 2 cores a bit better than
                  1), openai-chat.lua: requests/s, p50, p99, errors (socket errors + non-2xx,
                  summed over rounds). wrk, mocks and proxy share the cores: requests/s
@@ -25,7 +30,7 @@ runs on every target in turn, --rounds times, the order rotating; tables show me
                  over its processes, e.g. nginx master+workers) during a run, divided by the
                  requests wrk completed, in µs: what tells proxies apart on a shared machine.
                  Headline: 32 connections with --shards 1 (the default). For "direct" it is
-                 the mock's own cost.
+                 the mock's own cost; for the pipe, the floor (ringway/pipe in the ratios).
   memory         VmRSS (/proc/PID/status, summed over processes) idle after start, peak of
                  100 ms samples during the 256-connection runs, and 1 s after the last of
                  them; and ringway's stripped release binary.
@@ -37,21 +42,22 @@ runs on every target in turn, --rounds times, the order rotating; tables show me
                  end; medians of --stream-requests per target and delay, targets alternating
                  (so each request finds its proxy idle: at 5 ms for ~5 s, longer than
                  ringway's default proxy.pool_idle_timeout_ms of 4 s, so ringway's first chunk
-                 includes opening an upstream connection, nginx's and HAProxy's not). Failed =
-                 not a 200 with all 202 SSE events (200 tokens, finish chunk, [DONE]).
+                 includes opening an upstream connection, nginx's and HAProxy's not; the pipe
+                 keeps the client's own upstream connection). Failed = not a 200 with all 202
+                 SSE events (200 tokens, finish chunk, [DONE]).
   scaling        (--scaling) ringway with the other shard count (1 or 2) as extra rows of
                  the throughput table.
 
 Installs wrk, nginx-light and haproxy with apt-get if missing; builds the release binaries
 and runs private copies of them, so a rebuild by someone else mid-run changes nothing.
-Everything listens on 127.0.0.1 on free ports and is stopped on exit; configs and logs go to
-a temp dir (kept with --keep). Progress on stderr, the markdown report on stdout.
+Everything listens on 127.0.0.1 on free ports and is stopped on exit; configs and nginx's and
+HAProxy's logs go to a temp dir (kept with --keep). Progress on stderr, the markdown report on
+stdout.
 """
 
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -63,7 +69,9 @@ import tempfile
 import time
 from collections import defaultdict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, drain, machine, port_of, wait_for_line  # noqa: E402
+
 BIN = f"{ROOT}/target/release"  # main() copies the binaries to the temp dir and points here
 TICK = os.sysconf("SC_CLK_TCK")
 PROCS = []  # everything we started, stopped on exit
@@ -141,7 +149,8 @@ def stat_fields(pid):
 
 
 class Server:
-    """A process under test (with its children, for nginx) and the port it serves on."""
+    """A process under test (with its children, for nginx), the port it serves on, and its
+    log file (nginx, haproxy) or `listening on` line (the others)."""
 
     def __init__(self, name, proc, port, log):
         self.name, self.proc, self.port, self.log = name, proc, port, log
@@ -165,49 +174,57 @@ class Server:
                    if (m := re.search(r"VmRSS:\s+(\d+)", read(f"/proc/{p}/status"))))
 
 
-def spawn(tmp, name, argv):
-    log = f"{tmp}/{name}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=tmp, start_new_session=True)
+def spawn(tmp, name, argv, log=True):
+    """Starts `argv` in its own process group, its output to {tmp}/{name}.log (or, log=False,
+    to a pipe for wait_for_line)."""
+    out = open(f"{tmp}/{name}.log", "w") if log else subprocess.PIPE
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL, cwd=tmp, start_new_session=True)
+    if log:
+        out.close()
     PROCS.append(proc)
-    return proc, log
+    return proc
 
 
-def wait_ready(proc, log, port=None, timeout=10):
-    """Waits for `listening on ADDR` in the log (port None) or for `port` to accept;
-    returns the port."""
+def start_listening(tmp, name, argv):
+    """A process that prints `listening on ADDR` (mock, ringway, pipe), once it has."""
+    proc = spawn(tmp, name, argv, log=False)
+    line = wait_for_line(proc, "listening on")
+    drain(proc)
+    return Server(name, proc, port_of(line), line)
+
+
+def wait_port(proc, log, port, timeout=10):
+    """Waits for `port` to accept connections (nginx, haproxy print nothing)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{log}: exited with {proc.returncode}:\n{open(log).read()}")
-        if port is None:
-            m = re.search(r"listening on [\d.]+:(\d+)", open(log).read())
-            if m:
-                return int(m.group(1))
-        else:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
-                pass
-        time.sleep(0.05)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return port
+        except OSError:
+            time.sleep(0.05)
     raise RuntimeError(f"{log}: not ready within {timeout} s:\n{open(log).read()}")
 
 
 def start_mock(tmp, name):
-    proc, log = spawn(tmp, f"mock-{name}", [f"{BIN}/ringway-mock", "--listen",
-                                            "127.0.0.1:0", "--name", name])
-    return Server("direct", proc, wait_ready(proc, log), log)
+    return start_listening(tmp, "direct", [f"{BIN}/ringway-mock", "--listen", "127.0.0.1:0",
+                                           "--name", name])
 
 
 def start_ringway(tmp, name, shards, sticky, a, b):
     slug = re.sub(r"\W+", "-", name).strip("-")
     with open(f"{tmp}/{slug}.toml", "w") as f:
         f.write(RINGWAY.format(n=shards, sticky=str(sticky).lower(), a=a, b=b))
-    proc, log = spawn(tmp, slug, [f"{BIN}/ringway", "--config", f"{tmp}/{slug}.toml",
-                                  "--log-level", "info"])  # info: the "listening on" line
-    return Server(name, proc, wait_ready(proc, log), log)
+    return start_listening(tmp, name, [f"{BIN}/ringway", "--config", f"{tmp}/{slug}.toml",
+                                       "--log-level", "info"])  # info: "listening on"
+
+
+def start_pipe(tmp, threads, a, b):
+    return start_listening(tmp, "pipe", [f"{BIN}/ringway-pipe", "--threads", str(threads),
+                                         "--upstream", f"127.0.0.1:{a}",
+                                         "--upstream", f"127.0.0.1:{b}"])
 
 
 def start_configured(tmp, name, template, argv, a, b, n, **extra):
@@ -216,8 +233,9 @@ def start_configured(tmp, name, template, argv, a, b, n, **extra):
     path = f"{tmp}/{slug}.conf"
     with open(path, "w") as f:
         f.write(template.format(n=n, tmp=tmp, a=a, b=b, port=port, **extra))
-    proc, log = spawn(tmp, slug, [x.format(conf=path, tmp=tmp) for x in argv])
-    return Server(name, proc, wait_ready(proc, log, port), log)
+    proc = spawn(tmp, slug, [x.format(conf=path, tmp=tmp) for x in argv])
+    log = f"{tmp}/{slug}.log"
+    return Server(name, proc, wait_port(proc, log, port), log)
 
 
 def run_wrk(target, script, conns, threads, duration, sample=False):
@@ -321,8 +339,8 @@ def setup_tools():
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
                        stdout=subprocess.DEVNULL)
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ringway", "-p", "ringway-mock"],
-                   cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ringway", "-p", "ringway-mock",
+                    "-p", "ringway-pipe"], cwd=ROOT, check=True)
 
 
 def main():
@@ -343,7 +361,7 @@ def main():
     setup_tools()
     tmp = tempfile.mkdtemp(prefix="ringway-compare-")
     global BIN  # a private copy: others may rebuild target/ while this runs
-    for name in ("ringway", "ringway-mock"):
+    for name in ("ringway", "ringway-mock", "ringway-pipe"):
         shutil.copy2(f"{BIN}/{name}", f"{tmp}/{name}")
     BIN = tmp
     args.commit = "commit " + version(["git", "-C", ROOT, "describe", "--always", "--dirty"])
@@ -378,20 +396,21 @@ def bench(args, tmp):
                                args.shards, extra="    option http-no-delay\n")
     extra = [start_ringway(tmp, f"ringway {n} shard(s)", n, False, a.port, b.port)
              for n in (1, 2) if args.scaling and n != args.shards]
+    pipe = start_pipe(tmp, args.shards, a.port, b.port)
     time.sleep(0.5)
     proxies = [ringway, nginx, haproxy]
     idle = {s.name: s.rss_kb() for s in proxies}
     main_targets = [a] + proxies
     t, d = args.wrk_threads, args.duration
     plan = [  # test name, wrk script, connections, wrk threads, targets
-        ("c1", "openai-chat", 1, 1, main_targets),
-        ("c32", "openai-chat", 32, t, main_targets + extra),
-        ("c256", "openai-chat", 256, t, main_targets + extra),
+        ("c1", "openai-chat", 1, 1, main_targets + [pipe]),
+        ("c32", "openai-chat", 32, t, main_targets + [pipe] + extra),
+        ("c256", "openai-chat", 256, t, main_targets + [pipe] + extra),
         ("ollama-chat", "ollama-chat", 32, t, main_targets),
         ("openai-stream", "openai-stream", 32, t, main_targets),
         ("mixed", "mixed", 32, t, main_targets + [sticky]),
     ]
-    for target in main_targets + extra + [sticky]:  # warm up: connections, caches
+    for target in main_targets + [pipe] + extra + [sticky]:  # warm up: connections, caches
         run_wrk(target, "openai-chat", 32, t, 1)
     results, after = defaultdict(list), {}
     for rnd in range(args.rounds):
@@ -407,10 +426,10 @@ def bench(args, tmp):
                     time.sleep(1)
                     after[target.name] = target.rss_kb()
     print("streaming ...", file=sys.stderr)
-    streams = measure_streams(main_targets + [nodelay], (0, 5), args.stream_requests)
+    streams = measure_streams(main_targets + [nodelay, pipe], (0, 5), args.stream_requests)
     NOTES.extend(f"**{s.name} exited with status {s.proc.returncode} during the runs**"
-                 for s in proxies + [sticky, nodelay] + extra if s.proc.poll() is not None)
-    driver = re.search(r"shard\(s\) \((\w+)\)", open(ringway.log).read())
+                 for s in proxies + [sticky, nodelay, pipe] + extra if s.proc.poll() is not None)
+    driver = re.search(r"shard\(s\) \((\w+)\)", ringway.log)
     return results, idle, after, streams, extra, driver.group(1) if driver else "?"
 
 
@@ -430,10 +449,11 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
     proxies = ["ringway", "nginx", "haproxy"]
     label = {"direct": "direct to mock", "ringway": "ringway", "nginx": "nginx",
              "haproxy": "HAProxy", "ringway sticky": "ringway, sticky on",
-             "haproxy no-delay": "HAProxy, option http-no-delay"}
+             "haproxy no-delay": "HAProxy, option http-no-delay", "pipe": "pipe (floor)"}
     n, t = args.shards, args.wrk_threads
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), "?")
+    floor_note = ("\n(pipe (floor): tools/pipe, not a proxy. It copies bytes between each client "
+                  "connection and an upstream connection of its own, parsing nothing: the lower "
+                  "bound for a proxy on the same runtime.)")
     versions = [version([f"{BIN}/ringway", "--version"]) + f" ({driver} driver, {args.commit})",
                 version(["nginx", "-v"], r"nginx/\S+"),
                 version(["haproxy", "-v"], r"HAProxy version \S+"),
@@ -443,7 +463,7 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
         subprocess.run(["strip", "-o", f"{tmp}/ringway.stripped", f"{BIN}/ringway"])
         size = os.path.getsize(f"{tmp}/ringway.stripped")
     print(f"## ringway vs nginx vs HAProxy ({time.strftime('%Y-%m-%d')})\n")
-    print(f"- machine: {cpu}, {os.cpu_count()} CPUs, kernel {platform.release()}")
+    print(f"- {machine()}")
     print(f"- versions: {', '.join(versions)}")
     print(f"- settings: {n} shard(s) = nginx worker_processes {n} = haproxy nbthread {n}; two "
           f"zero-delay ringway-mock backends, round-robin; wrk -t1 at 1 connection, -t{t} at "
@@ -457,7 +477,8 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
             "" if x == "direct" else f"**{med('c1', x, 'p50') - d50:+.0f} µs**",
             "" if x == "direct" else f"{med('c1', x, 'p99') - d99:+.0f} µs",
             total("c1", x, "errors"), f"{med('c1', x, 'cpu_us'):.1f} µs"]
-           for x in ["direct"] + proxies])
+           for x in ["direct"] + proxies + ["pipe"]])
+    print(floor_note)
 
     print(f"\n### Throughput (openai-chat.lua, wrk -t{t})")
     extra = [x.name for x in extra]  # --scaling: ringway with the other number of shards
@@ -468,14 +489,16 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
             f"{med(test, x, 'rps') / med(test, 'direct', 'rps'):.2f}x",
             f"{med(test, x, 'p50'):,.0f} µs", f"{med(test, x, 'p99'):,.0f} µs",
             total(test, x, "errors"), f"{med(test, x, 'cpu_us'):.1f} µs"]
-           for test, c in (("c32", 32), ("c256", 256)) for x in ["direct"] + proxies + extra])
-    print(f"\n(CPU/request of \"direct\" is the mock's own; ringway: {n} shard(s) unless named.)")
+           for test, c in (("c32", 32), ("c256", 256))
+           for x in ["direct"] + proxies + ["pipe"] + extra])
+    print(f"\n(CPU/request of \"direct\" is the mock's own; ringway: {n} shard(s) unless named; "
+          f"pipe (floor): {n} thread(s), not a proxy, see above.)")
 
     print(f"\n### CPU per request, 32 connections, {n} shard(s) / worker(s) / thread(s)")
     table(["proxy", "CPU per request (median)", "CPU time, all rounds", "requests, all rounds"],
           [[label[x] if x != "direct" else "the mock itself (direct runs)",
             f"**{med('c32', x, 'cpu_us'):.1f} µs**", f"{total('c32', x, 'cpu'):.2f} s",
-            f"{total('c32', x, 'requests'):,}"] for x in ["direct"] + proxies])
+            f"{total('c32', x, 'requests'):,}"] for x in ["direct"] + proxies + ["pipe"]])
 
     print("\n### Memory (VmRSS, summed over processes)")
     peaks = {x: max(r["peak_kb"] for r in results["c256", x]) for x in proxies}
@@ -501,7 +524,7 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
     rows = []
     for delay in (0, 5):
         base = [statistics.median(v) * 1e3 for v in streams["direct", delay][:2]]
-        for x in ["direct"] + proxies + ["haproxy no-delay"]:
+        for x in ["direct"] + proxies + ["haproxy no-delay", "pipe"]:
             firsts, totals, fails = streams[x, delay]
             ms = [statistics.median(firsts) * 1e3, statistics.median(totals) * 1e3]
             vs = ["" if x == "direct" else f"{(m - b) * 1e3:+,.0f} µs" for m, b in zip(ms, base)]
@@ -509,6 +532,8 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
                          vs[1], fails[0]])
     table(["path", "token delay", "first chunk", "vs direct", "whole stream", "vs direct",
            "failed"], rows)
+    print("\n(pipe (floor): each client socket keeps its own upstream connection, never idle "
+          "long enough to be closed; ringway's pooled one may be, see the module docstring.)")
 
     print("\n### Ratios (ringway / other; below 1 = ringway lower)")
     rows = [("requests/s, 32 connections", "c32", "rps"),
@@ -516,12 +541,13 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
             ("p50, 1 connection", "c1", "p50"), ("p99, 1 connection", "c1", "p99"),
             ("p99, 256 connections", "c256", "p99"),
             ("CPU per request, 32 connections", "c32", "cpu_us")]
-    table(["measure", "ringway/direct", "ringway/nginx", "ringway/haproxy"],
+    table(["measure", "ringway/direct", "ringway/nginx", "ringway/haproxy",
+           "ringway/pipe (floor)"],
           [[what] + ["" if field == "cpu_us" and o == "direct" else
                      f"{med(test, 'ringway', field) / med(test, o, field):.2f}x"
-                     for o in ("direct", "nginx", "haproxy")] for what, test, field in rows]
+                     for o in ("direct", "nginx", "haproxy", "pipe")] for what, test, field in rows]
           + [["peak RSS, 256 connections", "", f"{peaks['ringway'] / peaks['nginx']:.2f}x",
-              f"{peaks['ringway'] / peaks['haproxy']:.2f}x"]])
+              f"{peaks['ringway'] / peaks['haproxy']:.2f}x", ""]])
     NOTES.extend(f"errors, {test} through {name}: {'; '.join(r['detail'])}"
                  for (test, name), rs in results.items() for r in rs if r["errors"])
     for note in NOTES:

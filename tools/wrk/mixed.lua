@@ -76,11 +76,5 @@ function request()
     table.concat(parts))
 end
 
--- Print latency percentiles in a form the bench drivers parse.
-done = function(summary, latency, requests)
-  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.status + summary.errors.timeout
-  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d p50_us=%d p99_us=%d\n",
-    summary.requests, summary.duration, errors,
-    latency:percentile(50), latency:percentile(99)))
-end
+-- Print latency percentiles in a form the bench drivers parse (report.lua, next to this).
+dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "") .. "report.lua")

@@ -45,7 +45,8 @@ pub(crate) enum Reply {
     Stream(StreamSpec),
     Close,
     Hang,
-    BadHead,
+    /// These bytes, then close (wire-level misbehaviour: `X-Mock-Fail: bad-head|no-reason`).
+    Raw(&'static [u8]),
 }
 
 pub(crate) enum Framing {
@@ -195,7 +196,11 @@ pub(crate) fn handle(
     match meta.fail {
         Fail::Close => return Reply::Close,
         Fail::Hang => return Reply::Hang,
-        Fail::BadHead => return Reply::BadHead,
+        Fail::BadHead => return Reply::Raw(b"HTTP/1.1 garbage\r\n\r\n"),
+        // Valid HTTP/1.1: the reason phrase may be empty (RFC 9112 §4).
+        Fail::NoReason => {
+            return Reply::Raw(b"HTTP/1.1 200\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+        }
         Fail::None | Fail::MidStream => {}
     }
     if let Some(key) = &sh.config.api_key {

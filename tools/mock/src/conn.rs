@@ -31,6 +31,7 @@ pub(crate) enum Fail {
     Hang,
     MidStream,
     BadHead,
+    NoReason,
 }
 
 /// What the connection layer extracts from a head; `X-Mock-*` overrides included.
@@ -94,6 +95,7 @@ impl Meta {
                     b"hang" => Fail::Hang,
                     b"mid-stream" => Fail::MidStream,
                     b"bad-head" => Fail::BadHead,
+                    b"no-reason" => Fail::NoReason,
                     _ => Fail::None,
                 };
             }
@@ -310,9 +312,9 @@ impl Conn<'_> {
                     }
                 }
             }
-            Reply::BadHead => {
+            Reply::Raw(bytes) => {
                 self.out.clear();
-                self.out.extend_from_slice(b"HTTP/1.1 garbage\r\n\r\n");
+                self.out.extend_from_slice(bytes);
                 self.send().await.map(|()| false)
             }
         }

@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Writes the hand-written seeds of the fuzz corpus: tools/fuzz/corpus/<target>/seed-*.
+
+Also writes the reproducers of past findings (`finding-*`). Idempotent: run it again
+after `cargo fuzz cmin` (which drops inputs whose coverage others already have) so every
+seed and reproducer stays in the corpus. Files found by fuzzing keep libFuzzer's names
+(their SHA-1); only `seed-*` and `finding-*` files are written here.
+
+    python3 tools/fuzz/seeds.py
+"""
+
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def crlf(text: str) -> bytes:
+    """A head written with \\n line ends, sent with CRLF."""
+    return text.replace("\n", "\r\n").encode()
+
+
+def chunked(*chunks: bytes, ext: bytes = b"", trailers: bytes = b"") -> bytes:
+    out = b""
+    for c in chunks:
+        out += b"%x%s\r\n%s\r\n" % (len(c), ext, c)
+    return out + b"0\r\n" + trailers + b"\r\n"
+
+
+CHAT = {
+    "model": "llama3.1:8b",
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Why is the sky blue?"},
+    ],
+    "stream": True,
+    "temperature": 0.7,
+}
+CHAT_BODY = json.dumps(CHAT, separators=(",", ":")).encode()
+
+OLLAMA_CHAT = json.dumps(
+    {
+        "model": "qwen2.5:7b",
+        "messages": [{"role": "user", "content": "Bonjour, ça va ?"}],
+        "options": {"num_ctx": 8192, "temperature": 0.2, "stop": ["\n\n", "}"]},
+        "keep_alive": "5m",
+    },
+    ensure_ascii=False,
+).encode()
+
+# ---- request_head: raw client bytes (head, then whatever follows it) ----
+
+REQUESTS = {
+    "openai-chat": crlf(
+        "POST /v1/chat/completions HTTP/1.1\n"
+        "Host: localhost:40114\n"
+        "User-Agent: OpenAI/Python 1.54.3\n"
+        "Accept: application/json\n"
+        "Content-Type: application/json\n"
+        "Authorization: Bearer sk-local-0123456789abcdef\n"
+        "X-Request-ID: 7f3c2a10-9b1e-4c5d-8e2f-1a2b3c4d5e6f\n"
+        f"Content-Length: {len(CHAT_BODY)}\n\n"
+    )
+    + CHAT_BODY,
+    "ollama-chat-chunked": crlf(
+        "POST /api/chat HTTP/1.1\n"
+        "Host: 127.0.0.1:11434\n"
+        "Transfer-Encoding: chunked\n"
+        "Content-Type: application/json\n"
+        "X-Olla-Session-ID: conv-42\n"
+        "X-Session-ID: ignored-when-olla-present\n\n"
+    )
+    + chunked(OLLAMA_CHAT[:40], OLLAMA_CHAT[40:], ext=b";name=value", trailers=b"X-Trailer: done\r\n"),
+    "pipelined-gets": crlf(
+        "GET /v1/models HTTP/1.1\nHost: a\n\n"
+        "GET /api/tags HTTP/1.1\nHost: a\nConnection: close\n\n"
+    ),
+    "expect-100-continue": crlf(
+        "POST /v1/completions HTTP/1.1\n"
+        "Host: proxy\n"
+        "Expect: 100-continue\n"
+        "Content-Length: 34\n\n"
+    ),
+    "obs-fold": crlf("GET / HTTP/1.1\nHost: a\nX-Folded: first\n  second\n\n"),
+    "cl-te-conflict": crlf(
+        "POST /v1/chat/completions HTTP/1.1\nHost: a\nContent-Length: 5\n"
+        "Transfer-Encoding: chunked\n\n"
+    )
+    + b"0\r\n\r\n",
+    "te-gzip-chunked": crlf("POST /api/generate HTTP/1.1\nHost: a\nTransfer-Encoding: gzip, chunked\n\n"),
+    "te-twice": crlf(
+        "POST /api/generate HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nTransfer-Encoding: chunked\n\n"
+    ),
+    "cl-repeated": crlf("POST / HTTP/1.1\nHost: a\nContent-Length: 1\nContent-Length: 1\n\nx"),
+    "cl-list": crlf("POST / HTTP/1.1\nHost: a\nContent-Length: 1, 1\n\nx"),
+    "cl-plus": crlf("POST / HTTP/1.1\nHost: a\nContent-Length: +1\n\nx"),
+    "cl-19-digits": crlf("POST / HTTP/1.1\nHost: a\nContent-Length: 9999999999999999999\n\n"),
+    "cl-20-digits": crlf("POST / HTTP/1.1\nHost: a\nContent-Length: 18446744073709551616\n\n"),
+    "cl-leading-zeros": crlf("POST /v1/embeddings HTTP/1.1\nHost: a\nContent-Length:  0003 \n\nabc"),
+    "http10-keep-alive": crlf(
+        "POST /v1/embeddings HTTP/1.0\nConnection: keep-alive\nContent-Length: 2\n\n{}"
+    ),
+    "http10-chunked": crlf("POST / HTTP/1.0\nTransfer-Encoding: chunked\n\n"),
+    "http11-no-host": crlf("GET /v1/models HTTP/1.1\n\n"),
+    "http11-two-hosts": crlf("GET / HTTP/1.1\nHost: a\nHost: b\n\n"),
+    "http2-version": crlf("GET / HTTP/2.0\nHost: a\n\n"),
+    "bad-version": crlf("GET / HTTP/1.x\nHost: a\n\n"),
+    "garbage-line": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    "options-star": crlf("OPTIONS * HTTP/1.1\nHost: a\n\n"),
+    "get-star": crlf("GET * HTTP/1.1\nHost: a\n\n"),
+    "absolute-form": crlf("GET http://evil.example/ HTTP/1.1\nHost: evil.example\n\n"),
+    "connect": crlf("CONNECT evil.example:443 HTTP/1.1\nHost: evil.example:443\n\n"),
+    "head-method": crlf("HEAD /internal/health HTTP/1.1\nHost: a\n\n"),
+    "connection-names": crlf(
+        "GET /olla/ollama/api/tags HTTP/1.1\nHost: a\nConnection: keep-alive, X-Secret, Upgrade\n"
+        "X-Secret: s\nUpgrade: websocket\nKeep-Alive: timeout=5\nProxy-Connection: keep-alive\n"
+        "TE: trailers\nTrailer: X-Checksum\nProxy-Authorization: Basic YTpi\n\n"
+    ),
+    "forwarded-headers": crlf(
+        "POST /olla/proxy/v1/embeddings HTTP/1.1\nhost: A.Example:8080\n"
+        "x-forwarded-for: 10.0.0.1, 10.0.0.2\nX-Forwarded-Host: a.example\n"
+        "X-Forwarded-Proto: https\nX-Real-IP: 10.0.0.1\nx-request-id:\t id-1 \t\n"
+        "content-length: 2\n\n{}"
+    ),
+    "lf-only": b"GET /olla/vllm/v1/models HTTP/1.1\nHost: a\nAccept: */*\n\n",
+    "leading-empty-lines": b"\r\n\r\nGET /version HTTP/1.1\r\nHost: a\r\n\r\n",
+    "empty-values": crlf("GET /internal/status HTTP/1.1\nHost: a\nX-Empty:\nAuthorization: \nX-Session-ID:   \n\n"),
+    "olla-routes": crlf(
+        "GET /olla/lmstudio/api/v0/models?x=1&y=%20 HTTP/1.1\nHost: a\n\n"
+        "GET /olla/unknown/v1/chat HTTP/1.1\nHost: a\n\n"
+    ),
+    "internal-pages": crlf(
+        "GET /internal/status/endpoints?format=json HTTP/1.1\nHost: a\n\n"
+        "GET /internal/stats/sticky HTTP/1.1\nHost: a\n\n"
+    ),
+    "utf8-value": "GET /api/tags HTTP/1.1\r\nHost: a\r\nX-Name: café ☕\r\n\r\n".encode(),
+    "space-before-colon": crlf("GET / HTTP/1.1\nHost : a\n\n"),
+    "partial-head": b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Le",
+    "many-headers": crlf(
+        "GET /v1/models HTTP/1.1\nHost: a\n" + "".join(f"X-H{i}: {i}\n" for i in range(99)) + "\n"
+    ),
+    "too-many-headers": crlf(
+        "GET /v1/models HTTP/1.1\nHost: a\n" + "".join(f"X-H{i}: {i}\n" for i in range(101)) + "\n"
+    ),
+}
+
+# ---- response_head: raw backend bytes ----
+
+SSE = b"".join(
+    b"data: " + json.dumps({"choices": [{"delta": {"content": w}}]}).encode() + b"\n\n"
+    for w in ["The", " sky", " is", " blue"]
+) + b"data: [DONE]\n\n"
+
+RESPONSES = {
+    "openai-json": crlf(
+        "HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: 27\n"
+        "Date: Tue, 01 Apr 2025 10:00:00 GMT\n\n"
+    )
+    + b'{"object":"list","data":[]}',
+    "sse-chunked": crlf(
+        "HTTP/1.1 200 OK\nContent-Type: text/event-stream\nCache-Control: no-cache\n"
+        "Transfer-Encoding: chunked\n\n"
+    )
+    + chunked(*[SSE[i : i + 50] for i in range(0, len(SSE), 50)], trailers=b"X-Usage: 12\r\n"),
+    "ollama-ndjson": crlf("HTTP/1.1 200 OK\nContent-Type: application/x-ndjson\nTransfer-Encoding: chunked\n\n")
+    + chunked(b'{"message":{"content":"Hi"},"done":false}\n', b'{"done":true}\n'),
+    "100-then-200": crlf("HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\nContent-Length: 2\n\nok"),
+    "204": crlf("HTTP/1.1 204 No Content\nContent-Length: 5\n\n"),
+    "304": crlf("HTTP/1.1 304 Not Modified\nTransfer-Encoding: chunked\n\n"),
+    "101": crlf("HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\n\n"),
+    "http10-until-close": crlf("HTTP/1.0 200 OK\nContent-Type: text/plain\n\n") + b"streamed until close",
+    "http10-keep-alive": crlf("HTTP/1.0 200 OK\nConnection: keep-alive\nContent-Length: 0\n\n"),
+    "no-reason": crlf("HTTP/1.1 200\nContent-Length: 2\n\nok"),
+    "empty-reason": crlf("HTTP/1.1 200 \nContent-Length: 0\n\n"),
+    "obs-text-reason": b"HTTP/1.1 200 \xc7a va\r\nContent-Length: 0\r\n\r\n",
+    "connection-close": crlf("HTTP/1.1 200 OK\nConnection: close, X-Backend-Secret\nX-Backend-Secret: 1\nContent-Length: 1\n\nx"),
+    "cl-te-conflict": crlf("HTTP/1.1 200 OK\nContent-Length: 3\nTransfer-Encoding: chunked\n\n"),
+    "te-identity": crlf("HTTP/1.1 200 OK\nTransfer-Encoding: identity\n\n"),
+    "502-body": crlf("HTTP/1.1 502 Bad Gateway\nContent-Type: application/json\nContent-Length: 23\n\n")
+    + b'{"error":"model loading"}',
+    "lf-only": b"HTTP/1.1 404 Not Found\nContent-Length: 0\n\n",
+    "status-999": crlf("HTTP/1.1 999 Whatever\nContent-Length: 1\n\nx"),
+    "bad-status": crlf("HTTP/1.1 20 OK\n\n"),
+    "partial": b"HTTP/1.1 200 OK\r\nContent-Type: text/event-str",
+}
+
+# ---- chunked_body: two control bytes (piece sizes, small limit), then the body ----
+
+CHUNKED = {
+    "simple": b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    "extensions-trailers": b"a;name=value;q=\"x y\"\r\n0123456789\r\n1 ; ext\r\nX\r\n0\r\nTrailer: yes\r\nX-Sum: 9\r\n\r\n",
+    "uppercase-hex": b"1A\r\n" + b"x" * 26 + b"\r\n0000\r\n\r\n",
+    "pipelined-next": b"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "sse-stream": chunked(*[SSE[i : i + 37] for i in range(0, len(SSE), 37)]),
+    "json-body": chunked(CHAT_BODY[:17], CHAT_BODY[17:]),
+    "sixteen-digits": b"0000000000000003\r\nabc\r\n0\r\n\r\n",
+    "seventeen-digits": b"00000000000000003\r\nabc\r\n0\r\n\r\n",
+    "huge-size": b"ffffffffffffffff\r\nabc",
+    "bare-lf": b"5\nhello\r\n0\r\n\r\n",
+    "bare-lf-trailer": b"0\r\nA: b\nC: d\r\n\r\n",
+    "data-too-long": b"5\r\nhelloX\r\n0\r\n\r\n",
+    "no-size": b"\r\n",
+    "tab-after-size": b"2\t \r\nok\r\n0\r\n\r\n",
+    "control-in-ext": b"2;a\x01\r\nok\r\n0\r\n\r\n",
+    "truncated": b"10\r\n0123456",
+    "empty-final": b"0\r\n\r\n",
+}
+
+# ---- body_keys: JSON request bodies ----
+
+BODIES = {
+    "openai-chat": CHAT_BODY,
+    "openai-chat-turn2": json.dumps(
+        {
+            "model": "llama3.1:8b",
+            "messages": CHAT["messages"]
+            + [
+                {"role": "assistant", "content": "Rayleigh scattering."},
+                {"role": "user", "content": "Explain more."},
+            ],
+        }
+    ).encode(),
+    "ollama-chat": OLLAMA_CHAT,
+    "anthropic-system-blocks": json.dumps(
+        {
+            "model": "claude-3-5-sonnet",
+            "max_tokens": 1024,
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Summarise this."}, {"type": "image", "source": {"type": "base64", "data": "iVBOR"}}]}
+            ],
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        },
+        indent=2,
+    ).encode(),
+    "escaped-strings": rb'{"model":"m\"odel","messages":[{"role":"developer","content":"caf\u00e9 \ud83d\ude00 \/ \"q\" \n\t\\"},{"role":"user","content":"tab\there \uD83D lone \uDE00 bad \x \u12"}]}',
+    "completion-prompt": json.dumps({"model": "codellama", "prompt": "def fib(n):" + " " * 1100 + "pass", "max_tokens": 64}).encode(),
+    "prompt-batch": rb'{"model":"m","prompt":["first \"one\"", "second"],"n":2}',
+    "generate-system": rb'{"model":"llama3","system":"You are terse.","prompt":"Hi","stream":false,"options":{"seed":42}}',
+    "tools-nested": rb'{"tools":[{"type":"function","function":{"name":"f","parameters":{"a":[1,2,{"b":"}]"}]}}}],"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0.5,"n":null,"logit_bias":{"50256":-100}}',
+    "image-content": rb'{"model":"llava","messages":[{"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}',
+    "model-not-string": rb'{"model":["a"],"messages":[{"role":"user","content":null}]}',
+    "embeddings": rb'{"model":"nomic-embed-text","input":["a","b"]}',
+    "truncated": rb'{"model":"m","messages":[{"role":"user","content":"x"}',
+    "not-json": b"model=m&prompt=hi",
+    "deep-nesting": b'{"x":' + b"[" * 200 + b"]" * 200 + b',"model":"m","prompt":"p"}',
+    "whitespace": b' \r\n\t{ "model" : "m" ,\n "messages" : [ { "content" : "hi" , "role" : "user" } ] } ',
+    "system-after-messages": rb'{"messages":[{"role":"system","content":"A"},{"role":"system","content":[{"type":"text","text":"B"}]},{"role":"user","content":"C"}],"system":"D","model":"m"}',
+}
+
+
+# ---- reproducers of findings (tools/fuzz/README.md, "Findings"), kept in the corpus ----
+
+FINDINGS = {
+    "response_head": {
+        # Finding 1: no reason phrase, or obs-text in it: httparse's static "".
+        "1-no-reason-phrase": b"HTTP/1.1 200\r\n\r\n",
+        "1-obs-text-reason": b"HTTP/1.1 200 \xc7a va\r\nContent-Length: 0\r\n\r\n",
+    },
+    "request_head": {
+        # Finding 2: 505 or 400 depending on how much of the request line has arrived.
+        "2-version-or-request-line": b"T /  HTTP/1",
+    },
+}
+
+
+def write(target: str, seeds: dict, prefix: bytes = b"", kind: str = "seed") -> None:
+    folder = os.path.join(HERE, "corpus", target)
+    os.makedirs(folder, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(folder, f"{kind}-{name}"), "wb") as f:
+            f.write(prefix + data)
+
+
+def main() -> None:
+    write("request_head", REQUESTS)
+    write("response_head", RESPONSES)
+    # Two printable control bytes: "a" (piece sizes) and "0" (limit 48): every seed is
+    # fed in small pieces and most exceed the small limit too.
+    for i, (name, body) in enumerate(CHUNKED.items()):
+        write("chunked_body", {name: body}, prefix=bytes([0x61 + i % 8, 0x30 + i * 7 % 64]))
+    write("body_keys", BODIES)
+    for target, findings in FINDINGS.items():
+        write(target, findings, kind="finding")
+
+
+if __name__ == "__main__":
+    main()
