@@ -248,6 +248,15 @@ impl ProxyError {
                 );
                 rescue
             }
+            Connect { endpoint, cause } if cause.kind() == std::io::ErrorKind::TimedOut => r(
+                StatusCode::GATEWAY_TIMEOUT,
+                SERVER,
+                "upstream_timeout",
+                format!(
+                    "endpoint {endpoint} did not accept a connection in time (proxy.connect_timeout_ms)"
+                ),
+                true,
+            ),
             Connect { endpoint, cause } => r(
                 StatusCode::BAD_GATEWAY,
                 SERVER,
@@ -347,6 +356,11 @@ mod tests {
             cause: std::io::ErrorKind::ConnectionRefused.into(),
         };
         assert_eq!(status(connect()), 502);
+        let connect_timeout = ProxyError::Connect {
+            endpoint: "a".into(),
+            cause: std::io::ErrorKind::TimedOut.into(),
+        };
+        assert_eq!(status(connect_timeout), 504);
         assert!(ProxyError::ClientGone.rescue().is_none());
         let all = ProxyError::AllFailed {
             tried: vec!["a".into(), "b".into()],

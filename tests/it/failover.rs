@@ -67,15 +67,7 @@ fn a_backend_killed_under_load_costs_no_request_and_returns_on_restart() {
         "127.0.0.1:0".parse().unwrap(),
         &["--name", "b", "--first-token-delay-ms", "20"],
     );
-    let endpoints = [
-        Ep::new("a", &a),
-        Ep {
-            name: "b",
-            addr: b.addr,
-            kind: "ollama",
-            priority: 100,
-        },
-    ];
+    let endpoints = [Ep::new("a", &a), Ep::at("b", b.addr)];
     let proxy = proxy(&endpoints, "shards = 2", "");
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(proxy.local_addr(), 16, stop.clone());
@@ -275,12 +267,7 @@ fn the_status_page_describes_each_endpoint() {
     let proxy = proxy(
         &[
             Ep::new("a", &a),
-            Ep {
-                name: "dead",
-                addr: dead,
-                kind: "vllm",
-                priority: 7,
-            },
+            Ep::at("dead", dead).kind("vllm").priority(7),
         ],
         "",
         "",
@@ -319,24 +306,7 @@ fn when_every_endpoint_is_unreachable_the_error_names_them() {
         l.local_addr().unwrap()
     };
     let (x, y) = (dead(0), dead(1));
-    let proxy = proxy(
-        &[
-            Ep {
-                name: "x",
-                addr: x,
-                kind: "ollama",
-                priority: 100,
-            },
-            Ep {
-                name: "y",
-                addr: y,
-                kind: "ollama",
-                priority: 100,
-            },
-        ],
-        "",
-        "",
-    );
+    let proxy = proxy(&[Ep::at("x", x), Ep::at("y", y)], "", "");
     let r = one_shot(proxy.local_addr(), chat_request().as_bytes());
     assert_eq!(r.status, 502);
     let message = r.json()["error"]["message"].as_str().unwrap().to_string();

@@ -316,15 +316,7 @@ fn dead_addr() -> std::net::SocketAddr {
 fn an_unreachable_endpoint_is_skipped_and_reported() {
     let live = mock("live");
     let dead = dead_addr();
-    let endpoints = [
-        Ep {
-            name: "dead",
-            addr: dead,
-            kind: "ollama",
-            priority: 100,
-        },
-        Ep::new("live", &live),
-    ];
+    let endpoints = [Ep::at("dead", dead), Ep::new("live", &live)];
     let proxy = proxy(&endpoints, "", "[proxy]\nbalancer = \"round-robin\"");
     let mut client = Client::connect(proxy.local_addr());
     for _ in 0..6 {
@@ -338,12 +330,7 @@ fn an_unreachable_endpoint_is_skipped_and_reported() {
     }
     drop(proxy);
 
-    let only_dead = [Ep {
-        name: "dead",
-        addr: dead,
-        kind: "ollama",
-        priority: 100,
-    }];
+    let only_dead = [Ep::at("dead", dead)];
     let proxy = crate::harness::proxy(&only_dead, "", "");
     let r = one_shot(
         proxy.local_addr(),

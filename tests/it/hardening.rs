@@ -276,6 +276,103 @@ fn a_malformed_response_head_gets_502_for_that_client_only() {
     assert_eq!(r.status, 200);
 }
 
+#[test]
+fn a_stream_idle_past_stream_idle_timeout_is_cut_and_its_connection_closed() {
+    let a = mock("a");
+    let proxy = proxy(
+        &[Ep::new("a", &a)],
+        "",
+        "[proxy]\nstream_idle_timeout_ms = 200",
+    );
+    let accepted = a.stats().connections_accepted();
+    let mut good = Client::connect(proxy.local_addr());
+    let mut client = Client::connect(proxy.local_addr());
+    let sent = Instant::now();
+    // The first token comes at once, the next after 800 ms of silence.
+    let r = client.post_json(
+        "/v1/chat/completions",
+        &chat("llama3.2:latest", true),
+        "X-Mock-Tokens: 3\r\nX-Mock-First-Token-Delay-Ms: 0\r\nX-Mock-Token-Delay-Ms: 800\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(!r.complete, "cut, not ended as if complete");
+    assert!(!r.body.is_empty(), "the first token was relayed");
+    assert!(
+        sent.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(client.is_closed(Duration::from_secs(2)));
+    assert!(
+        eventually(Duration::from_secs(1), || a.stats().aborted_streams() == 1),
+        "the endpoint connection was closed, so the backend stopped generating"
+    );
+    assert_eq!(good.get("/api/version").status, 200, "served meanwhile");
+    // The endpoint connection was not pooled: the next request opens a new one.
+    let r = good.post_json("/v1/chat/completions", &chat("llama3.2:latest", false), "");
+    assert_eq!(r.status, 200);
+    assert_eq!(a.stats().connections_accepted() - accepted, 2);
+}
+
+/// A listener whose accept queue is full: connecting to it hangs (the kernel drops the
+/// SYNs), the loopback stand-in for a backend host that does not answer.
+fn blackhole() -> (socket2::Socket, TcpStream, std::net::SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&any.into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let filler = TcpStream::connect(addr).unwrap(); // fills the queue of one
+    (listener, filler, addr)
+}
+
+#[test]
+fn an_endpoint_not_accepting_connections_gets_504_at_connect_timeout() {
+    let (_listener, _filler, addr) = blackhole();
+    let proxy = proxy(
+        &[Ep::at("hole", addr)],
+        "",
+        "[proxy]\nconnect_timeout_ms = 300\n[health]\ncheck_interval_ms = 3600000\ncheck_timeout_ms = 300",
+    );
+    let sent = Instant::now();
+    let r = one_shot(
+        proxy.local_addr(),
+        post("/v1/chat/completions", &chat("llama3.2:latest", false), "").as_bytes(),
+    );
+    assert_error(&r, 504, "upstream_timeout");
+    assert!(
+        (Duration::from_millis(250)..Duration::from_secs(2)).contains(&sent.elapsed()),
+        "{:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn a_connect_timeout_fails_over_to_another_endpoint() {
+    let (_listener, _filler, addr) = blackhole();
+    let b = mock("b");
+    let proxy = proxy(
+        &[Ep::at("hole", addr), Ep::new("b", &b)],
+        "",
+        "[proxy]\nconnect_timeout_ms = 300\nbalancer = \"round-robin\"\n[sticky]\nenabled = false\n[health]\ncheck_interval_ms = 3600000\ncheck_timeout_ms = 300",
+    );
+    for _ in 0..2 {
+        let r = one_shot(
+            proxy.local_addr(),
+            post("/v1/chat/completions", &chat("llama3.2:latest", false), "").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-olla-endpoint"), Some("b"));
+    }
+    assert!(
+        metric(
+            &proxy,
+            "ringway_upstream_connect_errors_total{endpoint=\"hole\"}"
+        ) >= 1
+    );
+}
+
 /// Fuzzing finding 1: httparse gives a static `""` for an absent reason phrase, which the
 /// response parser once took as a buffer offset (a panic, and the client's connection
 /// dropped without an answer).

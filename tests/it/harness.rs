@@ -31,9 +31,14 @@ pub(crate) struct Ep<'a> {
 
 impl<'a> Ep<'a> {
     pub(crate) fn new(name: &'a str, mock: &MockServer) -> Ep<'a> {
+        Ep::at(name, mock.addr())
+    }
+
+    /// An endpoint at an address of the test's own (a dead port, a process it started).
+    pub(crate) fn at(name: &'a str, addr: SocketAddr) -> Ep<'a> {
         Ep {
             name,
-            addr: mock.addr(),
+            addr,
             kind: "ollama",
             priority: 100,
         }
