@@ -331,14 +331,18 @@ pub(crate) fn parse_request(
 ) -> Result<bool, HeadError> {
     let mut raw = [httparse::EMPTY_HEADER; HEADER_CAP];
     let mut req = httparse::Request::new(&mut raw[..limits.max_headers]);
-    let parsed = req.parse(buf).map_err(|e| match e {
-        // httparse says "version" for any unparsable request line; 505 only fits a
-        // well-formed HTTP version we do not speak.
-        httparse::Error::Version if !names_an_http_version(buf) => {
-            HeadError::Malformed("invalid request line")
+    let parsed = match req.parse(buf) {
+        Ok(parsed) => parsed,
+        // httparse says "version" for any unparsable request line. Which answer fits,
+        // 505 for a well-formed version we do not speak or 400, is known only once the
+        // line is complete: until then, wait for more like for any partial head, so the
+        // answer does not depend on where a TCP segment ended (fuzzing finding 2).
+        Err(httparse::Error::Version) if !buf.contains(&b'\n') => httparse::Status::Partial,
+        Err(httparse::Error::Version) if !names_an_http_version(buf) => {
+            return Err(HeadError::Malformed("invalid request line"));
         }
-        e => e.into(),
-    })?;
+        Err(e) => return Err(e.into()),
+    };
     let len = match parsed {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial if buf.len() > limits.max_bytes => {
@@ -408,7 +412,16 @@ fn names_an_http_version(buf: &[u8]) -> bool {
         .next()
         .unwrap_or(b"")
         .trim_ascii_end();
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    // `method SP target SP version`, nothing empty.
+    let mut words = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return false;
+    };
+    if method.is_empty() || target.is_empty() {
+        return false;
+    }
     match version.strip_prefix(b"HTTP/") {
         Some([major]) => major.is_ascii_digit(),
         Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
@@ -818,6 +831,17 @@ mod tests {
             request(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n").unwrap_err(),
             HeadError::Version
         );
+        assert_eq!(
+            request(b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("invalid request line"),
+            "a well-formed version in a malformed line"
+        );
+        // An unparsable request line is judged once it is complete, whatever arrived
+        // first (fuzzing finding 2).
+        for partial in [&b"T /  HTTP/1"[..], b"GET / HTTP/2", b"T /  HTTP/1x"] {
+            let mut head = RequestHead::default();
+            assert_eq!(parse_request(partial, &LIMITS, &mut head), Ok(false));
+        }
         assert!(
             request(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n").is_err(),
             "obs-fold"
