@@ -37,9 +37,12 @@ rotating; tables show medians.
   workloads      requests/s (p99) at 32 connections: ollama-chat.lua, openai-stream.lua (20
                  SSE events) and mixed.lua (500 multi-turn conversations, 30% streamed).
   streaming      a Python client, one keep-alive socket per target (TCP_NODELAY): POST
-                 /v1/chat/completions "stream":true, X-Mock-Tokens: 200, X-Mock-Token-Delay-Ms
-                 0 or 5; time from sending to the first body bytes (first chunk) and to the
-                 end; medians of --stream-requests per target and delay, targets alternating
+                 /v1/chat/completions "stream":true, X-Mock-Tokens: 200, and a delay of 0 or
+                 5 ms before every token, the first included (X-Mock-First-Token-Delay-Ms and
+                 X-Mock-Token-Delay-Ms): at 0 the head and the tokens leave back to back, at 5
+                 the head goes first and the first token 5 ms later, like a short prefill, so
+                 its first chunk measures relaying one token; time from sending to the first
+                 body bytes (first chunk) and to the end; medians of --stream-requests per target and delay, targets alternating
                  (so each request finds its proxy idle: at 5 ms for ~5 s, longer than
                  ringway's default proxy.pool_idle_timeout_ms of 4 s, so ringway's first chunk
                  includes opening an upstream connection, nginx's and HAProxy's not; the pipe
@@ -274,7 +277,8 @@ def stream_once(sock, delay_ms):
                        "messages": [{"role": "user", "content": "Count to 200."}]}).encode()
     head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             "Content-Type: application/json\r\nX-Mock-Tokens: 200\r\n"
-            f"X-Mock-Token-Delay-Ms: {delay_ms}\r\nContent-Length: {len(body)}\r\n\r\n")
+            f"X-Mock-Token-Delay-Ms: {delay_ms}\r\nX-Mock-First-Token-Delay-Ms: {delay_ms}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
     start = time.perf_counter()
     sock.sendall(head.encode() + body)
     data, first = b"", None
