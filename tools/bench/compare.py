@@ -48,6 +48,10 @@ rotating; tables show medians.
                  includes opening an upstream connection, nginx's and HAProxy's not; the pipe
                  keeps the client's own upstream connection). Failed = not a 200 with all 202
                  SSE events (200 tokens, finish chunk, [DONE]).
+  first token    the same client, --ttft-requests streams of 3 tokens per target (first token
+                 5 ms after the head), targets alternating: median and p90 time to the first
+                 body bytes. Many short streams give a steadier median than the 200-event
+                 ones; there is no idle gap, so no proxy reconnects.
   scaling        (--scaling) ringway with the other shard count (1 or 2) as extra rows of
                  the throughput table.
 
@@ -269,14 +273,14 @@ def run_wrk(target, script, conns, threads, duration, sample=False):
             "cpu_us": cpu * 1e6 / max(r["requests"], 1), "peak_kb": peak, "detail": detail}
 
 
-def stream_once(sock, delay_ms):
-    """One 200-event SSE stream on a raw keep-alive socket; returns (seconds to the first
-    body bytes, seconds to the end of the chunked body, whether it was a 200 with all
-    202 events: 200 tokens, the finish chunk and [DONE])."""
+def stream_once(sock, delay_ms, tokens=200):
+    """One SSE stream of `tokens` tokens on a raw keep-alive socket; returns (seconds to the
+    first body bytes, seconds to the end of the chunked body, whether it was a 200 with all
+    tokens + 2 events: the tokens, the finish chunk and [DONE])."""
     body = json.dumps({"model": "llama3.2:latest", "stream": True,
                        "messages": [{"role": "user", "content": "Count to 200."}]}).encode()
     head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "Content-Type: application/json\r\nX-Mock-Tokens: 200\r\n"
+            f"Content-Type: application/json\r\nX-Mock-Tokens: {tokens}\r\n"
             f"X-Mock-Token-Delay-Ms: {delay_ms}\r\nX-Mock-First-Token-Delay-Ms: {delay_ms}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     start = time.perf_counter()
@@ -296,7 +300,7 @@ def stream_once(sock, delay_ms):
     while rest:  # de-chunk: "size\r\ndata\r\n" ... "0\r\n\r\n"
         size, _, rest = rest.partition(b"\r\n")
         payload, rest = payload + rest[:int(size, 16)], rest[int(size, 16) + 2:]
-    ok = head.startswith(b"HTTP/1.1 200") and payload.count(b"data: ") == 202 \
+    ok = head.startswith(b"HTTP/1.1 200") and payload.count(b"data: ") == tokens + 2 \
         and payload.endswith(b"data: [DONE]\n\n")
     return first - start, done - start, ok
 
@@ -307,18 +311,18 @@ def connect(port):
     return sock
 
 
-def measure_streams(targets, delays, count):
+def measure_streams(targets, delays, count, tokens=200):
     """{(name, delay): (first-chunk times, total times, failures)}, targets alternating."""
     out = {}
     for delay in delays:
         socks = {t.name: connect(t.port) for t in targets}
         for t in targets:  # warm up: the proxies open their upstream connection
-            stream_once(socks[t.name], delay)
+            stream_once(socks[t.name], delay, tokens)
         for i in range(count):
             for t in targets[i % len(targets):] + targets[:i % len(targets)]:
                 firsts, totals, fails = out.setdefault((t.name, delay), ([], [], [0]))
                 try:
-                    first, total, ok = stream_once(socks[t.name], delay)
+                    first, total, ok = stream_once(socks[t.name], delay, tokens)
                     firsts.append(first)
                     totals.append(total)
                     fails[0] += not ok
@@ -356,12 +360,14 @@ def main():
                     help="ringway shards = nginx workers = haproxy threads")
     ap.add_argument("--wrk-threads", type=int, default=2, help="wrk -t for 32/256 connections")
     ap.add_argument("--stream-requests", type=int, default=20)
+    ap.add_argument("--ttft-requests", type=int, default=300,
+                    help="short streams for the time-to-first-token table")
     ap.add_argument("--scaling", action="store_true", help="also ringway with 1 and 2 shards")
     ap.add_argument("--quick", action="store_true", help="2 s runs, 1 round, 3 streams")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args()
     if args.quick:
-        args.duration, args.rounds, args.stream_requests = 2, 1, 3
+        args.duration, args.rounds, args.stream_requests, args.ttft_requests = 2, 1, 3, 30
     setup_tools()
     tmp = tempfile.mkdtemp(prefix="ringway-compare-")
     global BIN  # a private copy: others may rebuild target/ while this runs
@@ -431,6 +437,9 @@ def bench(args, tmp):
                     after[target.name] = target.rss_kb()
     print("streaming ...", file=sys.stderr)
     streams = measure_streams(main_targets + [nodelay, pipe], (0, 5), args.stream_requests)
+    # Time to first token on its own: many short streams give stable medians.
+    ttft = measure_streams(main_targets + [nodelay, pipe], (5,), args.ttft_requests, tokens=3)
+    streams.update({(name, "ttft"): v for (name, _), v in ttft.items()})
     NOTES.extend(f"**{s.name} exited with status {s.proc.returncode} during the runs**"
                  for s in proxies + [sticky, nodelay, pipe] + extra if s.proc.poll() is not None)
     driver = re.search(r"shard\(s\) \((\w+)\)", ringway.log)
@@ -538,6 +547,21 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
            "failed"], rows)
     print("\n(pipe (floor): each client socket keeps its own upstream connection, never idle "
           "long enough to be closed; ringway's pooled one may be, see the module docstring.)")
+
+    print(f"\n### Time to first token: 3-token streams, first token 5 ms after the head, "
+          f"{args.ttft_requests} requests per path")
+    firsts = {x: sorted(streams[x, "ttft"][0]) for x in ["direct"] + proxies
+              + ["haproxy no-delay", "pipe"]}
+    base = statistics.median(firsts["direct"])
+    rows = []
+    for x, f in firsts.items():
+        m, p90 = statistics.median(f), f[int(0.9 * (len(f) - 1))]
+        rows.append([label[x], f"{m * 1e3:,.2f} ms", "" if x == "direct" else
+                     f"**{(m - base) * 1e6:+,.0f} µs**", f"{p90 * 1e3:,.2f} ms",
+                     streams[x, "ttft"][2][0]])
+    table(["path", "first token (median)", "vs direct", "p90", "failed"], rows)
+    print("\n(Back to back, so each proxy keeps its upstream connection pooled. The gap to "
+          "direct is the extra process a token passes through: compare with the pipe's.)")
 
     print("\n### Ratios (ringway / other; below 1 = ringway lower)")
     rows = [("requests/s, 32 connections", "c32", "rps"),
