@@ -3,10 +3,27 @@ to wait for a process to listen, and the machine description every report starts
 
 import os
 import platform
+import socket
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    """A port nothing listens on right now (for servers that need one given)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read(path):
+    """A file's text, or "" if it is gone (a process's /proc entries, say)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def wait_for_line(proc, needle, timeout=10):

@@ -77,7 +77,7 @@ import time
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, drain, machine, port_of, wait_for_line  # noqa: E402
+from common import ROOT, drain, free_port, machine, port_of, read, wait_for_line  # noqa: E402
 
 BIN = f"{ROOT}/target/release"  # main() copies the binaries to the temp dir and points here
 TICK = os.sysconf("SC_CLK_TCK")
@@ -134,20 +134,6 @@ log = {{ level = "warn" }}
 sticky = {{ enabled = {sticky} }}
 proxy = {{ balancer = "round-robin" }}
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:  # the process is gone
-        return ""
 
 
 def stat_fields(pid):

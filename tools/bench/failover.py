@@ -22,7 +22,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,20 +29,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, drain, machine, port_of, wait_for_line  # noqa: E402
+from common import ROOT, drain, free_port, machine, port_of, wait_for_line  # noqa: E402
 
 BODY = json.dumps({
     "model": "llama3.2:latest",
     "stream": False,
     "messages": [{"role": "user", "content": "Write a haiku about failover."}],
 })
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 
 class Mock:

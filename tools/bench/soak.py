@@ -87,7 +87,7 @@ import time
 from collections import Counter, defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, machine  # noqa: E402
+from common import ROOT, free_port, machine, read  # noqa: E402
 
 MODEL = "llama3.2:latest"
 PROCS = []                      # every process started, stopped on exit
@@ -188,20 +188,6 @@ end
 
 def log(msg):
     print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def spawn(argv, logpath, env=None):
