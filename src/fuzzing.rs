@@ -373,14 +373,19 @@ pub fn request_head(data: &[u8]) {
     }
 }
 
-fn check_request_head(data: &[u8], head: &RequestHead, limits: &HeadLimits) {
-    let len = head.len;
+/// A parsed head lies within the input and the limit, and ends at a line end.
+fn check_head_length(data: &[u8], len: usize, limits: &HeadLimits) {
     assert!(len <= data.len(), "head longer than the input");
     assert!(len <= limits.max_bytes, "head longer than the limit");
     assert!(
         data[..len].ends_with(b"\n"),
         "head does not end with a line end"
     );
+}
+
+fn check_request_head(data: &[u8], head: &RequestHead, limits: &HeadLimits) {
+    let len = head.len;
+    check_head_length(data, len, limits);
     assert_span_within(head.method, len, "method");
     assert_span_within(head.target, len, "target");
     for (span, what) in [
@@ -538,12 +543,7 @@ fn response_head_once(data: &[u8], was_head: bool) {
 
 fn check_response_head(data: &[u8], head: &ResponseHead, limits: &HeadLimits, was_head: bool) {
     let len = head.len;
-    assert!(len <= data.len(), "head longer than the input");
-    assert!(len <= limits.max_bytes, "head longer than the limit");
-    assert!(
-        data[..len].ends_with(b"\n"),
-        "head does not end with a line end"
-    );
+    check_head_length(data, len, limits);
     assert_span_within(head.reason, len, "reason phrase");
     // What the proxy copies into the client's status line.
     let reason = head.reason.get(data);
