@@ -1,16 +1,17 @@
-//! Pages ringway answers itself (the `Route::Internal` branch of `route`): liveness,
+//! Pages ringway answers itself (the `route` phase's `Plan::Page`): liveness,
 //! version, the merged model lists (OpenAI, Ollama and Olla shapes) and the operator
 //! status pages, in the JSON shapes Olla's clients and scripts read.
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::clock::{now_ms, unix_ms};
+use crate::endpoint_set::EndpointSet;
 use crate::log::Timestamp;
 use crate::metrics::{Counter, EndpointCounters, Histogram, ShardCounters};
 use crate::routing::{Internal, KeySource, Scope};
-use crate::runtime::Shard;
-use crate::upstream::health::{self, Status};
-use crate::upstream::models::EndpointSet;
+use crate::shard::Shard;
+use crate::upstream::health::Status;
 
 /// Picks one of an endpoint's counters (or histograms) for a metrics family.
 type PerEndpoint<T> = fn(&EndpointCounters) -> &T;
@@ -35,7 +36,7 @@ pub(crate) fn render(
     }
     let body = match page {
         Internal::Metrics => unreachable!("rendered above"),
-        Internal::DebugPanic => unreachable!("answered by proxy::handle_request"),
+        Internal::DebugPanic => unreachable!("answered by the connection loop"),
         Internal::Status => status(shard),
         Internal::Models => status_models(shard),
         Internal::ModelsOpenAi(scope) => models_openai(shard, scope),
@@ -49,12 +50,8 @@ pub(crate) fn render(
                     "unknown format '{}'; expected unified, openai or ollama",
                     String::from_utf8_lossy(other)
                 );
-                let error = json!({"error": {"message": message, "type": "invalid_request_error", "code": "bad_request"}});
-                return (
-                    StatusCode::BAD_REQUEST,
-                    JSON,
-                    serde_json::to_vec(&error).expect("serializes"),
-                );
+                let body = crate::api::error_body(&message, "invalid_request_error", "bad_request");
+                return (StatusCode::BAD_REQUEST, JSON, body);
             }
         },
         // Liveness only: the process is up and this shard answers.
@@ -79,7 +76,7 @@ fn prometheus(shard: &Shard) -> String {
     use std::fmt::Write;
     let m = &shard.metrics;
     let eps = &shard.upstreams.endpoints;
-    let now = health::now_ms();
+    let now = now_ms();
     let mut out = String::with_capacity(8192);
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -398,7 +395,7 @@ fn status_models(shard: &Shard) -> Value {
         })
         .collect();
     json!({
-        "timestamp": Timestamp(now_unix_ms()).to_string(),
+        "timestamp": Timestamp(unix_ms()).to_string(),
         "total_models": recent.len(),
         "total_families": by_family.len(),
         "total_endpoints": eps.len(),
@@ -409,7 +406,7 @@ fn status_models(shard: &Shard) -> Value {
 
 /// `/internal/status`: a summary of the whole proxy.
 fn status(shard: &Shard) -> Value {
-    let now = health::now_ms();
+    let now = now_ms();
     let eps = &shard.upstreams.endpoints;
     let up = eps.iter().filter(|e| e.health().is_up()).count();
     let routable = eps
@@ -434,18 +431,12 @@ fn status(shard: &Shard) -> Value {
     })
 }
 
-fn time(unix_ms: u64) -> Value {
-    if unix_ms == 0 {
+fn time(at_unix_ms: u64) -> Value {
+    if at_unix_ms == 0 {
         Value::Null
     } else {
-        Timestamp(unix_ms).to_string().into()
+        Timestamp(at_unix_ms).to_string().into()
     }
-}
-
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `/internal/stats/sticky`: Olla's fields, where they apply to a proxy without a
@@ -492,7 +483,7 @@ fn sticky_stats(shard: &Shard) -> Value {
 /// `priority`, `request_count`, `success_rate`, `active_connections`, ...) plus
 /// ringway's breaker and check details.
 fn endpoints(shard: &Shard) -> Value {
-    let now = health::now_ms();
+    let now = now_ms();
     let catalog = shard.catalog();
     let mut healthy = 0;
     let mut routable = 0;
@@ -541,7 +532,7 @@ fn endpoints(shard: &Shard) -> Value {
         })
         .collect();
     json!({
-        "timestamp": Timestamp(now_unix_ms()).to_string(),
+        "timestamp": Timestamp(unix_ms()).to_string(),
         "total_count": list.len(),
         "healthy_count": healthy,
         "routable_count": routable,

@@ -1,6 +1,6 @@
-//! Request bodies of the APIs ringway speaks, read between `parse_request` and
-//! `select_backend`: the `model`, and a hash of how the conversation opens (the
-//! `prefix_hash` sticky key).
+//! Request bodies of the APIs ringway speaks, read by the `route` phase: the `model`, and
+//! a hash of how the conversation opens (the `prefix_hash` sticky key); and the error
+//! body ringway answers in.
 //!
 //! Shapes understood: OpenAI `/v1/chat/completions` and Ollama `/api/chat` (`messages`),
 //! Anthropic-style (top-level `system` plus `messages`, content as a string or as blocks
@@ -413,6 +413,15 @@ fn unescape(s: &[u8]) -> (char, usize) {
 fn hex4(s: Option<&[u8]>) -> Option<u32> {
     let s = std::str::from_utf8(s?).ok()?;
     u32::from_str_radix(s, 16).ok()
+}
+
+/// OpenAI's error body, `{"error":{"message","type","code"}}`: what every error ringway
+/// answers itself looks like.
+pub(crate) fn error_body(message: &str, kind: &str, code: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": { "message": message, "type": kind, "code": code }
+    });
+    serde_json::to_vec(&body).expect("a JSON value serializes")
 }
 
 #[cfg(test)]

@@ -1,23 +1,28 @@
-//! Entry points for the criterion benchmarks in `benches/` (not a stable API): each runs
-//! the same code as the request path, on real `Endpoint`s built from configuration.
+//! Entry points for the criterion benchmarks in `benches/` (feature `bench`; not an API):
+//! each calls the request path's own functions, on real `Endpoint`s and a real catalogue
+//! built from configuration.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::clock;
 use crate::config::EndpointConfig;
-use crate::http1::{self, HeadLimits, RequestHead};
-use crate::proxy::Want;
+use crate::endpoint_set::EndpointSet;
+use crate::endpoint_type::EndpointType;
+use crate::http1::{self, HeadLimits, Header, RequestHead};
+use crate::proxy::{Placement, UpstreamTarget, Want, resolve_model, select_backend, upstream_head};
 use crate::routing::sticky::{self, KeyInputs};
-use crate::routing::{Balancer, KeySource, Scope};
-use crate::upstream::{EndpointType, Upstreams, health};
+use crate::routing::{Balancer, KeySource, Route, Scope};
+use crate::upstream::Upstreams;
+use crate::upstream::models::{Catalog, Model};
 
-/// `n` endpoints, as `select_backend` sees them.
+/// `n` endpoints, as the `attempt` phase sees them.
 pub struct Fleet {
     upstreams: Upstreams,
-    /// The request's clock reading (`proxy_request` takes it once per request).
-    now: u64,
     /// A catalogue where two models are listed by every endpoint.
-    catalog: crate::upstream::models::Catalog,
+    catalog: Catalog,
+    cursor: Cell<usize>,
 }
 
 impl Fleet {
@@ -40,7 +45,7 @@ impl Fleet {
                 }
             })
             .collect();
-        let model = |name: &str| crate::upstream::models::Model {
+        let model = |name: &str| Model {
             name: name.into(),
             raw: serde_json::Value::Null,
         };
@@ -49,27 +54,37 @@ impl Fleet {
             .collect();
         Fleet {
             upstreams: Upstreams::new(&configs),
-            now: health::now_ms(),
-            catalog: crate::upstream::models::Catalog::new(lists, vec![0; n]),
+            catalog: Catalog::new(lists, vec![0; n]),
+            cursor: Cell::new(0),
         }
     }
 
+    /// What the attempt phase wants for a request without a model, read once.
     fn want(&self) -> Want {
         Want {
             scope: Scope::OpenAi,
             serving: None,
-            now: self.now,
+            now: clock::now_ms(),
         }
     }
 
-    /// One balancer decision over the fleet, with `select_backend`'s eligibility test.
-    pub fn pick(&self, balancer: Balancer, start: usize) -> Option<usize> {
-        let endpoints = &self.upstreams.endpoints;
-        let want = self.want();
-        balancer.pick(endpoints, |i| want.admits(&endpoints[i], &[]), start)
+    fn placement(&self, balancer: Balancer) -> Placement<'_> {
+        Placement {
+            balancer,
+            cursor: &self.cursor,
+            max_load_factor: 0.0,
+        }
     }
 
-    /// Key derivation from a request body, then rendezvous placement: the sticky path.
+    /// One balancer decision over the fleet: `select_backend` without a session key.
+    pub fn pick(&self, balancer: Balancer) -> Option<usize> {
+        let (want, none) = (self.want(), EndpointSet::default());
+        let endpoints = &self.upstreams.endpoints;
+        select_backend(endpoints, &want, &none, None, &self.placement(balancer)).map(|e| e.index)
+    }
+
+    /// Key derivation from a request body, then `select_backend` with the key: the
+    /// sticky path.
     pub fn place(&self, body: &[u8]) -> Option<usize> {
         let facts = crate::api::inspect(body, 1024);
         let inputs = KeyInputs {
@@ -84,60 +99,56 @@ impl Fleet {
             KeySource::AuthHeader,
         ];
         let key = sticky::derive_key(&sources, &inputs)?;
+        let (want, none) = (self.want(), EndpointSet::default());
+        let placement = self.placement(Balancer::RoundRobin);
         let endpoints = &self.upstreams.endpoints;
-        let want = self.want();
-        sticky::rendezvous(
-            key.hash,
-            endpoints,
-            |i| want.admits(&endpoints[i], &[]),
-            0.0,
-        )
+        select_backend(endpoints, &want, &none, Some(key), &placement).map(|e| e.index)
     }
-}
 
-/// Parses a request head as `parse_request` does; returns its length.
-pub fn parse_request_head(buf: &[u8], head: &mut RequestHeadBuf) -> usize {
-    let limits = HeadLimits {
-        max_bytes: 64 * 1024,
-        max_headers: 100,
-    };
-    match http1::parse_request(buf, &limits, &mut head.0) {
-        Ok(true) => head.0.len,
-        _ => 0,
-    }
-}
-
-/// A reusable parsed head, as each client connection keeps one.
-#[derive(Default)]
-pub struct RequestHeadBuf(RequestHead);
-
-impl Fleet {
-    /// Classifies the request's route, finds its model and the endpoints serving it,
-    /// as `route` and `resolve_model` do.
+    /// Classifies the request's route, finds its model and the endpoints serving it, as
+    /// the `route` phase does (`routing::classify`, `api::inspect`, `resolve_model`).
+    /// Returns how many endpoints serve the model.
     pub fn route(&self, target: &[u8], body: &[u8]) -> Option<usize> {
-        let crate::routing::Route::Forward { scope, .. } = crate::routing::classify(target) else {
+        let Route::Forward { scope, .. } = crate::routing::classify(target) else {
             return None;
         };
-        let facts = crate::api::inspect(body, 1024);
-        let model = facts.model?;
-        let serving = self.catalog.serving(model);
-        self.upstreams
-            .endpoints
-            .iter()
-            .position(|ep| scope.admits(ep.kind) && serving.contains(ep.index))
+        let model = crate::api::inspect(body, 1024).model?;
+        let endpoints = &self.upstreams.endpoints;
+        let (serving, _) = resolve_model(&self.catalog, &[], endpoints, scope, model).ok()?;
+        Some(serving.len())
     }
 
-    /// Writes the endpoint's request head from a parsed client head, as
-    /// `write_upstream_head` does; returns its length.
+    /// Writes the endpoint's request head from a parsed client head, with the request
+    /// path's `upstream_head`; returns its length.
     pub fn rewrite_head(&self, buf: &[u8], head: &RequestHeadBuf, out: &mut Vec<u8>) -> usize {
         out.clear();
-        let to = crate::proxy::UpstreamTarget {
+        let to = UpstreamTarget {
             ep: &self.upstreams.endpoints[0],
             scope: Scope::OpenAi,
             strip: 0,
             forward_auth: false,
         };
-        crate::proxy::upstream_head(out, buf, &head.0, "10.1.2.3", &to, 250);
+        let parsed = head.head.as_ref().expect("a parsed head");
+        upstream_head(out, buf, parsed, &head.headers, "10.1.2.3", &to, 250);
         out.len()
     }
+}
+
+/// Parses a request head as the `request` phase does; returns its length.
+pub fn parse_request_head(buf: &[u8], head: &mut RequestHeadBuf) -> usize {
+    let limits = HeadLimits {
+        max_bytes: 64 * 1024,
+        max_headers: 100,
+    };
+    head.head = http1::parse_request(buf, &limits, &mut head.headers)
+        .ok()
+        .flatten();
+    head.head.map_or(0, |h| h.len)
+}
+
+/// A parsed head and its reusable header list, as each client connection keeps one.
+#[derive(Default)]
+pub struct RequestHeadBuf {
+    head: Option<RequestHead>,
+    headers: Vec<Header>,
 }

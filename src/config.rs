@@ -8,10 +8,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::endpoint_type::EndpointType;
 use crate::http1::{HEADER_CAP, HeadLimits};
 use crate::log::{AccessFormat, Level};
 use crate::routing::{Balancer, KeySource};
-use crate::upstream::EndpointType;
 
 /// The documented example configuration, which is also the default when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/ringway.toml");
@@ -186,16 +186,6 @@ pub struct EndpointConfig {
     pub check_timeout: Duration,
     /// Credentials ringway sends to this endpoint: header name and value.
     pub auth: Option<(String, Secret)>,
-}
-
-impl HealthConfig {
-    pub(crate) fn breaker(&self) -> crate::upstream::health::Breaker {
-        crate::upstream::health::Breaker {
-            threshold: self.breaker_threshold,
-            cooldown: self.breaker_cooldown,
-            max_cooldown: self.breaker_max_cooldown,
-        }
-    }
 }
 
 impl ServerConfig {
@@ -380,13 +370,13 @@ impl Config {
                 ));
             }
         }
-        if raw.endpoints.len() > crate::upstream::models::MAX_ENDPOINTS {
+        if raw.endpoints.len() > crate::endpoint_set::MAX_ENDPOINTS {
             return Err(err(
                 "endpoints",
                 format!(
                     "{} endpoints; at most {} are supported",
                     raw.endpoints.len(),
-                    crate::upstream::models::MAX_ENDPOINTS
+                    crate::endpoint_set::MAX_ENDPOINTS
                 ),
             ));
         }

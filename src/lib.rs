@@ -14,24 +14,38 @@
 //!                        └── shared, lock-free: per-endpoint atomics ──┘ upstream.rs
 //! ```
 //!
-//! One request, on the shard that accepted its connection (`proxy.rs`):
+//! One request, on the shard that accepted its connection, through the phases of
+//! `proxy/` (a file each):
 //!
 //! ```text
-//! parse_request ─► route ─► select_backend ─► forward ─► stream_response
-//!   http1.rs      routing.rs  balancer.rs     upstream.rs  chunk by chunk, as it arrives
+//! connection ─► request ─► route ─► attempt ───────────────────────► relay ─► access
+//! keep-alive,   head and   plan     pick → pool/connect → forward     chunk by  log line
+//! one deadline  body                → exchange; retry elsewhere       chunk     + metrics
 //! ```
 //!
 //! Nothing on the request path takes a lock or crosses threads: shards share only the
 //! immutable configuration and per-endpoint atomics. Errors map to statuses in one place
-//! (`proxy/error.rs`).
+//! (`proxy/error.rs`). The control thread (`control.rs`) does everything slow: health
+//! checks and model discovery.
+//!
+//! Modules, leaves first (none imports one below it): `clock`, `stop`, `deadline`,
+//! `endpoint_type`, `endpoint_set`, `log`, `http1`, `api`, `routing`, `metrics`, `config`,
+//! `auth`, `upstream`, `control`, `shard`, `admin`, `proxy`, `runtime`.
 
 mod admin;
 mod api;
 mod auth;
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
+mod clock;
 mod config;
+mod control;
+mod deadline;
 pub mod demo;
+mod endpoint_set;
+mod endpoint_type;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod http1;
@@ -40,13 +54,16 @@ mod metrics;
 mod proxy;
 mod routing;
 mod runtime;
+mod shard;
+mod stop;
 mod upstream;
 
 pub use config::{
     Config, ConfigError, DEFAULT_CONFIG, DriverChoice, EndpointConfig, HealthConfig, ProxyConfig,
     Secret, ServerConfig, StickyConfig,
 };
+pub use endpoint_type::EndpointType;
 pub use log::{AccessFormat, Level, set_level};
 pub use routing::{Balancer, KeySource};
-pub use runtime::{Server, StartError, Stopper, ThreadDied, start};
-pub use upstream::EndpointType;
+pub use runtime::{Server, StartError, ThreadDied, start};
+pub use stop::Stopper;

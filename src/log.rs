@@ -7,7 +7,8 @@
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::clock::unix_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -51,15 +52,7 @@ pub(crate) fn enabled(level: Level) -> bool {
 
 /// Writes one line; use the `error!`, `warn!`, `info!` and `debug!` macros.
 pub(crate) fn write(level: Level, args: fmt::Arguments<'_>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let line = format!(
-        "{} {:5} {}\n",
-        Timestamp(now.as_millis() as u64),
-        level.label(),
-        args
-    );
+    let line = format!("{} {:5} {}\n", Timestamp(unix_ms()), level.label(), args);
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 

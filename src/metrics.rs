@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::routing::KeySource;
+
 /// A counter with a single writer (its shard). An increment is a plain load and store, no
 /// atomic read-modify-write; readers on other threads see a recent value.
 #[derive(Debug, Default)]
@@ -142,8 +144,8 @@ pub(crate) struct ShardCounters {
     pub(crate) sticky_repins: Counter,
     /// Sticky routing was on but the request yielded no key.
     pub(crate) sticky_no_key: Counter,
-    /// Requests keyed by each source, in `KeySource::ALL` order.
-    pub(crate) sticky_by_source: [Counter; 4],
+    /// Requests keyed by each source, indexed by `KeySource as usize`.
+    pub(crate) sticky_by_source: [Counter; KeySource::ALL.len()],
 }
 
 /// The counters of every shard.

@@ -1,6 +1,7 @@
-//! The `route` and `select_backend` phases: which requests go where. `classify` maps a
-//! request path to a [`Route`]: a scope of endpoints plus how to rewrite the path, an
-//! internal (operator) page, or nothing. `balancer` picks one endpoint in a scope.
+//! Routing decisions, as pure functions the request path's `route` and `attempt` phases
+//! call: `classify` maps a request path to a [`Route`] (a scope of endpoints plus how to
+//! rewrite the path, an internal page, or nothing); `balancer` picks one endpoint in a
+//! scope; `sticky` derives session keys and places them by rendezvous hashing.
 
 pub(crate) mod balancer;
 pub(crate) mod sticky;
@@ -8,7 +9,7 @@ pub(crate) mod sticky;
 pub use balancer::Balancer;
 pub use sticky::KeySource;
 
-use crate::upstream::EndpointType;
+use crate::endpoint_type::EndpointType;
 
 /// Which endpoints may serve a forwarded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

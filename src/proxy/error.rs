@@ -1,6 +1,7 @@
-//! Everything that can fail while handling one request: which side caused it, whether
-//! another endpoint may be tried, and, in one place ([`ProxyError::rescue`]), the HTTP
-//! status, the OpenAI-style JSON error body and whether the client connection survives.
+//! Everything that can fail while handling one request, in the request path's one error
+//! enum: which side caused it, whether another endpoint may be tried, and, in one place
+//! ([`ProxyError::rescue`]), the HTTP status, the OpenAI-style JSON error body and
+//! whether the client connection survives.
 
 use http::StatusCode;
 
@@ -93,10 +94,6 @@ pub(crate) struct Rescue {
 }
 
 impl ProxyError {
-    pub(crate) fn from_client_head(e: HeadError) -> ProxyError {
-        ProxyError::BadHead(e)
-    }
-
     /// Whether the request may be tried on another endpoint: only when the failed
     /// endpoint cannot have produced anything the client saw.
     pub(crate) fn retryable(&self) -> bool {
@@ -174,7 +171,7 @@ impl ProxyError {
                 "not_found",
                 format!(
                     "unknown provider in /olla/<provider>/; known: proxy, {}",
-                    crate::upstream::EndpointType::names()
+                    crate::endpoint_type::EndpointType::names()
                 ),
                 true,
             ),
@@ -312,16 +309,9 @@ fn describe(scope: Scope) -> String {
     }
 }
 
-/// The OpenAI error body: `{"error":{"message","type","code"}}`.
+/// The answer's body: OpenAI's error shape.
 pub(crate) fn error_body(rescue: &Rescue) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "error": {
-            "message": rescue.message,
-            "type": rescue.kind,
-            "code": rescue.code,
-        }
-    }))
-    .expect("a JSON value serializes")
+    crate::api::error_body(&rescue.message, rescue.kind, rescue.code)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub enum KeySource {
 }
 
 impl KeySource {
+    /// Every source, in declaration order: `ALL[s as usize] == s`.
     pub(crate) const ALL: [KeySource; 4] = [
         KeySource::SessionHeader,
         KeySource::PrefixHash,
@@ -333,6 +334,13 @@ mod tests {
             KeySource::Ip
         );
         assert_eq!(derive_key(&[KeySource::PrefixHash], &only_auth), None);
+    }
+
+    #[test]
+    fn key_sources_index_their_own_position() {
+        for (i, source) in KeySource::ALL.into_iter().enumerate() {
+            assert_eq!(source as usize, i);
+        }
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Endpoint health, behind `select_backend`'s eligibility test.
+//! Endpoint health, behind the `attempt` phase's eligibility test: the state only. The
+//! checker that probes endpoints and writes it runs on the control thread
+//! (`control/checks.rs`).
 //!
 //! Every endpoint has a [`Health`] block of atomics that all shards read without locks:
 //! - **up/down**: written by the active checker (on the control thread, one task per
@@ -15,31 +17,11 @@
 //! `recovery_max_interval_ms`) so a restarted backend is back within a fraction of a
 //! second; a healthy one every `check_interval_ms`, honoured per endpoint.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::sync::{Arc, mpsc};
-
-use crate::config::{Config, HealthConfig};
-use crate::log::{info, warning};
-use crate::runtime::StopSignal;
-use crate::upstream::models::{self, Catalog, Model};
-use crate::upstream::{self, Endpoint, Upstreams};
-
-/// Milliseconds on a process-wide monotonic clock.
-pub(crate) fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::unix_ms;
+use crate::config::HealthConfig;
 
 /// An endpoint's health, shared by all shards and the checker. `repr(C)`: the fields the
 /// request path touches come first, on the endpoint's first cache line.
@@ -49,7 +31,7 @@ pub(crate) struct Health {
     down: AtomicBool,
     /// Consecutive failed requests: the breaker's count.
     failures: AtomicU32,
-    /// The breaker is open until this `now_ms()`; 0 when closed.
+    /// The breaker is open until this `clock::mono_ms`; 0 when closed.
     open_until_ms: AtomicU64,
     requests: AtomicU64,
     request_failures: AtomicU64,
@@ -76,6 +58,16 @@ pub(crate) struct Breaker {
     pub(crate) max_cooldown: Duration,
 }
 
+impl Breaker {
+    pub(crate) fn new(health: &HealthConfig) -> Breaker {
+        Breaker {
+            threshold: health.breaker_threshold,
+            cooldown: health.breaker_cooldown,
+            max_cooldown: health.breaker_max_cooldown,
+        }
+    }
+}
+
 /// How an endpoint appears on the status page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -96,7 +88,7 @@ impl Status {
 }
 
 impl Health {
-    /// Whether requests may go to the endpoint now (`now` from [`now_ms`]).
+    /// Whether requests may go to the endpoint at `now` (`clock::mono_ms`).
     #[inline]
     pub(crate) fn is_routable(&self, now: u64) -> bool {
         !self.down.load(Relaxed) && self.open_until_ms.load(Relaxed) <= now
@@ -188,12 +180,12 @@ impl Health {
         true
     }
 
-    fn is_suspect(&self) -> bool {
+    pub(crate) fn is_suspect(&self) -> bool {
         self.suspect.load(Relaxed)
     }
 
     /// Applies one check result; returns the transition, if any.
-    fn record_check(&self, ok: bool, settings: &HealthConfig) -> Option<bool> {
+    pub(crate) fn record_check(&self, ok: bool, settings: &HealthConfig) -> Option<bool> {
         // Requests have already failed: one failed probe confirms it.
         if self.suspect.swap(false, Relaxed) && !ok && self.mark_down() {
             return Some(false);
@@ -225,6 +217,17 @@ impl Health {
         }
     }
 
+    /// Records what a health check saw: the status it got (`None`: no answer) and how
+    /// long the answer took.
+    pub(crate) fn record_probe(&self, status: Option<u16>, latency: Duration) {
+        self.last_check_unix_ms.store(unix_ms(), Relaxed);
+        self.last_check_status.store(status.unwrap_or(0), Relaxed);
+        if status.is_some() {
+            let us = latency.as_micros().min(u128::from(u32::MAX)) as u32;
+            self.last_check_latency_us.store(us, Relaxed);
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             consecutive_failures: self.failures.load(Relaxed),
@@ -247,144 +250,6 @@ pub(crate) struct Snapshot {
     pub(crate) last_check_status: u16,
     pub(crate) requests: u64,
     pub(crate) request_failures: u64,
-}
-
-// ---- the active checker (control thread) ----
-
-/// Checks every endpoint, one task each, until `stop` fires. Runs once per process, on
-/// the control thread.
-pub(crate) async fn run_checks(
-    upstreams: Arc<Upstreams>,
-    config: Arc<Config>,
-    stop: Arc<StopSignal>,
-    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
-) {
-    let n = upstreams.endpoints.len();
-    let discovery = Rc::new(Discovery {
-        lists: RefCell::new(vec![None; n]),
-        seen_unix_ms: RefCell::new(vec![0; n]),
-        shards,
-    });
-    for index in 0..n {
-        let (upstreams, config, stop) = (upstreams.clone(), config.clone(), stop.clone());
-        let discovery = discovery.clone();
-        monoio::spawn(async move {
-            let ep = &upstreams.endpoints[index];
-            watch(ep, &config, &stop, &discovery).await;
-        });
-    }
-    // The watchers notice the stop within one sleep slice; a probe in progress is
-    // abandoned with the runtime.
-    stop.wait().await;
-}
-
-/// The model lists read so far, and the shards to send each new catalogue to.
-struct Discovery {
-    lists: RefCell<Vec<Option<Vec<Model>>>>,
-    seen_unix_ms: RefCell<Vec<u64>>,
-    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
-}
-
-impl Discovery {
-    /// Reads an endpoint's model list and publishes the new catalogue.
-    async fn refresh(&self, ep: &Endpoint) {
-        match models::discover(ep, ep.check_timeout).await {
-            Ok(list) => {
-                let names = |l: &[Model]| l.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
-                let changed =
-                    self.lists.borrow()[ep.index].as_deref().map(names) != Some(names(&list));
-                if changed {
-                    info!("endpoint {} serves {} model(s)", ep.name, list.len());
-                }
-                self.lists.borrow_mut()[ep.index] = Some(list);
-                self.seen_unix_ms.borrow_mut()[ep.index] = unix_ms();
-                let catalog = Arc::new(Catalog::new(
-                    self.lists.borrow().clone(),
-                    self.seen_unix_ms.borrow().clone(),
-                ));
-                for shard in &self.shards {
-                    let _ = shard.send(catalog.clone());
-                }
-            }
-            Err(e) => warning!("endpoint {}: cannot read its model list: {e}", ep.name),
-        }
-    }
-}
-
-/// The loop that checks one endpoint (and reads its model list when due).
-async fn watch(ep: &Endpoint, config: &Config, stop: &StopSignal, discovery: &Discovery) {
-    let settings = &config.health;
-    let mut recovery = settings.recovery_interval;
-    let mut models_due = Instant::now();
-    while !stop.is_triggered() {
-        let result = probe(ep).await;
-        let h = ep.health();
-        h.last_check_unix_ms.store(unix_ms(), Relaxed);
-        let ok = match &result {
-            Ok((status, latency)) => {
-                h.last_check_status.store(*status, Relaxed);
-                h.last_check_latency_us
-                    .store(latency.as_micros().min(u32::MAX as u128) as u32, Relaxed);
-                (200..300).contains(status)
-            }
-            Err(_) => {
-                h.last_check_status.store(0, Relaxed);
-                false
-            }
-        };
-        let transition = h.record_check(ok, settings);
-        match transition {
-            Some(true) => info!("endpoint {} is back up", ep.name),
-            Some(false) => warning!("endpoint {} is down: {}", ep.name, describe(&result)),
-            None => {}
-        }
-        let up = h.is_up();
-        // Only after a passing check: an endpoint that is up but failing its checks
-        // would just fail this too.
-        if ok && up && (transition == Some(true) || Instant::now() >= models_due) {
-            discovery.refresh(ep).await;
-            models_due = Instant::now() + config.models_refresh_interval;
-        }
-        let wait = if up {
-            recovery = settings.recovery_interval;
-            ep.check_interval
-        } else {
-            let wait = recovery;
-            recovery = (recovery * 3 / 2).min(settings.recovery_max_interval);
-            wait
-        };
-        // Sleep in short slices: a shard marking the endpoint down, or a stop, cuts the
-        // wait short so recovery probing starts at once.
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || stop.is_triggered() {
-                break;
-            }
-            monoio::time::sleep(left.min(Duration::from_millis(20))).await;
-            if (up && !h.is_up()) || h.is_suspect() {
-                recovery = settings.recovery_interval;
-                break;
-            }
-        }
-    }
-}
-
-fn describe(result: &Result<(u16, Duration), String>) -> String {
-    match result {
-        Ok((status, _)) => format!("health check answered {status}"),
-        Err(e) => e.clone(),
-    }
-}
-
-/// One health check: `GET <base><health path>` on a fresh connection; the status code
-/// and how long the head took.
-pub(crate) async fn probe(ep: &Endpoint) -> Result<(u16, Duration), String> {
-    let started = Instant::now();
-    match upstream::fetch(ep, &ep.health_path, ep.check_timeout, None).await {
-        Ok((status, _)) => Ok((status, started.elapsed())),
-        Err(e) => Err(format!("health check: {e}")),
-    }
 }
 
 #[cfg(test)]

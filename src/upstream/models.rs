@@ -1,52 +1,23 @@
-//! The model catalogue: which endpoint serves which model, consulted by `select_backend`
+//! The model catalogue: which endpoint serves which model, consulted by the `route` phase
 //! and by the model-list pages.
 //!
-//! The control thread reads each endpoint's model list (Ollama `/api/tags`, LM Studio
-//! `/api/v0/models`, `/v1/models` for the OpenAI-compatible servers) when it is first seen
-//! healthy, when it recovers, and every `models.refresh_interval_ms`. Each change
-//! produces a new immutable [`Catalog`], sent to every shard over its own channel; a shard
-//! swaps it in between requests. Nothing on the request path locks.
+//! The control thread reads each endpoint's model list (`control/discovery.rs`) when it is
+//! first seen healthy, when it recovers, and every `models.refresh_interval_ms`. Each
+//! change produces a new immutable [`Catalog`], sent to every shard over its own channel;
+//! a shard swaps it in between requests. Nothing on the request path locks.
 //!
 //! An endpoint whose list was never read (down since start, or its list is unreadable)
 //! is assumed to serve any model, so a discovery problem degrades routing instead of
 //! rejecting requests; a list that was read once is kept while the endpoint is down, so a
 //! model found only on down endpoints is "unavailable" (503) rather than "unknown" (404).
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use serde_json::Value;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-use crate::upstream::{Endpoint, EndpointType};
+use crate::endpoint_set::EndpointSet;
 
-/// Most endpoints ringway can route to (the width of [`EndpointSet`]).
-pub(crate) const MAX_ENDPOINTS: usize = 256;
-
-/// A set of endpoint indices.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct EndpointSet([u64; MAX_ENDPOINTS / 64]);
-
-impl EndpointSet {
-    pub(crate) fn insert(&mut self, i: usize) {
-        self.0[i / 64] |= 1 << (i % 64);
-    }
-
-    #[inline]
-    pub(crate) fn contains(&self, i: usize) -> bool {
-        self.0[i / 64] & (1 << (i % 64)) != 0
-    }
-
-    pub(crate) fn union(mut self, other: EndpointSet) -> EndpointSet {
-        for (a, b) in self.0.iter_mut().zip(other.0) {
-            *a |= b;
-        }
-        self
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.iter().all(|w| *w == 0)
-    }
-}
+/// Ollama's implicit tag: `llama3` is `llama3:latest`.
+const LATEST: &[u8] = b":latest";
 
 /// One model as an endpoint lists it.
 #[derive(Debug, Clone)]
@@ -80,25 +51,42 @@ pub(crate) struct Catalog {
     pub(crate) lists: Vec<Option<Vec<Model>>>,
     /// Per endpoint: when its list was last read (Unix ms; 0 = never).
     pub(crate) seen_unix_ms: Vec<u64>,
-    index: HashMap<Box<[u8]>, EndpointSet>,
+    /// Every listed name with the endpoints listing it, ordered by the name's XXH3 hash:
+    /// a lookup is one hash of the request's model and a binary search.
+    index: Vec<Listed>,
     /// Endpoints whose list is unknown: they may serve any model.
     unknown: EndpointSet,
 }
 
+#[derive(Debug)]
+struct Listed {
+    hash: u64,
+    name: Box<str>,
+    on: EndpointSet,
+}
+
 impl Catalog {
     pub(crate) fn new(lists: Vec<Option<Vec<Model>>>, seen_unix_ms: Vec<u64>) -> Catalog {
-        let mut index: HashMap<Box<[u8]>, EndpointSet> = HashMap::new();
+        // Built on the control thread: a std map is fine here, the shards only search.
+        let mut by_name: std::collections::HashMap<&str, EndpointSet> = Default::default();
         let mut unknown = EndpointSet::default();
         for (i, list) in lists.iter().enumerate() {
             match list {
                 None => unknown.insert(i),
-                Some(models) => {
-                    for m in models {
-                        index.entry(m.name.as_bytes().into()).or_default().insert(i);
-                    }
-                }
+                Some(models) => models
+                    .iter()
+                    .for_each(|m| by_name.entry(&m.name).or_default().insert(i)),
             }
         }
+        let mut index: Vec<Listed> = by_name
+            .into_iter()
+            .map(|(name, on)| Listed {
+                hash: xxh3_64(name.as_bytes()),
+                name: name.into(),
+                on,
+            })
+            .collect();
+        index.sort_by(|a, b| (a.hash, &a.name).cmp(&(b.hash, &b.name)));
         Catalog {
             lists,
             seen_unix_ms,
@@ -110,18 +98,31 @@ impl Catalog {
     /// The endpoints known to list `model`, matching Ollama's implicit tag both ways
     /// (`llama3` is `llama3:latest`).
     pub(crate) fn listing(&self, model: &[u8]) -> EndpointSet {
-        if let Some(set) = self.index.get(model) {
-            return *set;
+        if let Some(on) = self.find(xxh3_64(model), |name| name == model) {
+            return on;
         }
-        let alternative = match model.strip_suffix(b":latest") {
-            Some(bare) => bare.to_vec(),
-            None if !model.contains(&b':') => [model, b":latest"].concat(),
-            None => return EndpointSet::default(),
+        let found = match model.strip_suffix(LATEST) {
+            Some(bare) => self.find(xxh3_64(bare), |name| name == bare),
+            None if !model.contains(&b':') => {
+                // The hash of `model + ":latest"`, without building the string.
+                let mut h = Xxh3::new();
+                h.update(model);
+                h.update(LATEST);
+                let tagged = |name: &[u8]| name.strip_suffix(LATEST) == Some(model);
+                self.find(h.digest(), tagged)
+            }
+            None => None,
         };
-        self.index
-            .get(alternative.as_slice())
-            .copied()
-            .unwrap_or_default()
+        found.unwrap_or_default()
+    }
+
+    fn find(&self, hash: u64, is: impl Fn(&[u8]) -> bool) -> Option<EndpointSet> {
+        let first = self.index.partition_point(|l| l.hash < hash);
+        self.index[first..]
+            .iter()
+            .take_while(|l| l.hash == hash)
+            .find(|l| is(l.name.as_bytes()))
+            .map(|l| l.on)
     }
 
     /// The endpoints that may serve `model`: those listing it and those whose list is
@@ -132,11 +133,8 @@ impl Catalog {
 
     /// Every distinct model name, with the endpoints listing it, in name order.
     pub(crate) fn models(&self) -> Vec<(&str, EndpointSet)> {
-        let mut all: Vec<(&str, EndpointSet)> = self
-            .index
-            .iter()
-            .map(|(name, set)| (std::str::from_utf8(name).unwrap_or(""), *set))
-            .collect();
+        let mut all: Vec<(&str, EndpointSet)> =
+            self.index.iter().map(|l| (&*l.name, l.on)).collect();
         all.sort_by(|a, b| a.0.cmp(b.0));
         all
     }
@@ -149,37 +147,6 @@ impl Catalog {
             .iter()
             .find(|m| m.name == name)
     }
-}
-
-/// Reads an endpoint's model list.
-pub(crate) async fn discover(ep: &Endpoint, within: Duration) -> Result<Vec<Model>, String> {
-    let path = ep.kind.models_path();
-    let (status, body) = crate::upstream::fetch(ep, path, within, Some(8 << 20)).await?;
-    if !(200..300).contains(&status) {
-        return Err(format!("{path} answered {status}"));
-    }
-    parse_list(ep.kind, &body).ok_or_else(|| format!("{path}: not a model list"))
-}
-
-/// Parses a model-list response of an endpoint type.
-pub(crate) fn parse_list(kind: EndpointType, body: &[u8]) -> Option<Vec<Model>> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let (items, name_key) = match kind {
-        EndpointType::Ollama => (v.get("models")?.as_array()?, "name"),
-        _ => (v.get("data")?.as_array()?, "id"),
-    };
-    let models = items
-        .iter()
-        .filter_map(|item| {
-            let name = item.get(name_key).or_else(|| item.get("model"))?.as_str()?;
-            // LM Studio lists embedding models alongside chat models; both are routable.
-            Some(Model {
-                name: name.to_string(),
-                raw: item.clone(),
-            })
-        })
-        .collect();
-    Some(models)
 }
 
 #[cfg(test)]
@@ -227,26 +194,21 @@ mod tests {
     }
 
     #[test]
-    fn lists_parse_per_type() {
-        let tags = br#"{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","details":{"family":"llama"}}]}"#;
-        let ollama = parse_list(EndpointType::Ollama, tags).unwrap();
-        assert_eq!(ollama[0].name, "llama3.2:latest");
-        assert_eq!(ollama[0].family(), "llama");
-        let openai =
-            br#"{"object":"list","data":[{"id":"Qwen/Qwen2.5-7B-Instruct","object":"model"}]}"#;
-        let vllm = parse_list(EndpointType::Vllm, openai).unwrap();
-        assert_eq!(vllm[0].name, "Qwen/Qwen2.5-7B-Instruct");
-        assert_eq!(vllm[0].family(), "qwen");
-        assert!(parse_list(EndpointType::Vllm, b"<html>").is_none());
-        assert!(parse_list(EndpointType::Ollama, openai).is_none());
-    }
-
-    #[test]
-    fn endpoint_sets() {
-        let mut s = EndpointSet::default();
-        assert!(s.is_empty());
-        s.insert(0);
-        s.insert(255);
-        assert!(s.contains(255) && s.contains(0) && !s.contains(64));
+    fn every_name_of_a_large_catalogue_is_found() {
+        let names: Vec<String> = (0..500).map(|i| format!("model-{i}:{}", i % 7)).collect();
+        let list = |range: std::ops::Range<usize>| {
+            Some(names[range].iter().map(|n| model(n)).collect::<Vec<_>>())
+        };
+        let catalog = Catalog::new(vec![list(0..300), list(200..500)], vec![1, 1]);
+        for (i, name) in names.iter().enumerate() {
+            let on = catalog.listing(name.as_bytes());
+            assert_eq!(
+                (on.contains(0), on.contains(1)),
+                (i < 300, i >= 200),
+                "{name}"
+            );
+        }
+        assert!(catalog.listing(b"model-1").is_empty());
+        assert_eq!(catalog.models().len(), 500);
     }
 }

@@ -1,4 +1,4 @@
-//! Per-shard keep-alive pools of connections to endpoints, used by `forward`.
+//! Per-shard keep-alive pools of connections to endpoints, used by the `attempt` phase.
 //!
 //! Life of a pooled connection:
 //! 1. `take` hands out the most recently used idle connection (LIFO: the one least
@@ -40,12 +40,12 @@ impl Pool {
         }
     }
 
-    /// The most recently returned live connection to endpoint `ep`, if any.
-    pub(crate) fn take(&self, ep: usize) -> Option<Conn> {
+    /// The most recently returned live connection to endpoint `ep`, if any, at `now`.
+    pub(crate) fn take(&self, ep: usize, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         let list = &mut idle[ep];
         let newest = list.pop()?;
-        if newest.since.elapsed() < self.idle_timeout {
+        if now.saturating_duration_since(newest.since) < self.idle_timeout {
             return Some(newest.conn);
         }
         // The newest is expired, so all older ones are too.
@@ -53,18 +53,19 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last exchange ended cleanly.
-    pub(crate) fn put(&self, ep: usize, conn: Conn) {
+    /// Returns a connection whose last exchange ended cleanly at `now`. With
+    /// `max_idle` 0 (no pooling) it is closed.
+    pub(crate) fn put(&self, ep: usize, conn: Conn, now: Instant) {
         debug_assert!(conn.buf.is_empty(), "pooled connection with unread bytes");
+        if self.max_idle == 0 {
+            return;
+        }
         let mut idle = self.idle.borrow_mut();
         let list = &mut idle[ep];
         if list.len() >= self.max_idle {
             list.remove(0); // the oldest goes
         }
-        list.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
+        list.push(Idle { conn, since: now });
     }
 
     /// Closes connections idle longer than the timeout.

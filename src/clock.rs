@@ -1,0 +1,46 @@
+//! The two clocks ringway reads: wall-clock Unix time for what people read (log lines,
+//! status pages), and milliseconds on the monotonic clock for deadlines kept in atomics
+//! that every shard shares (a breaker's cool-down).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Time since the Unix epoch (zero if the system clock is set before it).
+pub(crate) fn unix_time() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    unix_time().as_millis() as u64
+}
+
+/// `at` as milliseconds on a process-wide monotonic clock: a value an atomic can hold.
+/// Callers pass the instant they already read for the phase they are in.
+pub(crate) fn mono_ms(at: Instant) -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    at.saturating_duration_since(start).as_millis() as u64
+}
+
+/// [`mono_ms`] of now.
+pub(crate) fn now_ms() -> u64 {
+    mono_ms(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_monotonic_clock_counts_from_the_first_reading() {
+        now_ms();
+        let a = Instant::now();
+        let (ms_a, ms_b) = (mono_ms(a), mono_ms(a + Duration::from_millis(250)));
+        assert_eq!(ms_b - ms_a, 250);
+        assert!(mono_ms(a - Duration::from_millis(1)) <= ms_a);
+        assert!(unix_ms() > 1_700_000_000_000);
+    }
+}

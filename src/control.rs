@@ -1,0 +1,38 @@
+//! The control thread: everything slow, off the shards. One task per endpoint checks its
+//! health (`checks`) and reads its model list when due (`discovery`), which publishes
+//! each new model catalogue to every shard over the shard's own channel. Both talk to
+//! endpoints with `fetch`, a minimal HTTP/1.1 GET.
+
+mod checks;
+mod discovery;
+mod fetch;
+
+use std::rc::Rc;
+use std::sync::{Arc, mpsc};
+
+use crate::config::Config;
+use crate::stop::StopSignal;
+use crate::upstream::Upstreams;
+use crate::upstream::models::Catalog;
+
+/// Watches every endpoint, one task each, until `stop` fires. Runs once per process, on
+/// the control thread, whatever the number of shards.
+pub(crate) async fn run(
+    upstreams: Arc<Upstreams>,
+    config: Arc<Config>,
+    stop: Arc<StopSignal>,
+    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
+) {
+    let discovery = Rc::new(discovery::Discovery::new(upstreams.endpoints.len(), shards));
+    for index in 0..upstreams.endpoints.len() {
+        let (upstreams, config, stop) = (upstreams.clone(), config.clone(), stop.clone());
+        let discovery = discovery.clone();
+        monoio::spawn(async move {
+            let ep = &upstreams.endpoints[index];
+            checks::watch(ep, &config, &stop, &discovery).await;
+        });
+    }
+    // The watchers notice the stop within one sleep slice; a probe in progress is
+    // abandoned with the runtime.
+    stop.wait().await;
+}

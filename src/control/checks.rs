@@ -1,0 +1,93 @@
+//! Active health checks: one loop per endpoint, on the control thread, writing the
+//! endpoint's shared [`Health`](crate::upstream::health::Health) that every shard reads.
+//! A healthy endpoint is checked every `check_interval_ms` (its own, honoured per
+//! endpoint); a down one fast (`recovery_interval_ms`, growing to
+//! `recovery_max_interval_ms`), and at once when a shard marks it down or its breaker
+//! opens.
+
+use std::time::{Duration, Instant};
+
+use super::discovery::Discovery;
+use super::fetch::fetch;
+use crate::config::Config;
+use crate::log::{info, warning};
+use crate::stop::StopSignal;
+use crate::upstream::Endpoint;
+
+/// Checks one endpoint until `stop` fires, and reads its model list when due.
+pub(super) async fn watch(
+    ep: &Endpoint,
+    config: &Config,
+    stop: &StopSignal,
+    discovery: &Discovery,
+) {
+    let settings = &config.health;
+    let mut recovery = settings.recovery_interval;
+    let mut models_due = Instant::now();
+    while !stop.is_triggered() {
+        let result = probe(ep).await;
+        let h = ep.health();
+        let ok = match &result {
+            Ok((status, latency)) => {
+                h.record_probe(Some(*status), *latency);
+                (200..300).contains(status)
+            }
+            Err(_) => {
+                h.record_probe(None, Duration::ZERO);
+                false
+            }
+        };
+        let transition = h.record_check(ok, settings);
+        match transition {
+            Some(true) => info!("endpoint {} is back up", ep.name),
+            Some(false) => warning!("endpoint {} is down: {}", ep.name, describe(&result)),
+            None => {}
+        }
+        let up = h.is_up();
+        // Only after a passing check: an endpoint that is up but failing its checks
+        // would just fail this too.
+        if ok && up && (transition == Some(true) || Instant::now() >= models_due) {
+            discovery.refresh(ep).await;
+            models_due = Instant::now() + config.models_refresh_interval;
+        }
+        let wait = if up {
+            recovery = settings.recovery_interval;
+            ep.check_interval
+        } else {
+            let wait = recovery;
+            recovery = (recovery * 3 / 2).min(settings.recovery_max_interval);
+            wait
+        };
+        // Sleep in short slices: a shard marking the endpoint down, or a stop, cuts the
+        // wait short so recovery probing starts at once.
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stop.is_triggered() {
+                break;
+            }
+            monoio::time::sleep(left.min(Duration::from_millis(20))).await;
+            if (up && !h.is_up()) || h.is_suspect() {
+                recovery = settings.recovery_interval;
+                break;
+            }
+        }
+    }
+}
+
+fn describe(result: &Result<(u16, Duration), String>) -> String {
+    match result {
+        Ok((status, _)) => format!("health check answered {status}"),
+        Err(e) => e.clone(),
+    }
+}
+
+/// One health check: `GET <base><health path>` on a fresh connection; the status code
+/// and how long the head took.
+async fn probe(ep: &Endpoint) -> Result<(u16, Duration), String> {
+    let started = Instant::now();
+    match fetch(ep, &ep.health_path, ep.check_timeout, None).await {
+        Ok((status, _)) => Ok((status, started.elapsed())),
+        Err(e) => Err(format!("health check: {e}")),
+    }
+}

@@ -1,0 +1,111 @@
+//! Model discovery: reading each endpoint's model list (Ollama `/api/tags`, LM Studio
+//! `/api/v0/models`, `/v1/models` for the OpenAI-compatible servers) and publishing a new
+//! immutable [`Catalog`] to every shard whenever one is read.
+
+use std::cell::RefCell;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::fetch::fetch;
+use crate::clock::unix_ms;
+use crate::endpoint_type::EndpointType;
+use crate::log::{info, warning};
+use crate::upstream::Endpoint;
+use crate::upstream::models::{Catalog, Model};
+
+/// Largest model list read (bytes).
+const MAX_LIST: usize = 8 << 20;
+
+/// The model lists read so far, and the shards to send each new catalogue to.
+pub(super) struct Discovery {
+    lists: RefCell<Vec<Option<Vec<Model>>>>,
+    seen_unix_ms: RefCell<Vec<u64>>,
+    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
+}
+
+impl Discovery {
+    pub(super) fn new(endpoints: usize, shards: Vec<mpsc::Sender<Arc<Catalog>>>) -> Discovery {
+        Discovery {
+            lists: RefCell::new(vec![None; endpoints]),
+            seen_unix_ms: RefCell::new(vec![0; endpoints]),
+            shards,
+        }
+    }
+
+    /// Reads an endpoint's model list and publishes the new catalogue.
+    pub(super) async fn refresh(&self, ep: &Endpoint) {
+        match discover(ep, ep.check_timeout).await {
+            Ok(list) => {
+                let names = |l: &[Model]| l.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+                let changed =
+                    self.lists.borrow()[ep.index].as_deref().map(names) != Some(names(&list));
+                if changed {
+                    info!("endpoint {} serves {} model(s)", ep.name, list.len());
+                }
+                self.lists.borrow_mut()[ep.index] = Some(list);
+                self.seen_unix_ms.borrow_mut()[ep.index] = unix_ms();
+                let catalog = Arc::new(Catalog::new(
+                    self.lists.borrow().clone(),
+                    self.seen_unix_ms.borrow().clone(),
+                ));
+                for shard in &self.shards {
+                    let _ = shard.send(catalog.clone());
+                }
+            }
+            Err(e) => warning!("endpoint {}: cannot read its model list: {e}", ep.name),
+        }
+    }
+}
+
+/// Reads an endpoint's model list.
+async fn discover(ep: &Endpoint, within: Duration) -> Result<Vec<Model>, String> {
+    let path = ep.kind.models_path();
+    let (status, body) = fetch(ep, path, within, Some(MAX_LIST)).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!("{path} answered {status}"));
+    }
+    parse_list(ep.kind, &body).ok_or_else(|| format!("{path}: not a model list"))
+}
+
+/// Parses a model-list response of an endpoint type.
+pub(crate) fn parse_list(kind: EndpointType, body: &[u8]) -> Option<Vec<Model>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let (items, name_key) = match kind {
+        EndpointType::Ollama => (v.get("models")?.as_array()?, "name"),
+        _ => (v.get("data")?.as_array()?, "id"),
+    };
+    let models = items
+        .iter()
+        .filter_map(|item| {
+            let name = item.get(name_key).or_else(|| item.get("model"))?.as_str()?;
+            // LM Studio lists embedding models alongside chat models; both are routable.
+            Some(Model {
+                name: name.to_string(),
+                raw: item.clone(),
+            })
+        })
+        .collect();
+    Some(models)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_per_type() {
+        let tags = br#"{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","details":{"family":"llama"}}]}"#;
+        let ollama = parse_list(EndpointType::Ollama, tags).unwrap();
+        assert_eq!(ollama[0].name, "llama3.2:latest");
+        assert_eq!(ollama[0].family(), "llama");
+        let openai =
+            br#"{"object":"list","data":[{"id":"Qwen/Qwen2.5-7B-Instruct","object":"model"}]}"#;
+        let vllm = parse_list(EndpointType::Vllm, openai).unwrap();
+        assert_eq!(vllm[0].name, "Qwen/Qwen2.5-7B-Instruct");
+        assert_eq!(vllm[0].family(), "qwen");
+        assert!(parse_list(EndpointType::Vllm, b"<html>").is_none());
+        assert!(parse_list(EndpointType::Ollama, openai).is_none());
+    }
+}

@@ -1,0 +1,238 @@
+//! The one exit of every request: what became of it ([`Record`], filled in by the
+//! phases) turned into the access-log line and the metrics, in [`finish`], whether the
+//! request was relayed, answered by ringway or refused while it was read. Also the
+//! request id every response carries.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::connection::Client;
+use crate::clock::unix_ms;
+use crate::http1::{RequestHead, Span};
+use crate::log::{AccessFormat, Timestamp};
+use crate::routing::KeySource;
+use crate::routing::sticky::Outcome;
+use crate::shard::Shard;
+
+/// What became of one request. Made fresh for every request.
+pub(super) struct Record {
+    pub(super) id: RequestId,
+    /// The answer's status; `None` when nothing could be answered.
+    pub(super) status: Option<u16>,
+    /// Set when an endpoint's response was relayed.
+    pub(super) served: Option<Served>,
+    /// ringway answered with an error of its own.
+    pub(super) own_error: bool,
+    /// One of ringway's pages: counted, not logged.
+    pub(super) page: bool,
+    /// The client went away before its answer was complete.
+    pub(super) client_gone: bool,
+    /// Bytes of the response written to the client.
+    pub(super) bytes: u64,
+}
+
+/// How an endpoint served a request.
+pub(super) struct Served {
+    pub(super) endpoint: usize,
+    /// The model sent to the endpoint: its span in the body as sent.
+    pub(super) model: Option<Range<usize>>,
+    /// From the request's head being read to the endpoint's response head.
+    pub(super) ttfb: Duration,
+    /// Endpoints tried, this one included.
+    pub(super) attempts: usize,
+    pub(super) sticky: StickyReport,
+}
+
+/// The sticky-session headers of a response.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StickyReport {
+    pub(super) outcome: Outcome,
+    pub(super) source: Option<KeySource>,
+}
+
+impl Record {
+    pub(super) fn new(id: RequestId) -> Record {
+        Record {
+            id,
+            status: None,
+            served: None,
+            own_error: false,
+            page: false,
+            client_gone: false,
+            bytes: 0,
+        }
+    }
+}
+
+/// What `finish` knows of the request itself: its head if one was read, its body (as
+/// sent to the endpoint) and when it started.
+pub(super) struct Seen<'a> {
+    pub(super) head: Option<&'a RequestHead>,
+    pub(super) body: &'a [u8],
+    pub(super) started: Instant,
+}
+
+/// Writes the request's metrics and access-log line. `now` is when it ended.
+pub(super) fn finish(
+    shard: &Shard,
+    client: &Client,
+    seen: &Seen<'_>,
+    record: &Record,
+    now: Instant,
+) {
+    let counters = shard.counters();
+    if seen.head.is_some() {
+        counters.requests.bump();
+    }
+    if record.client_gone {
+        counters.client_aborts.bump();
+    }
+    if let (true, Some(status)) = (record.own_error, record.status) {
+        counters.own_errors[usize::from(status >= 500)].bump();
+    }
+    if let (Some(served), Some(status)) = (&record.served, record.status) {
+        let ep = &counters.endpoints[served.endpoint];
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        ep.responses[class].bump();
+        ep.ttfb.observe(served.ttfb);
+        ep.duration
+            .observe(now.saturating_duration_since(seen.started));
+        if let Some(model) = served.model.clone().and_then(|m| seen.body.get(m)) {
+            counters.models.record(model, class);
+        }
+        if served.attempts > 1 {
+            counters.failovers.bump();
+        }
+        let sticky = served.sticky;
+        match sticky.outcome {
+            Outcome::Hit => counters.sticky_hits.bump(),
+            Outcome::Miss => counters.sticky_misses.bump(),
+            Outcome::Repin => counters.sticky_repins.bump(),
+            Outcome::Disabled if shard.config.sticky.enabled => counters.sticky_no_key.bump(),
+            Outcome::Disabled => {}
+        }
+        if let Some(source) = sticky.source {
+            counters.sticky_by_source[source as usize].bump();
+        }
+    }
+    if let Some(log) = shard.access_log.as_deref().filter(|_| !record.page) {
+        log.write(line(shard, client, seen, record, log.format, now));
+    }
+}
+
+/// The access-log line of a request.
+fn line(
+    shard: &Shard,
+    client: &Client,
+    seen: &Seen<'_>,
+    record: &Record,
+    format: AccessFormat,
+    now: Instant,
+) -> String {
+    let buf = &client.conn.buf;
+    let text = |span: Option<Span>| {
+        let bytes = span.and_then(|s| buf.get(s.range())).unwrap_or(b"-");
+        String::from_utf8_lossy(bytes).into_owned()
+    };
+    let (method, path) = (
+        text(seen.head.map(|h| h.method)),
+        text(seen.head.map(|h| h.target)),
+    );
+    let served = record.served.as_ref();
+    let model = served
+        .and_then(|s| s.model.clone())
+        .and_then(|m| seen.body.get(m))
+        .map(String::from_utf8_lossy);
+    let endpoint = served.map(|s| &*shard.upstreams.endpoints[s.endpoint].name);
+    let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+    let total = ms(now.saturating_duration_since(seen.started));
+    let ttfb = served.map(|s| ms(s.ttfb));
+    let attempts = served.map_or(0, |s| s.attempts);
+    let sticky = served.map(|s| s.sticky.outcome.name());
+    // nginx's "client closed request" when nothing could be answered.
+    let status = record.status.unwrap_or(499);
+    let time = Timestamp(unix_ms()).to_string();
+    let id = &record.id;
+    match format {
+        AccessFormat::Json => {
+            let line = serde_json::json!({
+                "time": time,
+                "request_id": id.to_string(),
+                "client": client.peer_ip,
+                "method": method,
+                "path": path,
+                "model": model,
+                "endpoint": endpoint,
+                "status": status,
+                "bytes": record.bytes,
+                "ms": total,
+                "ttfb_ms": ttfb,
+                "attempts": attempts,
+                "sticky": sticky,
+            });
+            line.to_string() + "\n"
+        }
+        AccessFormat::Text => format!(
+            "{time} {id} {} \"{method} {path}\" {status} {} endpoint={} model={} ms={total} ttfb_ms={} attempts={attempts} sticky={}\n",
+            client.peer_ip,
+            record.bytes,
+            endpoint.unwrap_or("-"),
+            model.as_deref().unwrap_or("-"),
+            ttfb.map_or("-".into(), |t| t.to_string()),
+            sticky.unwrap_or("-"),
+        ),
+    }
+}
+
+/// `X-Olla-Request-ID`: the client's `X-Request-ID` when it is sane (1-128 printable
+/// characters), otherwise generated: process tag, shard, per-shard sequence number.
+pub(crate) struct RequestId {
+    bytes: [u8; 128],
+    len: u8,
+}
+
+impl RequestId {
+    pub(super) fn for_request(shard: &Shard, head: &RequestHead, buf: &[u8]) -> RequestId {
+        if let Some(span) = head.request_id {
+            let given = span.get(buf);
+            if !given.is_empty() && given.len() <= 128 && given.iter().all(u8::is_ascii_graphic) {
+                let mut id = RequestId {
+                    bytes: [0; 128],
+                    len: given.len() as u8,
+                };
+                id.bytes[..given.len()].copy_from_slice(given);
+                return id;
+            }
+        }
+        RequestId::generate(shard)
+    }
+
+    pub(super) fn generate(shard: &Shard) -> RequestId {
+        let seq = shard.next_request.get();
+        shard.next_request.set(seq + 1);
+        let mut id = RequestId {
+            bytes: [0; 128],
+            len: 20,
+        };
+        let hex = |out: &mut [u8], v: u64| {
+            let width = out.len();
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = b"0123456789abcdef"[(v >> ((width - 1 - i) * 4)) as usize & 0xf];
+            }
+        };
+        hex(&mut id.bytes[..8], u64::from(shard.process_tag));
+        hex(&mut id.bytes[8..10], shard.id as u64);
+        hex(&mut id.bytes[10..20], seq);
+        id
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}

@@ -1,0 +1,511 @@
+//! The `attempt` phase: pick an endpoint, take a pooled connection or open one, forward
+//! the request, read the response head; and the retry policy ([`judge`]): while nothing
+//! has reached the client, a failed attempt is tried again on another endpoint.
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::time::Instant;
+
+use super::access::StickyReport;
+use super::connection::Client;
+use super::error::ProxyError;
+use super::heads::{self, UpstreamTarget};
+use super::request::{Body, Request};
+use super::route::{Forward, Want};
+use crate::clock;
+use crate::deadline::Deadline;
+use crate::endpoint_set::EndpointSet;
+use crate::http1::{self, Conn, ResponseHead, Watched};
+use crate::log::{debug, warning};
+use crate::routing::Balancer;
+use crate::routing::sticky::{self, Outcome, SessionKey};
+use crate::shard::Shard;
+use crate::upstream::{self, Endpoint, InFlight};
+
+/// Request bodies up to this size are sent in the same write as the head.
+const COALESCE_BODY: usize = 64 * 1024;
+
+/// The response an attempt got, for the `relay` phase.
+pub(super) struct Upstream<'s> {
+    pub(super) ep: &'s Endpoint,
+    pub(super) conn: Conn,
+    pub(super) head: ResponseHead,
+    /// When the response head arrived.
+    pub(super) at: Instant,
+    /// Endpoints tried, this one included.
+    pub(super) attempts: usize,
+    pub(super) sticky: StickyReport,
+    /// The model as sent to this endpoint: its span in the body.
+    pub(super) model: Option<Range<usize>>,
+    /// The request counts as in flight on the endpoint until the relay ends.
+    pub(super) _in_flight: InFlight<'s>,
+}
+
+/// What the retry policy makes of one attempt.
+enum Verdict {
+    /// Relay the endpoint's response: a success (`failed` false), or an answer listed in
+    /// `proxy.retry_on_status` that no other endpoint can improve on.
+    Relay {
+        conn: Conn,
+        head: ResponseHead,
+        failed: bool,
+    },
+    /// The endpoint failed before the client saw anything: try another.
+    Retry(ProxyError),
+    /// Answer the client with this error.
+    Fail(ProxyError),
+}
+
+/// The retry policy. `another` says whether another endpoint could take the request.
+fn judge(
+    ep: &Endpoint,
+    result: Result<(Conn, ResponseHead), ProxyError>,
+    retry_on_status: &[u16],
+    another: impl FnOnce() -> bool,
+) -> Verdict {
+    match result {
+        Ok((conn, head)) if !retry_on_status.contains(&head.status) => Verdict::Relay {
+            conn,
+            head,
+            failed: false,
+        },
+        // The endpoint's own answer is the most useful one when nobody else can try.
+        Ok((conn, head)) if !another() => Verdict::Relay {
+            conn,
+            head,
+            failed: true,
+        },
+        // Dropping the connection closes it: the body is not worth draining.
+        Ok((_, head)) => Verdict::Retry(ProxyError::RetriedStatus {
+            endpoint: ep.name.to_string(),
+            status: head.status,
+        }),
+        Err(e) if e.retryable() => Verdict::Retry(e),
+        Err(e) => Verdict::Fail(e),
+    }
+}
+
+/// Tries endpoints for `request` as `plan` says until one answers, or says why none did.
+pub(super) async fn forward<'s>(
+    shard: &'s Shard,
+    client: &mut Client,
+    deadline: &mut Deadline<'_>,
+    request: &mut Request,
+    plan: &Forward<'_>,
+) -> Result<Upstream<'s>, ProxyError> {
+    let endpoints = &shard.upstreams.endpoints;
+    let proxy = &shard.config.proxy;
+    let max_attempts = match proxy.max_attempts {
+        0 => usize::MAX,
+        n => n,
+    };
+    let mut tried = EndpointSet::default();
+    let mut attempts = 0;
+    let mut model = plan.model.clone();
+    let mut last_error: Option<ProxyError> = None;
+    let mut now = request.started;
+    loop {
+        if attempts > 0 && now >= request.deadline {
+            return Err(ProxyError::RequestTimeout);
+        }
+        let want = Want {
+            scope: plan.scope,
+            serving: plan.serving,
+            now: clock::mono_ms(now),
+        };
+        let pick = if attempts < max_attempts {
+            let placement = Placement {
+                balancer: proxy.balancer,
+                cursor: &shard.next_pick,
+                max_load_factor: shard.config.sticky.max_load_factor,
+            };
+            select_backend(endpoints, &want, &tried, plan.key, &placement)
+        } else {
+            None
+        };
+        let Some(ep) = pick else {
+            return Err(none_left(
+                request,
+                &client.conn.buf,
+                plan,
+                &tried,
+                endpoints,
+                last_error,
+            ));
+        };
+        if let (Some(alias), Some(span)) = (&plan.alias, model.clone()) {
+            // Send the endpoint the model name it knows.
+            let escaped = serde_json::to_string(alias.target_for(ep.index)).expect("a string");
+            let text = &escaped.as_bytes()[1..escaped.len() - 1];
+            request.body.rewrite(&client.conn.buf, span.clone(), text);
+            model = Some(span.start..span.start + text.len());
+        }
+        tried.insert(ep.index);
+        attempts += 1;
+        let in_flight = ep.begin_request();
+        let target = UpstreamTarget {
+            ep,
+            scope: plan.scope,
+            strip: plan.strip,
+            // An endpoint with credentials of its own never gets the client's.
+            forward_auth: proxy.forward_client_auth && ep.auth_line.is_none(),
+        };
+        let body_len = request.body.bytes(&client.conn.buf).len();
+        client.to_endpoint.clear();
+        heads::upstream_head(
+            &mut client.to_endpoint,
+            &client.conn.buf,
+            &request.head,
+            &client.headers,
+            &client.peer_ip,
+            &target,
+            body_len,
+        );
+        let result = exchange(shard, client, deadline, request, ep, now).await;
+        // The failure happened now, not when the request started: a breaker opened
+        // after a 3 s connect timeout must stay open for its whole cool-down.
+        now = Instant::now();
+        let another = || {
+            let want = Want {
+                now: clock::mono_ms(now),
+                ..want
+            };
+            attempts < max_attempts && endpoints.iter().any(|e| want.admits(e, &tried))
+        };
+        match judge(ep, result, &proxy.retry_on_status, another) {
+            Verdict::Relay { conn, head, failed } => {
+                if failed {
+                    record_failure(shard, ep, now);
+                } else {
+                    ep.health().record_success();
+                }
+                let sticky = sticky_report(plan.key, plan.opener, plan.home, ep.index);
+                return Ok(Upstream {
+                    ep,
+                    conn,
+                    head,
+                    at: now,
+                    attempts,
+                    sticky,
+                    model,
+                    _in_flight: in_flight,
+                });
+            }
+            Verdict::Retry(failure) => {
+                if let ProxyError::Connect { cause, .. } = &failure {
+                    shard.counters().endpoints[ep.index].connect_errors.bump();
+                    // Passive detection: out of rotation on every shard until the
+                    // checker sees it answer again.
+                    if ep.health().mark_down() {
+                        warning!("endpoint {} is down: {cause}", ep.name);
+                    }
+                }
+                record_failure(shard, ep, now);
+                shard.counters().endpoints[ep.index].retried.bump();
+                debug!("endpoint {} failed, trying another: {failure:?}", ep.name);
+                last_error = Some(failure);
+            }
+            Verdict::Fail(e) => return Err(e),
+        }
+    }
+}
+
+/// Why no endpoint is left to try.
+fn none_left(
+    request: &Request,
+    buf: &[u8],
+    plan: &Forward<'_>,
+    tried: &EndpointSet,
+    endpoints: &[Endpoint],
+    last_error: Option<ProxyError>,
+) -> ProxyError {
+    match last_error {
+        None if plan.serving.is_some() => {
+            let body = request.body.bytes(buf);
+            let model = plan
+                .model
+                .clone()
+                .and_then(|m| body.get(m))
+                .unwrap_or_default();
+            ProxyError::ModelUnavailable {
+                model: String::from_utf8_lossy(model).into_owned(),
+            }
+        }
+        None => ProxyError::NoEndpoint { scope: plan.scope },
+        Some(last) if tried.len() == 1 => last,
+        Some(last) => ProxyError::AllFailed {
+            tried: tried
+                .iter()
+                .map(|i| endpoints[i].name.to_string())
+                .collect(),
+            last: Box::new(last),
+        },
+    }
+}
+
+/// How an endpoint is chosen when the request has no session key.
+pub(crate) struct Placement<'a> {
+    pub(crate) balancer: Balancer,
+    /// Where the balancer starts scanning: just after the shard's previous pick.
+    pub(crate) cursor: &'a Cell<usize>,
+    /// `sticky.max_load_factor`.
+    pub(crate) max_load_factor: f64,
+}
+
+/// Picks an eligible endpoint: the key's rendezvous winner when the request has a
+/// session key, the configured balancer's choice otherwise.
+pub(crate) fn select_backend<'e>(
+    endpoints: &'e [Endpoint],
+    want: &Want,
+    tried: &EndpointSet,
+    key: Option<SessionKey>,
+    placement: &Placement<'_>,
+) -> Option<&'e Endpoint> {
+    let eligible = |i: usize| want.admits(&endpoints[i], tried);
+    let i = match key {
+        Some(key) => sticky::rendezvous(key.hash, endpoints, eligible, placement.max_load_factor)?,
+        None => {
+            let i = placement
+                .balancer
+                .pick(endpoints, eligible, placement.cursor.get())?;
+            placement.cursor.set(i + 1);
+            i
+        }
+    };
+    Some(&endpoints[i])
+}
+
+/// The sticky outcome of serving a request on `chosen`.
+fn sticky_report(
+    key: Option<SessionKey>,
+    opener: bool,
+    home: Option<usize>,
+    chosen: usize,
+) -> StickyReport {
+    match key {
+        None => StickyReport {
+            outcome: Outcome::Disabled,
+            source: None,
+        },
+        Some(key) => StickyReport {
+            outcome: sticky::outcome(opener, home, chosen),
+            source: Some(key.source),
+        },
+    }
+}
+
+fn record_failure(shard: &Shard, ep: &Endpoint, at: Instant) {
+    if ep
+        .health()
+        .record_failure(clock::mono_ms(at), &shard.breaker)
+    {
+        debug!("endpoint {}: circuit breaker open", ep.name);
+    }
+}
+
+/// Sends the request to `ep` and reads the response head, on a pooled connection if
+/// there is one. A pooled connection that turns out closed is replaced once.
+async fn exchange(
+    shard: &Shard,
+    client: &mut Client,
+    deadline: &mut Deadline<'_>,
+    request: &mut Request,
+    ep: &Endpoint,
+    now: Instant,
+) -> Result<(Conn, ResponseHead), ProxyError> {
+    let pooled = shard.pool.take(ep.index, now);
+    let mut reused = pooled.is_some();
+    let mut conn = match pooled {
+        Some(conn) => conn,
+        None => connect(shard, ep).await?,
+    };
+    loop {
+        match send(shard, client, deadline, request, &mut conn, ep, now).await {
+            Ok(head) => return Ok((conn, head)),
+            Err(Exchange::ClosedEarly) if reused => {
+                debug!("stale pooled connection to {}; reconnecting", ep.name);
+                reused = false;
+                conn = connect(shard, ep).await?;
+            }
+            Err(Exchange::ClosedEarly) => {
+                return Err(ProxyError::ClosedBeforeResponse {
+                    endpoint: ep.name.to_string(),
+                });
+            }
+            Err(Exchange::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+async fn connect(shard: &Shard, ep: &Endpoint) -> Result<Conn, ProxyError> {
+    match upstream::connect(ep, shard.config.proxy.connect_timeout).await {
+        Ok(stream) => Ok(Conn::new(stream, 16 * 1024)),
+        Err(cause) => Err(ProxyError::Connect {
+            endpoint: ep.name.to_string(),
+            cause,
+        }),
+    }
+}
+
+enum Exchange {
+    /// The connection closed or reset before a single response byte: the endpoint did
+    /// not answer this request.
+    ClosedEarly,
+    Failed(ProxyError),
+}
+
+/// One request/response-head exchange on `conn`, all of it within one deadline: the
+/// endpoint's time to answer (`proxy.response_timeout_ms`) or the request's, whichever
+/// comes first. The response head is parsed into `client.response_headers`; its bytes
+/// (and any body bytes after it) stay in `conn.buf`.
+async fn send(
+    shard: &Shard,
+    client: &mut Client,
+    deadline: &mut Deadline<'_>,
+    request: &mut Request,
+    conn: &mut Conn,
+    ep: &Endpoint,
+    now: Instant,
+) -> Result<ResponseHead, Exchange> {
+    let response_due = now + shard.config.proxy.response_timeout;
+    let until = response_due.min(request.deadline);
+    let timeout = || {
+        Exchange::Failed(if request.deadline < response_due {
+            ProxyError::RequestTimeout
+        } else {
+            ProxyError::ResponseTimeout {
+                endpoint: ep.name.to_string(),
+            }
+        })
+    };
+    let Client {
+        conn: client_conn,
+        to_endpoint,
+        response_headers,
+        ..
+    } = client;
+    // Request out: head and small bodies in one write; a large body straight from
+    // where it was received, before the wait for the answer is watched.
+    let body = request.body.bytes(&client_conn.buf);
+    let separate_body = body.len() > COALESCE_BODY;
+    if !separate_body {
+        to_endpoint.extend_from_slice(body);
+    } else {
+        deadline.set(until);
+        let stream = &mut conn.stream;
+        let written = deadline
+            .run(async {
+                let len = to_endpoint.len();
+                http1::write_out(stream, to_endpoint, 0..len).await?;
+                match &mut request.body {
+                    Body::Received(range) => {
+                        http1::write_out(stream, &mut client_conn.buf, range.clone()).await
+                    }
+                    Body::Owned(bytes) => {
+                        let len = bytes.len();
+                        http1::write_out(stream, bytes, 0..len).await
+                    }
+                    Body::Empty => Ok(()),
+                }
+            })
+            .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Exchange::ClosedEarly),
+            Err(_) => return Err(timeout()),
+        }
+    }
+    let limits = shard.config.server.head_limits();
+    let was_head = request.head.is_head;
+    let work = async {
+        if !separate_body {
+            let len = to_endpoint.len();
+            if http1::write_out(&mut conn.stream, to_endpoint, 0..len)
+                .await
+                .is_err()
+            {
+                return Err(Exchange::ClosedEarly);
+            }
+        }
+        // Response head in, skipping interim 1xx responses.
+        let mut received_any = false;
+        loop {
+            if !conn.buf.is_empty() {
+                received_any = true;
+                match http1::parse_response(&conn.buf, &limits, was_head, response_headers) {
+                    Ok(Some(head)) if head.status == 101 => {
+                        return Err(bad_response(ep, "unexpected 101 Switching Protocols"));
+                    }
+                    Ok(Some(head)) if head.status < 200 => conn.consume(head.len),
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) => {}
+                    Err(e) => return Err(bad_response(ep, e.describe())),
+                }
+                if !conn.buf.is_empty() {
+                    continue;
+                }
+            }
+            match conn.fill().await {
+                Ok(0) | Err(_) if !received_any => return Err(Exchange::ClosedEarly),
+                Ok(0) | Err(_) => {
+                    return Err(bad_response(
+                        ep,
+                        "connection closed inside the response head",
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+    };
+    // A client that hangs up while the endpoint thinks (a long prefill) ends the
+    // exchange: dropping the connection tells the endpoint to stop.
+    match client_conn.watch_while(deadline, now, until, work).await {
+        Watched::Done(result) => result,
+        Watched::HungUp => Err(Exchange::Failed(ProxyError::ClientGone)),
+        Watched::Elapsed => Err(timeout()),
+    }
+}
+
+fn bad_response(ep: &Endpoint, what: &'static str) -> Exchange {
+    Exchange::Failed(ProxyError::BadResponse {
+        endpoint: ep.name.to_string(),
+        what,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::upstream::Upstreams;
+
+    #[test]
+    fn the_retry_policy() {
+        let config = Config::from_toml(
+            "[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"",
+            "test",
+        )
+        .unwrap();
+        let upstreams = Upstreams::new(&config.endpoints);
+        let ep = &upstreams.endpoints[0];
+        let connect = || ProxyError::Connect {
+            endpoint: "a".into(),
+            cause: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let timeout = || ProxyError::ResponseTimeout {
+            endpoint: "a".into(),
+        };
+        assert!(matches!(
+            judge(ep, Err(connect()), &[502], || true),
+            Verdict::Retry(ProxyError::Connect { .. })
+        ));
+        assert!(matches!(
+            judge(ep, Err(timeout()), &[502], || true),
+            Verdict::Fail(ProxyError::ResponseTimeout { .. })
+        ));
+        assert!(matches!(
+            judge(ep, Err(ProxyError::ClientGone), &[502], || true),
+            Verdict::Fail(ProxyError::ClientGone)
+        ));
+    }
+}

@@ -1,0 +1,303 @@
+//! The connection loop: one task per client connection, its requests one after another
+//! (keep-alive, pipelining), one timer for all its deadlines, and for every request the
+//! one exit, `access::finish`, that writes its log line and metrics.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+
+use super::access::{self, Record, RequestId, Seen, Served};
+use super::attempt;
+use super::error::{self, ProxyError, Rescue};
+use super::heads::{self, Routing};
+use super::relay;
+use super::request::{self, Read, Request};
+use super::route::{self, Plan};
+use crate::admin;
+use crate::deadline::{self, Deadline};
+use crate::http1::{self, Conn, Header, RequestHead};
+use crate::log::debug;
+use crate::routing::Internal;
+use crate::routing::sticky::Outcome;
+use crate::shard::Shard;
+
+/// A client connection: what lasts across its requests. Its buffers are reused by each
+/// request; nothing in it describes the current request.
+pub(super) struct Client {
+    pub(super) conn: Conn,
+    pub(super) peer: SocketAddr,
+    /// The client address, formatted once for X-Forwarded-For.
+    pub(super) peer_ip: String,
+    /// The current request's header list.
+    pub(super) headers: Vec<Header>,
+    /// The current response's header list, as the endpoint sent it.
+    pub(super) response_headers: Vec<Header>,
+    /// The request for the endpoint: its head, and its body when small.
+    pub(super) to_endpoint: Vec<u8>,
+    /// The response for the client: its head, and the first body bytes.
+    pub(super) out: Vec<u8>,
+    /// Requests read on this connection so far.
+    pub(super) requests: u64,
+    /// When the connection was accepted (the first head's timeout runs from here), then
+    /// when its last request ended (the keep-alive idle time runs from there).
+    pub(super) idle_since: Instant,
+}
+
+/// Serves one client connection until it closes, errs or times out.
+pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let accepted = Instant::now();
+    let mut timer = pin!(deadline::timer(accepted));
+    let mut deadline = Deadline::new(timer.as_mut());
+    let mut client = Client {
+        conn: Conn::new(stream, 8 * 1024),
+        peer,
+        peer_ip: peer.ip().to_string(),
+        headers: Vec::with_capacity(32),
+        response_headers: Vec::with_capacity(32),
+        to_endpoint: Vec::with_capacity(2048),
+        out: Vec::with_capacity(2048),
+        requests: 0,
+        idle_since: accepted,
+    };
+    loop {
+        match request::read(shard, &mut client, &mut deadline).await {
+            Read::Closed => return,
+            Read::Refused { head, error } => {
+                // The connection's remaining input is unknown: answer, then close.
+                let started = Instant::now();
+                let id = match &head {
+                    Some(head) => RequestId::for_request(shard, head, &client.conn.buf),
+                    None => RequestId::generate(shard),
+                };
+                let mut record = Record::new(id);
+                send_error(&mut client, &mut record, head.as_ref(), &error).await;
+                let seen = Seen {
+                    head: head.as_ref(),
+                    body: &[],
+                    started,
+                };
+                access::finish(shard, &client, &seen, &record, Instant::now());
+                return;
+            }
+            Read::Request(mut request) => {
+                let (record, keep_alive, end) =
+                    serve(shard, &mut client, &mut deadline, &mut request).await;
+                let seen = Seen {
+                    head: Some(&request.head),
+                    body: request.body.bytes(&client.conn.buf),
+                    started: request.started,
+                };
+                access::finish(shard, &client, &seen, &record, end);
+                // A request body lost to a cancelled write leaves the buffer short: the
+                // connection's remaining input is unknown, it cannot carry another.
+                if !keep_alive || client.conn.buf.len() < request.len {
+                    return;
+                }
+                client.conn.consume(request.len);
+                client.idle_since = end;
+            }
+        }
+    }
+}
+
+/// Routes and answers one request: the record of what became of it, whether the
+/// connection carries on, and when the request ended.
+async fn serve(
+    shard: &Shard,
+    client: &mut Client,
+    deadline: &mut Deadline<'_>,
+    request: &mut Request,
+) -> (Record, bool, Instant) {
+    let mut record = Record::new(RequestId::for_request(
+        shard,
+        &request.head,
+        &client.conn.buf,
+    ));
+    if shard.is_draining() {
+        // Answer this one, then close: the server is shutting down.
+        request.head.keep_alive = false;
+    }
+    let plan = route::route(
+        &shard.config,
+        &shard.catalog(),
+        &shard.upstreams.endpoints,
+        (client.peer.ip(), &client.peer_ip),
+        &client.conn.buf,
+        request,
+    );
+    let plan = match plan {
+        Plan::Page(Internal::DebugPanic) => {
+            panic!("GET /internal/debug/panic (server.debug_panic_route is on)")
+        }
+        Plan::Page(page) => {
+            let target = request.head.target.get(&client.conn.buf);
+            let query = target.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
+            let (status, content_type, body) = admin::render(page, shard, query);
+            record.page = true;
+            let head = Some(&request.head);
+            let keep_alive = respond(
+                client,
+                &mut record,
+                head,
+                status,
+                content_type,
+                &body,
+                true,
+                None,
+            )
+            .await;
+            return (record, keep_alive, Instant::now());
+        }
+        Plan::Refuse(e) => {
+            let keep_alive = send_error(client, &mut record, Some(&request.head), &e).await;
+            return (record, keep_alive, Instant::now());
+        }
+        Plan::Forward(plan) => plan,
+    };
+    let upstream = match attempt::forward(shard, client, deadline, request, &plan).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            let keep_alive = send_error(client, &mut record, Some(&request.head), &e).await;
+            return (record, keep_alive, Instant::now());
+        }
+    };
+    let sticky = upstream.sticky;
+    let routing = Routing {
+        id: &record.id,
+        ep: upstream.ep,
+        started: request.started,
+        model: upstream.model.clone(),
+        strategy: if plan.key.is_some() {
+            "sticky"
+        } else {
+            shard.config.proxy.balancer.name()
+        },
+        reason: match (sticky.outcome, plan.serving.is_some()) {
+            (Outcome::Hit, _) => "sticky-hit",
+            (Outcome::Miss, _) => "sticky-new",
+            (Outcome::Repin, _) => "sticky-repin",
+            (Outcome::Disabled, true) => "model-match",
+            (Outcome::Disabled, false) => "any-endpoint",
+        },
+        failover: upstream.attempts > 1,
+        sticky,
+        session: request.head.session_id,
+    };
+    let served = Served {
+        endpoint: upstream.ep.index,
+        model: upstream.model.clone(),
+        ttfb: upstream.at.saturating_duration_since(request.started),
+        attempts: upstream.attempts,
+        sticky,
+    };
+    let status = upstream.head.status;
+    let relayed = relay::relay(shard, client, deadline, request, upstream, &routing).await;
+    record.status = Some(status);
+    record.served = Some(served);
+    record.bytes = relayed.bytes;
+    record.client_gone = relayed.client_gone;
+    let end = relayed.end.unwrap_or_else(Instant::now);
+    (record, relayed.keep_alive, end)
+}
+
+/// Answers with the error's status and OpenAI-shaped body, or, when nothing can be
+/// answered (the client left), records that. Returns whether the connection carries on.
+async fn send_error(
+    client: &mut Client,
+    record: &mut Record,
+    head: Option<&RequestHead>,
+    err: &ProxyError,
+) -> bool {
+    let Some(rescue) = err.rescue() else {
+        record.client_gone = matches!(err, ProxyError::ClientGone);
+        return false;
+    };
+    if rescue.status.is_server_error() {
+        debug!(
+            "request {}: {} {}",
+            record.id,
+            rescue.status.as_u16(),
+            rescue.message
+        );
+    }
+    let body = error::error_body(&rescue);
+    record.own_error = true;
+    let keep_alive = rescue.keep_alive;
+    let content_type = b"application/json";
+    respond(
+        client,
+        record,
+        head,
+        rescue.status,
+        content_type,
+        &body,
+        keep_alive,
+        Some(&rescue),
+    )
+    .await
+}
+
+/// Writes a complete answer of ringway's own (an error, a page). Returns whether the
+/// connection carries on.
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    client: &mut Client,
+    record: &mut Record,
+    head: Option<&RequestHead>,
+    status: StatusCode,
+    content_type: &[u8],
+    body: &[u8],
+    keep_alive: bool,
+    rescue: Option<&Rescue>,
+) -> bool {
+    let keep_alive = keep_alive && head.is_some_and(|h| h.keep_alive);
+    let out = &mut client.out;
+    out.clear();
+    heads::own_head(
+        out,
+        status,
+        content_type,
+        body.len(),
+        &record.id,
+        keep_alive,
+        head,
+        rescue,
+    );
+    if !head.is_some_and(|h| h.is_head) {
+        out.extend_from_slice(body);
+    }
+    record.status = Some(status.as_u16());
+    record.bytes = body.len() as u64;
+    let len = out.len();
+    let written = http1::write_out(&mut client.conn.stream, out, 0..len).await;
+    written.is_ok() && keep_alive
+}
+
+/// Answers a connection beyond `server.max_connections` with 503 and closes it. The
+/// request is not read; a short wait for the client to finish sending keeps the close
+/// from resetting the connection before the answer is read.
+pub(crate) async fn refuse_connection(mut stream: TcpStream) {
+    let rescue = ProxyError::TooManyConnections
+        .rescue()
+        .expect("a refusal has an answer");
+    let mut out = heads::refusal(&rescue, &error::error_body(&rescue));
+    let len = out.len();
+    if http1::write_out(&mut stream, &mut out, 0..len)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut conn = Conn::new(stream, 4096);
+    let now = Instant::now();
+    let mut timer = pin!(deadline::timer(now));
+    let mut deadline = Deadline::new(timer.as_mut());
+    deadline.set(now + Duration::from_millis(500));
+    while let Ok(Ok(1..)) = deadline.run(conn.refill()).await {}
+}

@@ -1,0 +1,258 @@
+//! Every head the request path writes: the request for the endpoint, the endpoint's
+//! response re-framed for the client with the `X-Olla-*` headers, and the heads of
+//! ringway's own answers (errors, pages, the connection-limit refusal). Pure functions
+//! that append to a buffer; the phases write the buffers out.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use http::StatusCode;
+
+use super::access::{RequestId, StickyReport};
+use super::error::Rescue;
+use crate::http1::{
+    self, Framing, Header, HeaderKind, RequestHead, ResponseHead, Span, is_end_to_end, push_header,
+};
+use crate::routing::{KeySource, Scope};
+use crate::upstream::Endpoint;
+
+/// The interim answer to `Expect: 100-continue`.
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Where a request goes: the endpoint, and how its path is rewritten for it.
+pub(crate) struct UpstreamTarget<'a> {
+    pub(crate) ep: &'a Endpoint,
+    pub(crate) scope: Scope,
+    pub(crate) strip: usize,
+    /// Whether the client's `Authorization`/`X-Api-Key`/`Api-Key` go along.
+    pub(crate) forward_auth: bool,
+}
+
+/// Appends the head of the request for the endpoint: request line with the rewritten
+/// path, `Host`, the client's end-to-end headers (credentials only if `forward_auth`),
+/// `X-Forwarded-*`, the endpoint's own credentials, and the framing ringway produces
+/// itself (`Content-Length`; the body is always sent whole).
+pub(crate) fn upstream_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    headers: &[Header],
+    client_ip: &str,
+    to: &UpstreamTarget<'_>,
+    body_len: usize,
+) {
+    let ep = to.ep;
+    let names = head.connection_names_headers;
+    out.extend_from_slice(head.method.get(buf));
+    out.push(b' ');
+    out.extend_from_slice(&ep.base_path);
+    out.extend_from_slice(to.scope.upstream_prefix(ep.kind));
+    out.extend_from_slice(&head.target.get(buf)[to.strip..]);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(&ep.authority);
+    out.extend_from_slice(b"\r\n");
+    let mut forwarded_for: Option<&[u8]> = None;
+    for h in headers {
+        let copy = match h.kind {
+            HeaderKind::Other | HeaderKind::RequestId | HeaderKind::SessionId => true,
+            HeaderKind::Authorization | HeaderKind::ApiKey => to.forward_auth,
+            HeaderKind::XForwardedFor => {
+                forwarded_for = Some(h.value.get(buf));
+                false
+            }
+            // Framing and routing headers are rewritten below; hop-by-hop ones stay here.
+            _ => false,
+        };
+        if copy && is_end_to_end(buf, headers, h, names) {
+            push_header(out, h.name.get(buf), h.value.get(buf));
+        }
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prior) = forwarded_for {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(host) = head.host {
+        push_header(out, b"X-Forwarded-Host", host.get(buf));
+    }
+    push_header(out, b"X-Real-IP", client_ip.as_bytes());
+    if let Some(auth) = &ep.auth_line {
+        out.extend_from_slice(auth.expose().as_bytes());
+    }
+    let method = head.method.get(buf);
+    let expects_body = matches!(method, b"POST" | b"PUT" | b"PATCH");
+    if body_len > 0 || head.body != Framing::Empty || expects_body {
+        http1::push_header_decimal(out, b"Content-Length", body_len as u64);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the client's response head says about how the request was routed.
+pub(super) struct Routing<'a> {
+    pub(super) id: &'a RequestId,
+    pub(super) ep: &'a Endpoint,
+    pub(super) started: Instant,
+    /// The model sent to the endpoint: its span in the body as sent.
+    pub(super) model: Option<Range<usize>>,
+    /// "sticky" or the balancer's name.
+    pub(super) strategy: &'static str,
+    pub(super) reason: &'static str,
+    pub(super) failover: bool,
+    pub(super) sticky: StickyReport,
+    /// The client's session header, echoed when it was the key: its span in the
+    /// request's head.
+    pub(super) session: Option<Span>,
+}
+
+/// The request a response answers: the client connection's buffer and the body as sent.
+pub(super) struct Answering<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) body: &'a [u8],
+}
+
+/// How the response goes to the client.
+pub(super) struct Reframe {
+    /// The client connection carries on after this response.
+    pub(super) keep_alive: bool,
+    /// A chunked body is decoded for an HTTP/1.0 client (the connection then closes).
+    pub(super) decode: bool,
+    pub(super) is_head: bool,
+    pub(super) http10: bool,
+}
+
+/// The client's response head: the endpoint's status and end-to-end headers, ringway's
+/// framing and connection headers, and the X-Olla-* headers.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn response_head(
+    out: &mut Vec<u8>,
+    upstream_buf: &[u8],
+    response: &ResponseHead,
+    headers: &[Header],
+    how: &Reframe,
+    routing: &Routing<'_>,
+    request: &Answering<'_>,
+    now: Instant,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    http1::push_decimal(out, u64::from(response.status));
+    out.push(b' ');
+    out.extend_from_slice(response.reason.get(upstream_buf));
+    out.extend_from_slice(b"\r\n");
+    let mut has_length = false;
+    for h in headers {
+        let copy = match h.kind {
+            HeaderKind::ContentLength => {
+                has_length = true;
+                !how.decode
+            }
+            _ => is_end_to_end(upstream_buf, headers, h, response.connection_names_headers),
+        };
+        if copy {
+            push_header(out, h.name.get(upstream_buf), h.value.get(upstream_buf));
+        }
+    }
+    match response.body {
+        Framing::Chunked if !how.decode => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        Framing::Empty if !has_length && !response.is_bodiless_status() && !how.is_head => {
+            out.extend_from_slice(b"Content-Length: 0\r\n");
+        }
+        _ => {}
+    }
+    connection_header(out, how.keep_alive, how.http10);
+    olla_headers(out, routing.id, routing.ep, routing.started, now);
+    if let Some(model) = routing.model.clone().and_then(|m| request.body.get(m)) {
+        push_header(out, b"X-Olla-Model", model);
+    }
+    push_header(out, b"X-Olla-Routing-Strategy", routing.strategy.as_bytes());
+    let decision: &[u8] = if routing.failover {
+        b"failover"
+    } else {
+        b"routed"
+    };
+    push_header(out, b"X-Olla-Routing-Decision", decision);
+    push_header(out, b"X-Olla-Routing-Reason", routing.reason.as_bytes());
+    let sticky = routing.sticky;
+    push_header(
+        out,
+        b"X-Olla-Sticky-Session",
+        sticky.outcome.name().as_bytes(),
+    );
+    let source = sticky.source.map_or("none", KeySource::name);
+    push_header(out, b"X-Olla-Sticky-Key-Source", source.as_bytes());
+    if let (Some(KeySource::SessionHeader), Some(session)) = (sticky.source, routing.session) {
+        push_header(out, b"X-Olla-Session-ID", session.get(request.buf));
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The head of an answer ringway writes itself (an error, a page). `request` is the
+/// request's head when one was read.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn own_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    content_type: &[u8],
+    body_len: usize,
+    id: &RequestId,
+    keep_alive: bool,
+    request: Option<&RequestHead>,
+    rescue: Option<&Rescue>,
+) {
+    http1::push_status_line(out, status);
+    push_header(out, b"Content-Type", content_type);
+    http1::push_header_decimal(out, b"Content-Length", body_len as u64);
+    if let Some(seconds) = rescue.and_then(|r| r.retry_after) {
+        http1::push_header_decimal(out, b"Retry-After", u64::from(seconds));
+    }
+    if rescue.is_some_and(|r| r.challenge) {
+        push_header(out, b"WWW-Authenticate", b"Bearer realm=\"ringway\"");
+    }
+    push_header(out, b"X-Olla-Request-ID", id.as_bytes());
+    connection_header(
+        out,
+        keep_alive,
+        request.is_some_and(|h| h.minor_version == 0),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The whole answer to a connection beyond `server.max_connections`, from its rescue.
+pub(super) fn refusal(rescue: &Rescue, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    http1::push_status_line(&mut out, rescue.status);
+    push_header(&mut out, b"Content-Type", b"application/json");
+    http1::push_header_decimal(&mut out, b"Content-Length", body.len() as u64);
+    if let Some(seconds) = rescue.retry_after {
+        http1::push_header_decimal(&mut out, b"Retry-After", u64::from(seconds));
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// `Connection: close` when the connection ends here; `keep-alive` for an HTTP/1.0
+/// client whose connection carries on.
+fn connection_header(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+}
+
+/// The `X-Olla-*` headers every proxied answer carries.
+fn olla_headers(out: &mut Vec<u8>, id: &RequestId, ep: &Endpoint, started: Instant, now: Instant) {
+    push_header(out, b"X-Olla-Request-ID", id.as_bytes());
+    push_header(out, b"X-Olla-Endpoint", ep.name.as_bytes());
+    push_header(out, b"X-Olla-Backend-Type", ep.kind.name().as_bytes());
+    out.extend_from_slice(b"X-Olla-Response-Time: ");
+    http1::push_decimal(
+        out,
+        now.saturating_duration_since(started).as_millis() as u64,
+    );
+    out.extend_from_slice(b"ms\r\n");
+}

@@ -1,0 +1,171 @@
+//! The `relay` phase: the response head goes to the client, then the body as it arrives:
+//! each read from the endpoint is written to the client before the next read, so
+//! streamed tokens are never held back. The endpoint connection goes back to the pool
+//! only after a clean end of the message.
+
+use std::time::Instant;
+
+use super::attempt::Upstream;
+use super::connection::Client;
+use super::heads::{self, Answering, Reframe, Routing};
+use super::request::Request;
+use crate::deadline::Deadline;
+use crate::http1::{self, BodyProgress, Framing, Watched};
+use crate::log::debug;
+use crate::shard::Shard;
+
+/// How a relay ended.
+pub(super) struct Relayed {
+    /// The client connection may carry another request.
+    pub(super) keep_alive: bool,
+    /// Bytes written to the client.
+    pub(super) bytes: u64,
+    /// The client went away before the response was complete.
+    pub(super) client_gone: bool,
+    /// When it ended.
+    pub(super) end: Option<Instant>,
+}
+
+/// Relays `upstream`'s response to the client; `routing` says how it was routed.
+pub(super) async fn relay(
+    shard: &Shard,
+    client: &mut Client,
+    deadline: &mut Deadline<'_>,
+    request: &Request,
+    mut upstream: Upstream<'_>,
+    routing: &Routing<'_>,
+) -> Relayed {
+    let head = upstream.head;
+    let framing = head.body;
+    // An HTTP/1.0 client cannot receive chunked framing: decode it and close at the end.
+    let decode = framing == Framing::Chunked && request.head.minor_version == 0;
+    let how = Reframe {
+        keep_alive: request.head.keep_alive && framing != Framing::UntilClose && !decode,
+        decode,
+        is_head: request.head.is_head,
+        http10: request.head.minor_version == 0,
+    };
+    let mut relayed = Relayed {
+        keep_alive: false,
+        bytes: 0,
+        client_gone: false,
+        end: None,
+    };
+    let out = &mut client.out;
+    out.clear();
+    let answering = Answering {
+        buf: &client.conn.buf,
+        body: request.body.bytes(&client.conn.buf),
+    };
+    heads::response_head(
+        out,
+        &upstream.conn.buf,
+        &head,
+        &client.response_headers,
+        &how,
+        routing,
+        &answering,
+        upstream.at,
+    );
+    // Body bytes that came with the head go out in the same write.
+    let mut body = BodyProgress::new(framing, u64::MAX);
+    let after_head = &upstream.conn.buf[head.len..];
+    let taken = match body.advance(after_head, decode.then_some(&mut *out)) {
+        Ok(n) => n,
+        Err(_) => return relayed,
+    };
+    if !decode {
+        out.extend_from_slice(&after_head[..taken]);
+    }
+    let mut clean = head.keep_alive && head.len + taken == upstream.conn.buf.len();
+    let len = out.len();
+    if http1::write_out(&mut client.conn.stream, out, 0..len)
+        .await
+        .is_err()
+    {
+        relayed.client_gone = true;
+        return relayed;
+    }
+    relayed.bytes += len as u64;
+
+    let idle = shard.config.proxy.stream_idle_timeout;
+    let ep = upstream.ep;
+    while !body.is_done() {
+        let now = Instant::now();
+        let until = (now + idle).min(request.deadline);
+        let read = client
+            .conn
+            .watch_while(deadline, now, until, upstream.conn.refill())
+            .await;
+        let n = match read {
+            Watched::Done(Ok(0)) if framing == Framing::UntilClose => {
+                clean = false;
+                break;
+            }
+            // Truncated or stalled: the client sees the cut (missing bytes or final
+            // chunk, then close). Nothing else can be done once the head is out.
+            Watched::Done(Ok(0)) => {
+                debug!("endpoint {} closed mid-response", ep.name);
+                return relayed;
+            }
+            Watched::Done(Ok(n)) => n,
+            Watched::Done(Err(e)) => {
+                debug!("endpoint {} failed mid-response: {e}", ep.name);
+                return relayed;
+            }
+            Watched::Elapsed if until == request.deadline => {
+                debug!(
+                    "a response from {} cut at proxy.request_timeout_ms",
+                    ep.name
+                );
+                return relayed;
+            }
+            Watched::Elapsed => {
+                debug!("endpoint {} went silent mid-response", ep.name);
+                return relayed;
+            }
+            // The client went away: dropping `upstream` closes it at once, so the
+            // endpoint stops generating for nobody.
+            Watched::HungUp => {
+                debug!(
+                    "the client went away; closing the connection to {}",
+                    ep.name
+                );
+                relayed.client_gone = true;
+                return relayed;
+            }
+        };
+        let written = if decode {
+            let out = &mut client.out;
+            out.clear();
+            match body.advance(&upstream.conn.buf[..n], Some(out)) {
+                Ok(consumed) => clean &= consumed == n,
+                Err(_) => return relayed,
+            }
+            let len = out.len();
+            relayed.bytes += len as u64;
+            http1::write_out(&mut client.conn.stream, out, 0..len).await
+        } else {
+            let consumed = match body.advance(&upstream.conn.buf[..n], None) {
+                Ok(consumed) => consumed,
+                Err(_) => return relayed,
+            };
+            clean &= consumed == n;
+            relayed.bytes += consumed as u64;
+            http1::write_out(&mut client.conn.stream, &mut upstream.conn.buf, 0..consumed).await
+        };
+        if written.is_err() {
+            // The client went away (noticed on writing): as above.
+            relayed.client_gone = true;
+            return relayed;
+        }
+    }
+    let end = Instant::now();
+    if clean {
+        upstream.conn.buf.clear();
+        shard.pool.put(ep.index, upstream.conn, end);
+    }
+    relayed.keep_alive = how.keep_alive;
+    relayed.end = Some(end);
+    relayed
+}

@@ -1,0 +1,235 @@
+//! The `route` phase: everything decided about a request before any endpoint is
+//! contacted, in one synchronous function, [`route`]: which route its path takes, whether
+//! it may (API key, method, loopback-only pages), and for a forwarded request the plan
+//! the `attempt` phase carries out: the scope of endpoints, the model and the endpoints
+//! serving it, the alias targets, the sticky key and its home.
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use super::error::ProxyError;
+use super::request::Request;
+use crate::api;
+use crate::auth;
+use crate::config::Config;
+use crate::endpoint_set::EndpointSet;
+use crate::http1::RequestHead;
+use crate::routing::sticky::{self, KeyInputs, SessionKey};
+use crate::routing::{self, Internal, Route, Scope};
+use crate::upstream::Endpoint;
+use crate::upstream::models::Catalog;
+
+/// What to do with a request.
+pub(super) enum Plan<'c> {
+    /// Answer with one of ringway's own pages.
+    Page(Internal),
+    /// Answer with an error.
+    Refuse(ProxyError),
+    Forward(Forward<'c>),
+}
+
+/// How a request is forwarded.
+pub(super) struct Forward<'c> {
+    pub(super) scope: Scope,
+    /// Bytes of the target that the endpoint does not see (`/olla/<provider>`).
+    pub(super) strip: usize,
+    /// The body's `model`: its span in the body.
+    pub(super) model: Option<Range<usize>>,
+    /// The endpoints that serve the model; `None` when the body names none.
+    pub(super) serving: Option<EndpointSet>,
+    /// The model is an alias: what to send each endpoint instead.
+    pub(super) alias: Option<Alias<'c>>,
+    pub(super) key: Option<SessionKey>,
+    /// The request opens a conversation (no backend can hold its prefix yet).
+    pub(super) opener: bool,
+    /// The key's home: its best endpoint among all the route's, up or down.
+    pub(super) home: Option<usize>,
+}
+
+/// A model alias's targets, each with the endpoints that list it.
+pub(super) struct Alias<'c> {
+    targets: Vec<(&'c str, EndpointSet)>,
+}
+
+impl<'c> Alias<'c> {
+    /// The name to send endpoint `ep`: the first target it lists, else the first.
+    pub(super) fn target_for(&self, ep: usize) -> &'c str {
+        let listed = self.targets.iter().find(|(_, on)| on.contains(ep));
+        listed.unwrap_or(&self.targets[0]).0
+    }
+}
+
+/// Which endpoints a request may go to: the route's scope, those serving its model, and
+/// those routable at `now` (`clock::mono_ms`).
+#[derive(Clone, Copy)]
+pub(crate) struct Want {
+    pub(crate) scope: Scope,
+    pub(crate) serving: Option<EndpointSet>,
+    pub(crate) now: u64,
+}
+
+impl Want {
+    /// Whether `ep` may serve the request, which has already tried `tried`.
+    #[inline]
+    pub(crate) fn admits(&self, ep: &Endpoint, tried: &EndpointSet) -> bool {
+        self.in_route(ep) && ep.health().is_routable(self.now) && !tried.contains(ep.index)
+    }
+
+    /// Whether `ep` is one of the route's endpoints, up or down.
+    #[inline]
+    pub(crate) fn in_route(&self, ep: &Endpoint) -> bool {
+        self.scope.admits(ep.kind) && self.serving.is_none_or(|s| s.contains(ep.index))
+    }
+}
+
+/// Routes `request` (its bytes in `buf`) from a client at `peer` (`peer_ip` formatted).
+pub(super) fn route<'c>(
+    config: &'c Config,
+    catalog: &Catalog,
+    endpoints: &[Endpoint],
+    (peer, peer_ip): (IpAddr, &str),
+    buf: &[u8],
+    request: &Request,
+) -> Plan<'c> {
+    let head = &request.head;
+    let route = match routing::classify(head.target.get(buf)) {
+        Route::Internal(Internal::DebugPanic) if !config.server.debug_panic_route => {
+            Route::NotFound
+        }
+        route => route,
+    };
+    let keys = &config.server.api_keys;
+    let needs_key = match route {
+        Route::Internal(page) => page.needs_key(),
+        _ => true,
+    };
+    if needs_key && !keys.is_empty() && !auth::admits(keys, head, buf) {
+        return Plan::Refuse(ProxyError::Unauthorized);
+    }
+    match route {
+        Route::Forward { scope, strip } => {
+            let body = request.body.bytes(buf);
+            match plan_forward(config, catalog, endpoints, head, buf, body, peer_ip, scope) {
+                Ok(plan) => Plan::Forward(Forward { strip, ..plan }),
+                Err(e) => Plan::Refuse(e),
+            }
+        }
+        Route::Internal(page) => {
+            let method = head.method.get(buf);
+            if method != b"GET" && method != b"HEAD" {
+                Plan::Refuse(ProxyError::MethodNotAllowed)
+            } else if page.is_operator_page()
+                && !config.server.internal_from_anywhere
+                && !peer.is_loopback()
+            {
+                Plan::Refuse(ProxyError::Forbidden)
+            } else {
+                Plan::Page(page)
+            }
+        }
+        Route::UnknownProvider => Plan::Refuse(ProxyError::UnknownProvider),
+        Route::NotFound => Plan::Refuse(ProxyError::NotFound),
+    }
+}
+
+/// What the body says about forwarding it: its model and the endpoints serving it, and
+/// its sticky key.
+#[allow(clippy::too_many_arguments)]
+fn plan_forward<'c>(
+    config: &'c Config,
+    catalog: &Catalog,
+    endpoints: &[Endpoint],
+    head: &RequestHead,
+    buf: &[u8],
+    body: &[u8],
+    peer_ip: &str,
+    scope: Scope,
+) -> Result<Forward<'c>, ProxyError> {
+    let sticky = &config.sticky;
+    let facts = if body.is_empty() {
+        api::RequestFacts::default()
+    } else {
+        api::inspect(body, sticky.prompt_prefix_bytes)
+    };
+    let model = facts.model.map(|m| {
+        let start = m.as_ptr() as usize - body.as_ptr() as usize;
+        start..start + m.len()
+    });
+    let key = if sticky.enabled {
+        let inputs = KeyInputs {
+            session_id: head.session_id.map(|s| s.get(buf)),
+            facts: &facts,
+            authorization: head.authorization.map(|s| s.get(buf)),
+            client_ip: peer_ip,
+        };
+        sticky::derive_key(&sticky.key_sources, &inputs)
+    } else {
+        None
+    };
+    let (serving, alias) = match facts.model {
+        Some(name) => {
+            let (serving, alias) =
+                resolve_model(catalog, &config.model_aliases, endpoints, scope, name)?;
+            let alias = alias.map(|targets| Alias {
+                targets: targets
+                    .iter()
+                    .map(|t| (t.as_str(), catalog.listing(t.as_bytes())))
+                    .collect(),
+            });
+            (Some(serving), alias)
+        }
+        None => (None, None),
+    };
+    let route = Want {
+        scope,
+        serving,
+        now: 0,
+    };
+    let home = key.and_then(|k| {
+        sticky::rendezvous(k.hash, endpoints, |i| route.in_route(&endpoints[i]), 0.0)
+    });
+    Ok(Forward {
+        scope,
+        strip: 0,
+        model,
+        serving,
+        alias,
+        key,
+        opener: facts.chat && !facts.continues,
+        home,
+    })
+}
+
+/// The endpoints that can serve `model` (through an alias if it is one: its targets),
+/// or why none can.
+pub(crate) fn resolve_model<'c>(
+    catalog: &Catalog,
+    aliases: &'c [(String, Vec<String>)],
+    endpoints: &[Endpoint],
+    scope: Scope,
+    model: &[u8],
+) -> Result<(EndpointSet, Option<&'c [String]>), ProxyError> {
+    let alias = aliases
+        .iter()
+        .find(|(alias, _)| alias.as_bytes() == model)
+        .map(|(_, targets)| targets.as_slice());
+    let serving = match alias {
+        Some(targets) => targets.iter().fold(EndpointSet::default(), |set, t| {
+            set.union(catalog.serving(t.as_bytes()))
+        }),
+        None => catalog.serving(model),
+    };
+    if serving.is_empty() {
+        return Err(ProxyError::ModelNotFound {
+            model: String::from_utf8_lossy(model).into_owned(),
+        });
+    }
+    if !endpoints
+        .iter()
+        .any(|ep| serving.contains(ep.index) && scope.admits(ep.kind))
+    {
+        // Served, but not by the kind of endpoint this route goes to.
+        return Err(ProxyError::NoEndpoint { scope });
+    }
+    Ok((serving, alias))
+}

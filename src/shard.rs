@@ -1,0 +1,144 @@
+//! A shard's own state: what one thread-per-core event loop owns and every request on
+//! it reads (configuration, endpoints, its pool, its counters, its cursor), built inside
+//! the shard thread and never shared with another. `runtime.rs` starts shards; the
+//! request path (`proxy/`) runs on them.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::{Arc, mpsc};
+
+use monoio::io::{CancelHandle, Canceller};
+
+use crate::config::Config;
+use crate::log::AccessLog;
+use crate::metrics::{Metrics, ShardCounters};
+use crate::upstream::Upstreams;
+use crate::upstream::health::Breaker;
+use crate::upstream::models::Catalog;
+use crate::upstream::pool::Pool;
+
+/// Everything one shard owns.
+pub(crate) struct Shard {
+    pub(crate) id: usize,
+    /// "io_uring" or "epoll".
+    pub(crate) driver: &'static str,
+    pub(crate) config: Arc<Config>,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) pool: Pool,
+    /// All shards' counters; this shard writes only its own block.
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+    /// The model catalogue this shard routes by, and where new ones arrive.
+    catalog: RefCell<Arc<Catalog>>,
+    catalog_updates: mpsc::Receiver<Arc<Catalog>>,
+    /// How request failures open an endpoint's circuit breaker.
+    pub(crate) breaker: Breaker,
+    /// Where the balancer starts scanning: just after this shard's previous pick.
+    pub(crate) next_pick: Cell<usize>,
+    pub(crate) next_request: Cell<u64>,
+    /// Distinguishes this process's generated request ids from another's.
+    pub(crate) process_tag: u32,
+    stopping: Cell<bool>,
+    /// Client connections open on this shard.
+    connections: Cell<usize>,
+    /// Cancels reads of connections idle between requests, when draining.
+    idle: RefCell<Canceller>,
+}
+
+/// What a shard is built from, handed to its thread.
+pub(crate) struct ShardParts {
+    pub(crate) id: usize,
+    pub(crate) driver: &'static str,
+    pub(crate) config: Arc<Config>,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+    pub(crate) catalog_updates: mpsc::Receiver<Arc<Catalog>>,
+    pub(crate) process_tag: u32,
+}
+
+impl Shard {
+    pub(crate) fn new(parts: ShardParts) -> Shard {
+        let proxy = &parts.config.proxy;
+        let endpoints = parts.upstreams.endpoints.len();
+        Shard {
+            id: parts.id,
+            driver: parts.driver,
+            pool: Pool::new(endpoints, proxy.pool_idle_timeout, proxy.pool_max_idle),
+            breaker: Breaker::new(&parts.config.health),
+            metrics: parts.metrics,
+            access_log: parts.access_log,
+            catalog: RefCell::new(Arc::new(Catalog::new(
+                vec![None; endpoints],
+                vec![0; endpoints],
+            ))),
+            catalog_updates: parts.catalog_updates,
+            next_pick: Cell::new(parts.id),
+            next_request: Cell::new(0),
+            process_tag: parts.process_tag,
+            stopping: Cell::new(false),
+            connections: Cell::new(0),
+            idle: RefCell::new(Canceller::new()),
+            config: parts.config,
+            upstreams: parts.upstreams,
+        }
+    }
+
+    /// Whether the shard is draining: connections close after their current request.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Starts draining: idle connections are woken to close, busy ones close after
+    /// their current request.
+    pub(crate) fn drain(&self) {
+        self.stopping.set(true);
+        self.idle.replace(Canceller::new()).cancel();
+    }
+
+    /// A handle that ends the wait of a connection idle between requests when draining.
+    pub(crate) fn idle_handle(&self) -> CancelHandle {
+        self.idle.borrow().handle()
+    }
+
+    /// The latest model catalogue. Never hold it across an `.await`.
+    pub(crate) fn catalog(&self) -> std::cell::Ref<'_, Arc<Catalog>> {
+        if let Ok(mut latest) = self.catalog_updates.try_recv() {
+            while let Ok(newer) = self.catalog_updates.try_recv() {
+                latest = newer;
+            }
+            *self.catalog.borrow_mut() = latest;
+        }
+        self.catalog.borrow()
+    }
+
+    /// This shard's own counters.
+    pub(crate) fn counters(&self) -> &ShardCounters {
+        self.metrics.shard(self.id)
+    }
+
+    /// Client connections open on this shard.
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.get()
+    }
+
+    /// Counts a connection open until the guard is dropped, or `None` at
+    /// `server.max_connections`.
+    pub(crate) fn admit(self: &Rc<Shard>) -> Option<Admitted> {
+        let open = self.connections.get();
+        if open >= self.config.server.max_connections {
+            return None;
+        }
+        self.connections.set(open + 1);
+        Some(Admitted(self.clone()))
+    }
+}
+
+/// A client connection counted against `server.max_connections` until dropped.
+pub(crate) struct Admitted(Rc<Shard>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.connections.set(self.0.connections.get() - 1);
+    }
+}
