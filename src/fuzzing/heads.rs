@@ -264,7 +264,10 @@ fn check_response_head(
     assert!(!reason.contains(&b'\n') && !reason.contains(&b'\r'));
     assert!(head.status <= 999);
     // httparse accepted `HTTP/1.0` or `HTTP/1.1`, after any empty lines.
-    let start = data.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(0);
+    let start = data
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
     let minor_version = match &data[start..start + 8] {
         b"HTTP/1.0" => 0,
         b"HTTP/1.1" => 1,

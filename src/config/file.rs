@@ -1,0 +1,247 @@
+//! The configuration file as written: a serde mirror of `config/ringway.toml` with unknown
+//! keys rejected. Defaults here are the documented defaults in `config/ringway.toml` (a
+//! test below checks the two agree). Types only, no checks: `validate`, `keys` and
+//! `endpoints` turn it into the validated [`Config`](super::Config).
+
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Root {
+    #[serde(default)]
+    pub(super) server: Server,
+    #[serde(default)]
+    pub(super) proxy: Proxy,
+    #[serde(default)]
+    pub(super) health: Health,
+    #[serde(default)]
+    pub(super) sticky: Sticky,
+    #[serde(default)]
+    pub(super) models: Models,
+    #[serde(default)]
+    pub(super) model_aliases: std::collections::HashMap<String, Vec<String>>,
+    #[serde(default)]
+    pub(super) log: Log,
+    #[serde(default)]
+    pub(super) endpoints: Vec<Endpoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Server {
+    pub(super) listen: String,
+    pub(super) shards: usize,
+    pub(super) pin_cores: bool,
+    pub(super) driver: String,
+    pub(super) max_header_bytes: usize,
+    pub(super) max_headers: usize,
+    pub(super) max_body_bytes: u64,
+    pub(super) header_timeout_ms: u64,
+    pub(super) body_timeout_ms: u64,
+    pub(super) keepalive_timeout_ms: u64,
+    pub(super) max_connections: usize,
+    pub(super) api_keys: Vec<String>,
+    pub(super) api_keys_file: Option<String>,
+    pub(super) api_keys_env: Option<String>,
+    pub(super) internal_access: String,
+    pub(super) drain_timeout_ms: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:40114".into(),
+            shards: 0,
+            pin_cores: false,
+            driver: "auto".into(),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 100 * 1024 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            keepalive_timeout_ms: 60_000,
+            max_connections: 4096,
+            api_keys: Vec::new(),
+            api_keys_file: None,
+            api_keys_env: None,
+            internal_access: "loopback".into(),
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Proxy {
+    pub(super) balancer: String,
+    pub(super) connect_timeout_ms: u64,
+    pub(super) response_timeout_ms: u64,
+    pub(super) stream_idle_timeout_ms: u64,
+    pub(super) request_timeout_ms: u64,
+    pub(super) forward_client_auth: bool,
+    pub(super) pool_idle_timeout_ms: u64,
+    pub(super) pool_max_idle: usize,
+    pub(super) retry_on_status: Vec<u16>,
+    pub(super) max_attempts: usize,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            balancer: "least-connections".into(),
+            connect_timeout_ms: 3_000,
+            response_timeout_ms: 600_000,
+            stream_idle_timeout_ms: 300_000,
+            request_timeout_ms: 1_800_000,
+            forward_client_auth: false,
+            pool_idle_timeout_ms: 4_000,
+            pool_max_idle: 64,
+            retry_on_status: vec![502, 503, 504],
+            max_attempts: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Health {
+    pub(super) check_interval_ms: u64,
+    pub(super) check_timeout_ms: u64,
+    pub(super) unhealthy_threshold: u32,
+    pub(super) healthy_threshold: u32,
+    pub(super) recovery_interval_ms: u64,
+    pub(super) recovery_max_interval_ms: u64,
+    pub(super) breaker_threshold: u32,
+    pub(super) breaker_cooldown_ms: u64,
+    pub(super) breaker_max_cooldown_ms: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            check_interval_ms: 5_000,
+            check_timeout_ms: 2_000,
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+            recovery_interval_ms: 100,
+            recovery_max_interval_ms: 250,
+            breaker_threshold: 3,
+            breaker_cooldown_ms: 1_000,
+            breaker_max_cooldown_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Sticky {
+    pub(super) enabled: bool,
+    pub(super) key_sources: Vec<String>,
+    pub(super) max_load_factor: f64,
+    pub(super) prompt_prefix_bytes: usize,
+}
+
+impl Default for Sticky {
+    fn default() -> Self {
+        Sticky {
+            enabled: true,
+            key_sources: vec![
+                "session_header".into(),
+                "prefix_hash".into(),
+                "auth_header".into(),
+            ],
+            max_load_factor: 0.0,
+            prompt_prefix_bytes: 1024,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Models {
+    pub(super) refresh_interval_ms: u64,
+}
+
+impl Default for Models {
+    fn default() -> Self {
+        Models {
+            refresh_interval_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Log {
+    pub(super) level: String,
+    pub(super) access: String,
+    pub(super) access_path: Option<String>,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            access: "off".into(),
+            access_path: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Endpoint {
+    pub(super) name: Option<String>,
+    pub(super) url: String,
+    #[serde(rename = "type", default = "openai_compatible")]
+    pub(super) kind: String,
+    #[serde(default = "default_priority")]
+    pub(super) priority: u32,
+    pub(super) health_path: Option<String>,
+    pub(super) check_interval_ms: Option<u64>,
+    pub(super) check_timeout_ms: Option<u64>,
+    pub(super) api_key: Option<String>,
+    pub(super) api_key_env: Option<String>,
+    pub(super) api_key_header: Option<String>,
+}
+
+fn openai_compatible() -> String {
+    "openai-compatible".into()
+}
+
+fn default_priority() -> u32 {
+    100
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml")
+    }
+
+    #[test]
+    fn file_defaults_match_the_documented_values() {
+        // An empty file and the documented file must configure the proxy identically.
+        let empty = parse("").unwrap();
+        let doc = Config::embedded_default();
+        assert_eq!(format!("{:?}", empty.server), format!("{:?}", doc.server));
+        assert_eq!(format!("{:?}", empty.proxy), format!("{:?}", doc.proxy));
+        assert_eq!(format!("{:?}", empty.health), format!("{:?}", doc.health));
+        assert_eq!(format!("{:?}", empty.sticky), format!("{:?}", doc.sticky));
+        assert_eq!(empty.models_refresh_interval, doc.models_refresh_interval);
+        assert_eq!(empty.model_aliases, doc.model_aliases);
+        assert_eq!(empty.log_level, doc.log_level);
+        assert!(empty.endpoints.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = parse("[server]\nlisen = \"127.0.0.1:1\"").unwrap_err();
+        assert!(e.message.contains("lisen"), "{}", e.message);
+        assert!(e.message.contains("line 2"), "{}", e.message);
+        let e = parse("[[endpoints]]\nurl = \"http://127.0.0.1:1\"\nweight = 3").unwrap_err();
+        assert!(e.message.contains("weight"), "{}", e.message);
+    }
+}
