@@ -23,6 +23,7 @@
 
 mod access;
 mod attempt;
+mod client;
 mod connection;
 pub(crate) mod error;
 mod heads;

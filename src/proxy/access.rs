@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::connection::Client;
+use super::client::Client;
 use crate::clock::unix_ms;
 use crate::http1::{RequestHead, Span};
 use crate::log::{AccessFormat, Timestamp};

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::access::StickyReport;
-use super::connection::Client;
+use super::client::Client;
 use super::error::ProxyError;
 use super::heads::{self, UpstreamTarget};
 use super::request::{Body, Request};

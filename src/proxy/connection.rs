@@ -12,6 +12,7 @@ use monoio::net::TcpStream;
 
 use super::access::{self, Record, RequestId, Seen, Served};
 use super::attempt;
+use super::client::Client;
 use super::error::{self, ProxyError, Rescue};
 use super::heads::{self, Routing};
 use super::relay;
@@ -19,33 +20,11 @@ use super::request::{self, Read, Request};
 use super::route::{self, Plan};
 use crate::admin;
 use crate::deadline::{self, Deadline};
-use crate::http1::{self, Conn, Header, RequestHead};
+use crate::http1::{self, Conn, RequestHead};
 use crate::log::debug;
 use crate::routing::Internal;
 use crate::routing::sticky::Outcome;
 use crate::shard::Shard;
-
-/// A client connection: what lasts across its requests. Its buffers are reused by each
-/// request; nothing in it describes the current request.
-pub(super) struct Client {
-    pub(super) conn: Conn,
-    pub(super) peer: SocketAddr,
-    /// The client address, formatted once for X-Forwarded-For.
-    pub(super) peer_ip: String,
-    /// The current request's header list.
-    pub(super) headers: Vec<Header>,
-    /// The current response's header list, as the endpoint sent it.
-    pub(super) response_headers: Vec<Header>,
-    /// The request for the endpoint: its head, and its body when small.
-    pub(super) to_endpoint: Vec<u8>,
-    /// The response for the client: its head, and the first body bytes.
-    pub(super) out: Vec<u8>,
-    /// Requests read on this connection so far.
-    pub(super) requests: u64,
-    /// When the connection was accepted (the first head's timeout runs from here), then
-    /// when its last request ended (the keep-alive idle time runs from there).
-    pub(super) idle_since: Instant,
-}
 
 /// Serves one client connection until it closes, errs or times out.
 pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
@@ -53,17 +32,7 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
     let accepted = Instant::now();
     let mut timer = pin!(deadline::timer(accepted));
     let mut deadline = Deadline::new(timer.as_mut());
-    let mut client = Client {
-        conn: Conn::new(stream, 8 * 1024),
-        peer,
-        peer_ip: peer.ip().to_string(),
-        headers: Vec::with_capacity(32),
-        response_headers: Vec::with_capacity(32),
-        to_endpoint: Vec::with_capacity(2048),
-        out: Vec::with_capacity(2048),
-        requests: 0,
-        idle_since: accepted,
-    };
+    let mut client = Client::new(stream, peer, accepted);
     loop {
         match request::read(shard, &mut client, &mut deadline).await {
             Read::Closed => return,

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::attempt::Upstream;
-use super::connection::Client;
+use super::client::Client;
 use super::heads::{self, Answering, Reframe, Routing};
 use super::request::Request;
 use crate::deadline::Deadline;

@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use super::connection::Client;
+use super::client::Client;
 use super::error::ProxyError;
 use super::heads;
 use crate::deadline::{Deadline, Elapsed};

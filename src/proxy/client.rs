@@ -1,0 +1,47 @@
+//! A client connection's lasting state: its stream, its peer, and the buffers each of its
+//! requests reuses. Nothing in it describes the current request.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+use crate::http1::{Conn, Header};
+
+/// A client connection: what lasts across its requests. Its buffers are reused by each
+/// request; nothing in it describes the current request.
+pub(super) struct Client {
+    pub(super) conn: Conn,
+    pub(super) peer: SocketAddr,
+    /// The client address, formatted once for X-Forwarded-For.
+    pub(super) peer_ip: String,
+    /// The current request's header list.
+    pub(super) headers: Vec<Header>,
+    /// The current response's header list, as the endpoint sent it.
+    pub(super) response_headers: Vec<Header>,
+    /// The request for the endpoint: its head, and its body when small.
+    pub(super) to_endpoint: Vec<u8>,
+    /// The response for the client: its head, and the first body bytes.
+    pub(super) out: Vec<u8>,
+    /// Requests read on this connection so far.
+    pub(super) requests: u64,
+    /// When the connection was accepted (the first head's timeout runs from here), then
+    /// when its last request ended (the keep-alive idle time runs from there).
+    pub(super) idle_since: Instant,
+}
+
+impl Client {
+    pub(super) fn new(stream: TcpStream, peer: SocketAddr, accepted: Instant) -> Client {
+        Client {
+            conn: Conn::new(stream, 8 * 1024),
+            peer,
+            peer_ip: peer.ip().to_string(),
+            headers: Vec::with_capacity(32),
+            response_headers: Vec::with_capacity(32),
+            to_endpoint: Vec::with_capacity(2048),
+            out: Vec::with_capacity(2048),
+            requests: 0,
+            idle_since: accepted,
+        }
+    }
+}
