@@ -37,8 +37,9 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
         match request::read(shard, &mut client, &mut deadline).await {
             Read::Closed => return,
             Read::Refused { head, error } => {
-                // The connection's remaining input is unknown: answer, then close.
-                let started = Instant::now();
+                // The connection's remaining input is unknown: answer, then close. Its
+                // time runs from when the connection was opened or last went idle.
+                let started = client.idle_since;
                 let id = match &head {
                     Some(head) => RequestId::for_request(shard, head, &client.conn.buf),
                     None => RequestId::generate(shard),

@@ -487,6 +487,24 @@ fn a_pooled_connection_closed_by_the_endpoint_is_replaced() {
 }
 
 #[test]
+fn pool_max_idle_zero_means_no_pooling() {
+    let a = mock("a");
+    let proxy = proxy(&[Ep::new("a", &a)], "", "[proxy]\npool_max_idle = 0");
+    let accepted = a.stats().connections_accepted();
+    let mut client = Client::connect(proxy.local_addr());
+    for _ in 0..3 {
+        let r = client.post_json("/v1/chat/completions", &chat("llama3.2:latest", false), "");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // A connection of its own for each request, each closed after its response.
+    assert_eq!(a.stats().connections_accepted() - accepted, 3);
+    assert!(eventually(Duration::from_secs(2), || a
+        .stats()
+        .open_connections()
+        == 0));
+}
+
+#[test]
 fn metrics_count_the_traffic() {
     let a = mock("a");
     let proxy = proxy(&[Ep::new("a", &a)], "", "");

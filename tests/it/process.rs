@@ -87,27 +87,41 @@ impl Drop for Ringway {
     }
 }
 
-fn uring_available() -> bool {
-    let text = "[server]\nlisten = \"127.0.0.1:0\"\nshards = 1\ndriver = \"io_uring\"";
-    ringway::start(Config::from_toml(text, "probe").unwrap()).is_ok()
+/// Whether this kernel lets a process set up io_uring, probed directly (not through
+/// ringway, whose fallback to epoll could hide a broken io_uring path, nor through
+/// monoio's detection, which `MONOIO_FORCE_LEGACY_DRIVER` turns off).
+fn kernel_offers_io_uring() -> bool {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .is_ok()
 }
 
 #[test]
 fn both_drivers_serve_streams() {
     let a = mock("a");
-    let mut drivers = vec!["epoll"];
-    if uring_available() {
-        drivers.push("io_uring");
+    let uring = kernel_offers_io_uring();
+    if std::env::var_os("RINGWAY_REQUIRE_IO_URING").is_some() {
+        assert!(
+            uring,
+            "RINGWAY_REQUIRE_IO_URING is set but io_uring cannot be set up"
+        );
+    }
+    let forced_epoll = std::env::var("MONOIO_FORCE_LEGACY_DRIVER").as_deref() == Ok("1");
+    let mut drivers = vec![("epoll", "epoll")];
+    if uring {
+        // Asked for, and chosen by "auto" unless the epoll fallback is forced.
+        drivers.push(("io_uring", "io_uring"));
+        drivers.push(("auto", if forced_epoll { "epoll" } else { "io_uring" }));
     } else {
         eprintln!("io_uring is not available on this machine: testing epoll only");
     }
-    for driver in drivers {
+    for (driver, runs_on) in drivers {
         let proxy = proxy(
             &[Ep::new("a", &a)],
             &format!("driver = \"{driver}\"\nshards = 2"),
             "",
         );
-        assert_eq!(proxy.drivers(), [driver, driver]);
+        assert_eq!(proxy.drivers(), [runs_on, runs_on], "driver = {driver}");
         let mut client = Client::connect(proxy.local_addr());
         let r = client.post_json(
             "/v1/chat/completions",
@@ -120,7 +134,11 @@ fn both_drivers_serve_streams() {
             "{driver}: {} arrivals",
             r.arrivals.len()
         );
-        assert_eq!(client.get("/internal/health").status, 200);
+        let version = client.get("/version").json();
+        assert_eq!(
+            version["driver"], runs_on,
+            "the page names the shard's driver"
+        );
     }
 }
 
@@ -381,4 +399,91 @@ fn the_access_log_has_a_line_per_request() {
         (second["status"].as_u64(), second["endpoint"].is_null()),
         (Some(404), true)
     );
+}
+
+/// Reads the access log until it has `n` lines (bounded).
+fn log_lines(log: &TempFile, n: usize) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    eventually(Duration::from_secs(3), || {
+        lines = std::fs::read_to_string(&log.0)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines.len() >= n
+    });
+    lines
+}
+
+#[test]
+fn requests_refused_while_they_are_read_are_logged_too() {
+    let a = mock("a");
+    let log = TempFile::new("");
+    let extra = format!(
+        "[log]\naccess = \"json\"\naccess_path = \"{}\"",
+        log.0.display()
+    );
+    let server = "max_body_bytes = 64\nmax_header_bytes = 1024\nheader_timeout_ms = 300";
+    let proxy = proxy(&[Ep::new("a", &a)], server, &extra);
+    let addr = proxy.local_addr();
+    let big_body = post("/v1/chat/completions", &"x".repeat(100), "");
+    let big_head = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "a".repeat(2000)
+    );
+    let cases: [(&[u8], u16); 3] = [
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (big_body.as_bytes(), 413),
+        (big_head.as_bytes(), 431),
+    ];
+    for (raw, status) in cases {
+        assert_eq!(one_shot(addr, raw).status, status);
+    }
+    // A head that never completes: 408 at header_timeout.
+    let mut slow = Client::connect(addr);
+    let sent = std::time::Instant::now();
+    let r = slow.request(b"GET /v1/models HTTP/1.1\r\nHo");
+    assert_eq!(r.status, 408);
+    let lines = log_lines(&log, 4);
+    let statuses: Vec<u64> = lines
+        .iter()
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [400, 413, 431, 408], "{lines:?}");
+    // What was read of each is in its line: the 413's head was, the others' were not.
+    assert_eq!(lines[1]["method"], "POST");
+    assert_eq!(lines[1]["path"], "/v1/chat/completions");
+    assert_eq!(lines[0]["method"], "-");
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l["request_id"].as_str().unwrap().is_empty())
+    );
+    // Its time runs from the connection's opening: the client held it that long.
+    let held = lines[3]["ms"].as_f64().unwrap();
+    assert!(
+        held >= 250.0 && held <= sent.elapsed().as_secs_f64() * 1000.0 + 50.0,
+        "{held}"
+    );
+}
+
+#[test]
+fn an_access_log_that_cannot_be_opened_is_named_as_such() {
+    let text = format!(
+        "{}\n[log]\naccess = \"text\"\naccess_path = \"/nonexistent-ringway-dir/access.log\"",
+        config_text(&[], "", "")
+    );
+    let config = Config::from_toml(&text, "test").unwrap();
+    match ringway::start(config) {
+        Err(e @ StartError::AccessLog(..)) => {
+            let shown = e.to_string();
+            assert!(
+                shown.contains("log.access_path") && shown.contains("/nonexistent-ringway-dir"),
+                "{shown}"
+            );
+            assert!(!shown.contains("shard"), "{shown}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("started without its access log"),
+    }
 }

@@ -224,7 +224,14 @@ pub(crate) fn handle(
             "server_error",
             "mock_status",
         );
-        return reply_json(out, status, &e);
+        // After the request's own first-token delay, if it sets one: a slow failure.
+        let _ = serde_json::to_writer(&mut *out, &e);
+        return Reply::Full {
+            status,
+            ctype: JSON,
+            delay: meta.first_delay.unwrap_or_default(),
+            kv: None,
+        };
     }
     let route = match route(path) {
         None => return invalid(out, 404, "not_found", &format!("no route for {path}")),
