@@ -1,5 +1,7 @@
 //! Request heads: parsing a client's head (bounded, strict framing, origin-form only).
 
+use std::mem::MaybeUninit;
+
 use super::{Framing, HEADER_CAP, HeadError, HeadLimits, Header, Span, scan_headers};
 
 /// A parsed request head: spans into the client connection's buffer, which is not
@@ -33,9 +35,9 @@ pub(crate) fn parse_request(
     limits: &HeadLimits,
     headers: &mut Vec<Header>,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let mut raw = [httparse::EMPTY_HEADER; HEADER_CAP];
-    let mut req = httparse::Request::new(&mut raw[..limits.max_headers]);
-    let parsed = match req.parse(buf) {
+    let mut raw = [const { MaybeUninit::uninit() }; HEADER_CAP];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = match req.parse_with_uninit_headers(buf, &mut raw[..limits.max_headers]) {
         Ok(parsed) => parsed,
         // httparse says "version" for any unparsable request line. Which answer fits,
         // 505 for a well-formed version we do not speak or 400, is known only once the

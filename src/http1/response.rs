@@ -1,5 +1,7 @@
 //! Response heads: parsing a backend's head (bounded, strict framing).
 
+use std::mem::MaybeUninit;
+
 use super::{Framing, HEADER_CAP, HeadError, HeadLimits, Header, Span, scan_headers};
 
 /// A parsed response head: spans into the endpoint connection's buffer. Like a request
@@ -29,9 +31,14 @@ pub(crate) fn parse_response(
     request_was_head: bool,
     headers: &mut Vec<Header>,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut raw = [httparse::EMPTY_HEADER; HEADER_CAP];
-    let mut res = httparse::Response::new(&mut raw[..limits.max_headers]);
-    let len = match res.parse(buf)? {
+    let mut raw = [const { MaybeUninit::uninit() }; HEADER_CAP];
+    let mut res = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut raw[..limits.max_headers],
+    )? {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial if buf.len() > limits.max_bytes => {
             return Err(HeadError::TooLarge);
