@@ -45,6 +45,21 @@ pub(crate) fn inspect(body: &[u8], prompt_prefix: usize) -> RequestFacts<'_> {
     facts
 }
 
+/// The top-level `model` string alone, when nothing else about the body matters (sticky
+/// sessions off): every other value is skipped without being read.
+pub(crate) fn model(body: &[u8]) -> Option<&[u8]> {
+    let mut s = Scanner { s: body, i: 0 };
+    let mut model = None;
+    s.object(|s, key| match key {
+        b"model" if s.peek()? == b'"' => {
+            model = Some(s.string()?.0);
+            Some(())
+        }
+        _ => s.skip_value(),
+    })?;
+    model
+}
+
 /// The parts of a conversation opening, hashed separately because they may appear in
 /// any order (Anthropic's `system` can follow `messages`).
 #[derive(Default)]
@@ -522,6 +537,20 @@ mod tests {
             assert_eq!(facts(body).opening, None, "{body}");
         }
         assert_eq!(facts(r#"{"model":"m"}"#).model, Some(&b"m"[..]));
+    }
+
+    #[test]
+    fn the_model_alone_is_the_one_a_full_reading_finds() {
+        for body in [
+            TURN1,
+            r#"{"messages":[{"role":"user","content":"\"model\": \"x\""}],"model":"late"}"#,
+            r#"{"model":"first","model":"last"}"#,
+            r#"{"model":null}"#,
+            r#"{"model":"m","messages":[{"role":"user""#,
+            "not json",
+        ] {
+            assert_eq!(model(body.as_bytes()), facts(body).model, "{body}");
+        }
     }
 
     #[test]

@@ -148,6 +148,12 @@ fn plan_forward<'c>(
     let sticky = &config.sticky;
     let facts = if body.is_empty() {
         api::RequestFacts::default()
+    } else if !sticky.enabled {
+        // Only the model matters: the conversation is not read, let alone hashed.
+        api::RequestFacts {
+            model: api::model(body),
+            ..Default::default()
+        }
     } else {
         api::inspect(body, sticky.prompt_prefix_bytes)
     };
