@@ -185,7 +185,8 @@ impl Candidate for Backend {
 /// Fuzz target `body_keys`: a JSON request body, read for routing.
 ///
 /// Runs `api::inspect` (with the configured prompt prefix and with a small one) and
-/// checks: the same body gives the same facts; `api::model` alone finds the same model; the `model` is a sub-slice of the body
+/// checks: the same body gives the same facts; `api::model` alone finds the same model
+/// in valid JSON; the `model` is a sub-slice of the body
 /// between two quotes (the proxy turns it into a byte range to rewrite); a continued
 /// conversation is a chat; bytes after a recognised object change nothing. Then derives
 /// a session key from every source (session header and authorization taken from the
@@ -196,8 +197,12 @@ pub fn body_keys(data: &[u8]) {
     let defaults = defaults();
     let facts = api::inspect(data, defaults.prompt_prefix);
     assert_eq!(facts, api::inspect(data, defaults.prompt_prefix));
-    // Reading the model alone (sticky sessions off) finds the same model.
-    assert_eq!(api::model(data), facts.model, "the model alone differs");
+    // Reading the model alone (sticky sessions off) finds the same model in any valid
+    // JSON. (Malformed bodies may be cut up differently by the two readings: the
+    // backend rejects them either way.)
+    if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() {
+        assert_eq!(api::model(data), facts.model, "the model alone differs");
+    }
     check_facts(data, &facts);
     let small = api::inspect(data, 8);
     check_facts(data, &small);
