@@ -4,10 +4,11 @@
 //! request path (`proxy/`) runs on them.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, mpsc};
-
-use monoio::io::{CancelHandle, Canceller};
+use std::task::{Context, Poll, Waker};
 
 use crate::config::Config;
 use crate::log::AccessLog;
@@ -41,8 +42,10 @@ pub(crate) struct Shard {
     stopping: Cell<bool>,
     /// Client connections open on this shard.
     connections: Cell<usize>,
-    /// Cancels reads of connections idle between requests, when draining.
-    idle: RefCell<Canceller>,
+    /// Connections idle between requests, woken when the shard starts draining: slots
+    /// of wakers (a freed slot is `None`, reused first).
+    idle: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
 }
 
 /// What a shard is built from, handed to its thread.
@@ -78,7 +81,8 @@ impl Shard {
             process_tag: parts.process_tag,
             stopping: Cell::new(false),
             connections: Cell::new(0),
-            idle: RefCell::new(Canceller::new()),
+            idle: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
             config: parts.config,
             upstreams: parts.upstreams,
         }
@@ -93,12 +97,18 @@ impl Shard {
     /// their current request.
     pub(crate) fn drain(&self) {
         self.stopping.set(true);
-        self.idle.replace(Canceller::new()).cancel();
+        let idle = std::mem::take(&mut *self.idle.borrow_mut());
+        idle.into_iter().flatten().for_each(Waker::wake);
     }
 
-    /// A handle that ends the wait of a connection idle between requests when draining.
-    pub(crate) fn idle_handle(&self) -> CancelHandle {
-        self.idle.borrow().handle()
+    /// Completes when the shard starts draining: what a connection idle between requests
+    /// races its read against. (A registered waker, not monoio's `Canceller`, which
+    /// hashes every operation it tracks.)
+    pub(crate) fn drained(&self) -> Drained<'_> {
+        Drained {
+            shard: self,
+            slot: None,
+        }
     }
 
     /// The latest model catalogue. Never hold it across an `.await`.
@@ -131,6 +141,58 @@ impl Shard {
         }
         self.connections.set(open + 1);
         Some(Admitted(self.clone()))
+    }
+}
+
+/// See [`Shard::drained`].
+pub(crate) struct Drained<'s> {
+    shard: &'s Shard,
+    slot: Option<usize>,
+}
+
+impl Future for Drained<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let shard = self.shard;
+        if shard.is_draining() {
+            return Poll::Ready(());
+        }
+        let mut idle = shard.idle.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut idle[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            },
+            None => {
+                let waker = Some(cx.waker().clone());
+                let i = match shard.free.borrow_mut().pop() {
+                    Some(i) => {
+                        idle[i] = waker;
+                        i
+                    }
+                    None => {
+                        idle.push(waker);
+                        idle.len() - 1
+                    }
+                };
+                drop(idle);
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Drained<'_> {
+    fn drop(&mut self) {
+        let Some(i) = self.slot else { return };
+        // Draining took the wakers: nothing left to free.
+        let mut idle = self.shard.idle.borrow_mut();
+        if let Some(slot) = idle.get_mut(i) {
+            *slot = None;
+            self.shard.free.borrow_mut().push(i);
+        }
     }
 }
 

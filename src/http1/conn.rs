@@ -8,7 +8,7 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::deadline::{Deadline, Elapsed};
@@ -44,25 +44,12 @@ impl Conn {
     /// Reads whatever arrives next, appending it to `buf`. `Ok(0)` is end of stream.
     /// Cancelled (its deadline passed), it leaves `buf` empty: the connection is done.
     pub(crate) async fn fill(&mut self) -> io::Result<usize> {
-        self.read_more(None).await
-    }
-
-    /// Like `fill`, but `cancel` can end the wait (an idle connection when draining).
-    pub(crate) async fn fill_unless(&mut self, cancel: CancelHandle) -> io::Result<usize> {
-        self.read_more(Some(cancel)).await
-    }
-
-    async fn read_more(&mut self, cancel: Option<CancelHandle>) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(self.buf.capacity().max(4096));
         }
         let buf = std::mem::take(&mut self.buf);
         let (len, cap) = (buf.len(), buf.capacity());
-        let slice = buf.slice_mut(len..cap);
-        let (result, slice) = match cancel {
-            Some(cancel) => self.stream.cancelable_read(slice, cancel).await,
-            None => self.stream.read(slice).await,
-        };
+        let (result, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
         self.buf = slice.into_inner();
         result
     }

@@ -97,15 +97,22 @@ pub(super) async fn read(shard: &Shard, client: &mut Client, deadline: &mut Dead
         };
         deadline.set(due);
         let read = if between_requests {
+            // Idle: a drain ends the wait too.
+            let fill = client.conn.fill();
             deadline
-                .run(client.conn.fill_unless(shard.idle_handle()))
+                .run(async {
+                    monoio::select! {
+                        read = fill => Some(read),
+                        () = shard.drained() => None,
+                    }
+                })
                 .await
         } else {
-            deadline.run(client.conn.fill()).await
+            deadline.run(client.conn.fill()).await.map(Some)
         };
         match read {
-            Ok(Ok(0) | Err(_)) => return Read::Closed,
-            Ok(Ok(_)) => {}
+            Ok(None | Some(Ok(0) | Err(_))) => return Read::Closed,
+            Ok(Some(Ok(_))) => {}
             Err(Elapsed) if between_requests => return Read::Closed,
             Err(Elapsed) => {
                 return Read::Refused {
