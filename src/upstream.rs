@@ -39,6 +39,8 @@ pub(crate) struct Endpoint {
     pub(crate) check_timeout: Duration,
     /// `Name: value\r\n` carrying ringway's credentials for the endpoint, if any.
     pub(crate) auth_line: Option<Secret>,
+    /// `X-Olla-Endpoint` and `X-Olla-Backend-Type`, whole, for every response it serves.
+    pub(crate) olla_lines: Box<[u8]>,
     shared: Shared,
 }
 
@@ -123,6 +125,13 @@ impl Upstreams {
                     );
                     Secret::new(String::from_utf8(line).expect("checked ASCII"))
                 }),
+                olla_lines: format!(
+                    "X-Olla-Endpoint: {}\r\nX-Olla-Backend-Type: {}\r\n",
+                    c.name,
+                    c.kind.name()
+                )
+                .into_bytes()
+                .into(),
                 shared: Shared::default(),
             })
             .collect();

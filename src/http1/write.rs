@@ -1,5 +1,51 @@
-//! Head-writing primitives: header lines, decimals and status lines appended to a buffer.
-//! The heads themselves are composed in `proxy/heads.rs`.
+//! Head-writing primitives: header lines, decimals and status lines appended to a buffer,
+//! and [`Lines`], which copies received header lines as they came. The heads themselves
+//! are composed in `proxy/heads.rs`.
+
+use std::ops::Range;
+
+use super::Header;
+
+/// Copies header lines from the buffer they were received in: a line that ends right
+/// after its value (`Name: value\r\n`, as httparse validated it) is copied as received,
+/// and adjacent such lines in one copy; any other is written anew with [`push_header`].
+/// Call [`Lines::finish`] before writing anything else to `out`.
+pub(crate) struct Lines<'a> {
+    buf: &'a [u8],
+    /// Received bytes not yet copied: lines adjacent to each other.
+    run: Range<usize>,
+}
+
+impl<'a> Lines<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Lines<'a> {
+        Lines { buf, run: 0..0 }
+    }
+
+    pub(crate) fn push(&mut self, out: &mut Vec<u8>, h: &Header) {
+        let (name, value) = (h.name.range(), h.value.range());
+        let end = value.end + 2;
+        // A value httparse did not take from the buffer (an empty one may be a static
+        // slice) is not a position in it.
+        let received = value.start >= name.end && self.buf.get(value.end..end) == Some(b"\r\n");
+        if !received {
+            self.finish(out);
+            push_header(out, &self.buf[name], &self.buf[value]);
+        } else if !self.run.is_empty() && self.run.end == name.start {
+            self.run.end = end;
+        } else {
+            self.finish(out);
+            self.run = name.start..end;
+        }
+    }
+
+    /// Copies what is pending.
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.run.is_empty() {
+            out.extend_from_slice(&self.buf[self.run.clone()]);
+            self.run = 0..0;
+        }
+    }
+}
 
 pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.reserve(name.len() + value.len() + 4);
@@ -42,6 +88,29 @@ pub(crate) fn push_status_line(out: &mut Vec<u8>, status: http::StatusCode) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::{HeadLimits, parse_request};
+
+    #[test]
+    fn received_lines_are_copied_as_they_came_and_others_rewritten() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-A:1\r\nX-Skip: s\r\nX-B:  two words\r\nX-C: 3\r\nX-D:\r\nX-E: e\n\r\n";
+        let limits = HeadLimits {
+            max_bytes: 1024,
+            max_headers: 16,
+        };
+        let mut headers = Vec::new();
+        parse_request(raw, &limits, &mut headers).unwrap().unwrap();
+        let mut out = Vec::new();
+        let mut lines = Lines::new(raw);
+        for h in headers.iter().filter(|h| h.name.get(raw) != b"X-Skip") {
+            lines.push(&mut out, h);
+        }
+        lines.finish(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Host: a\r\nX-A:1\r\nX-B:  two words\r\nX-C: 3\r\nX-D:\r\nX-E: e\r\n",
+            "received lines as they came, the bare-LF one rewritten"
+        );
+    }
 
     #[test]
     fn decimal_formatting() {

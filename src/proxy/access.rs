@@ -152,12 +152,12 @@ fn line(
     // nginx's "client closed request" when nothing could be answered.
     let status = record.status.unwrap_or(499);
     let time = Timestamp(unix_ms()).to_string();
-    let id = &record.id;
+    let id = record.id.show(buf);
     match format {
         AccessFormat::Json => {
             let line = serde_json::json!({
                 "time": time,
-                "request_id": id.to_string(),
+                "request_id": id,
                 "client": client.peer_ip,
                 "method": method,
                 "path": path,
@@ -185,10 +185,11 @@ fn line(
 }
 
 /// `X-Olla-Request-ID`: the client's `X-Request-ID` when it is sane (1-128 printable
-/// characters), otherwise generated: process tag, shard, per-shard sequence number.
-pub(crate) struct RequestId {
-    bytes: [u8; 128],
-    len: u8,
+/// characters), otherwise generated: process tag, shard, per-shard sequence number. A
+/// given id stays where it was received (the request's head).
+pub(crate) enum RequestId {
+    Given(Span),
+    Generated([u8; 20]),
 }
 
 impl RequestId {
@@ -196,12 +197,7 @@ impl RequestId {
         if let Some(span) = head.request_id {
             let given = span.get(buf);
             if !given.is_empty() && given.len() <= 128 && given.iter().all(u8::is_ascii_graphic) {
-                let mut id = RequestId {
-                    bytes: [0; 128],
-                    len: given.len() as u8,
-                };
-                id.bytes[..given.len()].copy_from_slice(given);
-                return id;
+                return RequestId::Given(span);
             }
         }
         RequestId::generate(shard)
@@ -210,29 +206,29 @@ impl RequestId {
     pub(super) fn generate(shard: &Shard) -> RequestId {
         let seq = shard.next_request.get();
         shard.next_request.set(seq + 1);
-        let mut id = RequestId {
-            bytes: [0; 128],
-            len: 20,
-        };
+        let mut text = [0u8; 20];
         let hex = |out: &mut [u8], v: u64| {
             let width = out.len();
             for (i, b) in out.iter_mut().enumerate() {
                 *b = b"0123456789abcdef"[(v >> ((width - 1 - i) * 4)) as usize & 0xf];
             }
         };
-        hex(&mut id.bytes[..8], u64::from(shard.process_tag));
-        hex(&mut id.bytes[8..10], shard.id as u64);
-        hex(&mut id.bytes[10..20], seq);
-        id
+        hex(&mut text[..8], u64::from(shard.process_tag));
+        hex(&mut text[8..10], shard.id as u64);
+        hex(&mut text[10..], seq);
+        RequestId::Generated(text)
     }
 
-    pub(super) fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
+    /// The id; `buf` is the client connection's buffer, which holds a given one.
+    pub(super) fn as_bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
+        match self {
+            RequestId::Given(span) => span.get(buf),
+            RequestId::Generated(text) => text,
+        }
     }
-}
 
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    /// The id as text, for logs.
+    pub(super) fn show(&self, buf: &[u8]) -> String {
+        String::from_utf8_lossy(self.as_bytes(buf)).into_owned()
     }
 }

@@ -23,7 +23,6 @@ use crate::deadline::{self, Deadline};
 use crate::http1::{self, Conn, RequestHead};
 use crate::log::debug;
 use crate::routing::Internal;
-use crate::routing::sticky::Outcome;
 use crate::shard::Shard;
 
 /// Serves one client connection until it closes, errs or times out.
@@ -142,18 +141,8 @@ async fn serve(
         ep: upstream.ep,
         started: request.started,
         model: upstream.model.clone(),
-        strategy: if plan.key.is_some() {
-            "sticky"
-        } else {
-            shard.config.proxy.balancer.name()
-        },
-        reason: match (sticky.outcome, plan.serving.is_some()) {
-            (Outcome::Hit, _) => "sticky-hit",
-            (Outcome::Miss, _) => "sticky-new",
-            (Outcome::Repin, _) => "sticky-repin",
-            (Outcome::Disabled, true) => "model-match",
-            (Outcome::Disabled, false) => "any-endpoint",
-        },
+        strategy: heads::strategy_line(plan.key.is_some(), shard.config.proxy.balancer),
+        model_routed: plan.serving.is_some(),
         failover: upstream.attempts > 1,
         sticky,
         session: request.head.session_id,
@@ -190,7 +179,7 @@ async fn send_error(
     if rescue.status.is_server_error() {
         debug!(
             "request {}: {} {}",
-            record.id,
+            record.id.show(&client.conn.buf),
             rescue.status.as_u16(),
             rescue.message
         );
@@ -228,12 +217,13 @@ async fn respond(
     let keep_alive = keep_alive && head.is_some_and(|h| h.keep_alive);
     let out = &mut client.out;
     out.clear();
+    let id = record.id.as_bytes(&client.conn.buf);
     heads::own_head(
         out,
         status,
         content_type,
         body.len(),
-        &record.id,
+        id,
         keep_alive,
         head,
         rescue,

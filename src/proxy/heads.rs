@@ -11,9 +11,11 @@ use http::StatusCode;
 use super::access::{RequestId, StickyReport};
 use super::error::Rescue;
 use crate::http1::{
-    self, Framing, Header, HeaderKind, RequestHead, ResponseHead, Span, is_end_to_end, push_header,
+    self, Framing, Header, HeaderKind, Lines, RequestHead, ResponseHead, Span, is_end_to_end,
+    push_header,
 };
-use crate::routing::{KeySource, Scope};
+use crate::routing::sticky::Outcome;
+use crate::routing::{Balancer, KeySource, Scope};
 use crate::upstream::Endpoint;
 
 /// The interim answer to `Expect: 100-continue`.
@@ -52,6 +54,7 @@ pub(crate) fn upstream_head(
     out.extend_from_slice(&ep.authority);
     out.extend_from_slice(b"\r\n");
     let mut forwarded_for: Option<&[u8]> = None;
+    let mut lines = Lines::new(buf);
     for h in headers {
         let copy = match h.kind {
             HeaderKind::Other | HeaderKind::RequestId | HeaderKind::SessionId => true,
@@ -64,9 +67,10 @@ pub(crate) fn upstream_head(
             _ => false,
         };
         if copy && is_end_to_end(buf, headers, h, names) {
-            push_header(out, h.name.get(buf), h.value.get(buf));
+            lines.push(out, h);
         }
     }
+    lines.finish(out);
     out.extend_from_slice(b"X-Forwarded-For: ");
     if let Some(prior) = forwarded_for {
         out.extend_from_slice(prior);
@@ -96,9 +100,10 @@ pub(super) struct Routing<'a> {
     pub(super) started: Instant,
     /// The model sent to the endpoint: its span in the body as sent.
     pub(super) model: Option<Range<usize>>,
-    /// "sticky" or the balancer's name.
-    pub(super) strategy: &'static str,
-    pub(super) reason: &'static str,
+    /// The `X-Olla-Routing-Strategy` line ([`strategy_line`]).
+    pub(super) strategy: &'static [u8],
+    /// The endpoints were those serving the body's model.
+    pub(super) model_routed: bool,
     pub(super) failover: bool,
     pub(super) sticky: StickyReport,
     /// The client's session header, echoed when it was the key: its span in the
@@ -141,6 +146,7 @@ pub(super) fn response_head(
     out.extend_from_slice(response.reason.get(upstream_buf));
     out.extend_from_slice(b"\r\n");
     let mut has_length = false;
+    let mut lines = Lines::new(upstream_buf);
     for h in headers {
         let copy = match h.kind {
             HeaderKind::ContentLength => {
@@ -150,9 +156,10 @@ pub(super) fn response_head(
             _ => is_end_to_end(upstream_buf, headers, h, response.connection_names_headers),
         };
         if copy {
-            push_header(out, h.name.get(upstream_buf), h.value.get(upstream_buf));
+            lines.push(out, h);
         }
     }
+    lines.finish(out);
     match response.body {
         Framing::Chunked if !how.decode => {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -163,30 +170,69 @@ pub(super) fn response_head(
         _ => {}
     }
     connection_header(out, how.keep_alive, how.http10);
-    olla_headers(out, routing.id, routing.ep, routing.started, now);
+    let id = routing.id.as_bytes(request.buf);
+    olla_headers(out, id, routing.ep, routing.started, now);
     if let Some(model) = routing.model.clone().and_then(|m| request.body.get(m)) {
         push_header(out, b"X-Olla-Model", model);
     }
-    push_header(out, b"X-Olla-Routing-Strategy", routing.strategy.as_bytes());
-    let decision: &[u8] = if routing.failover {
-        b"failover"
+    out.extend_from_slice(routing.strategy);
+    out.extend_from_slice(if routing.failover {
+        b"X-Olla-Routing-Decision: failover\r\n"
     } else {
-        b"routed"
-    };
-    push_header(out, b"X-Olla-Routing-Decision", decision);
-    push_header(out, b"X-Olla-Routing-Reason", routing.reason.as_bytes());
+        b"X-Olla-Routing-Decision: routed\r\n"
+    });
     let sticky = routing.sticky;
-    push_header(
-        out,
-        b"X-Olla-Sticky-Session",
-        sticky.outcome.name().as_bytes(),
-    );
-    let source = sticky.source.map_or("none", KeySource::name);
-    push_header(out, b"X-Olla-Sticky-Key-Source", source.as_bytes());
+    out.extend_from_slice(reason_line(sticky.outcome, routing.model_routed));
+    out.extend_from_slice(sticky_line(sticky.outcome));
+    out.extend_from_slice(source_line(sticky.source));
     if let (Some(KeySource::SessionHeader), Some(session)) = (sticky.source, routing.session) {
         push_header(out, b"X-Olla-Session-ID", session.get(request.buf));
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// `X-Olla-Routing-Strategy`, whole: "sticky" for a request with a session key, else
+/// the balancer's name.
+pub(super) fn strategy_line(sticky: bool, balancer: Balancer) -> &'static [u8] {
+    match (sticky, balancer) {
+        (true, _) => b"X-Olla-Routing-Strategy: sticky\r\n",
+        (false, Balancer::LeastConnections) => b"X-Olla-Routing-Strategy: least-connections\r\n",
+        (false, Balancer::RoundRobin) => b"X-Olla-Routing-Strategy: round-robin\r\n",
+        (false, Balancer::Priority) => b"X-Olla-Routing-Strategy: priority\r\n",
+    }
+}
+
+/// `X-Olla-Sticky-Session`, whole.
+fn sticky_line(outcome: Outcome) -> &'static [u8] {
+    match outcome {
+        Outcome::Hit => b"X-Olla-Sticky-Session: hit\r\n",
+        Outcome::Miss => b"X-Olla-Sticky-Session: miss\r\n",
+        Outcome::Repin => b"X-Olla-Sticky-Session: repin\r\n",
+        Outcome::Disabled => b"X-Olla-Sticky-Session: disabled\r\n",
+    }
+}
+
+/// `X-Olla-Sticky-Key-Source`, whole.
+fn source_line(source: Option<KeySource>) -> &'static [u8] {
+    match source {
+        None => b"X-Olla-Sticky-Key-Source: none\r\n",
+        Some(KeySource::SessionHeader) => b"X-Olla-Sticky-Key-Source: session_header\r\n",
+        Some(KeySource::PrefixHash) => b"X-Olla-Sticky-Key-Source: prefix_hash\r\n",
+        Some(KeySource::AuthHeader) => b"X-Olla-Sticky-Key-Source: auth_header\r\n",
+        Some(KeySource::Ip) => b"X-Olla-Sticky-Key-Source: ip\r\n",
+    }
+}
+
+/// `X-Olla-Routing-Reason`, whole: the sticky outcome, or for a request without a key,
+/// whether a model chose the endpoints.
+fn reason_line(outcome: Outcome, model_routed: bool) -> &'static [u8] {
+    match (outcome, model_routed) {
+        (Outcome::Hit, _) => b"X-Olla-Routing-Reason: sticky-hit\r\n",
+        (Outcome::Miss, _) => b"X-Olla-Routing-Reason: sticky-new\r\n",
+        (Outcome::Repin, _) => b"X-Olla-Routing-Reason: sticky-repin\r\n",
+        (Outcome::Disabled, true) => b"X-Olla-Routing-Reason: model-match\r\n",
+        (Outcome::Disabled, false) => b"X-Olla-Routing-Reason: any-endpoint\r\n",
+    }
 }
 
 /// The head of an answer ringway writes itself (an error, a page). `request` is the
@@ -197,7 +243,7 @@ pub(super) fn own_head(
     status: StatusCode,
     content_type: &[u8],
     body_len: usize,
-    id: &RequestId,
+    id: &[u8],
     keep_alive: bool,
     request: Option<&RequestHead>,
     rescue: Option<&Rescue>,
@@ -211,7 +257,7 @@ pub(super) fn own_head(
     if rescue.is_some_and(|r| r.challenge) {
         push_header(out, b"WWW-Authenticate", b"Bearer realm=\"ringway\"");
     }
-    push_header(out, b"X-Olla-Request-ID", id.as_bytes());
+    push_header(out, b"X-Olla-Request-ID", id);
     connection_header(
         out,
         keep_alive,
@@ -245,14 +291,51 @@ fn connection_header(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
 }
 
 /// The `X-Olla-*` headers every proxied answer carries.
-fn olla_headers(out: &mut Vec<u8>, id: &RequestId, ep: &Endpoint, started: Instant, now: Instant) {
-    push_header(out, b"X-Olla-Request-ID", id.as_bytes());
-    push_header(out, b"X-Olla-Endpoint", ep.name.as_bytes());
-    push_header(out, b"X-Olla-Backend-Type", ep.kind.name().as_bytes());
+fn olla_headers(out: &mut Vec<u8>, id: &[u8], ep: &Endpoint, started: Instant, now: Instant) {
+    push_header(out, b"X-Olla-Request-ID", id);
+    out.extend_from_slice(&ep.olla_lines);
     out.extend_from_slice(b"X-Olla-Response-Time: ");
     http1::push_decimal(
         out,
         now.saturating_duration_since(started).as_millis() as u64,
     );
     out.extend_from_slice(b"ms\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole lines written for speed say what the names say.
+    #[test]
+    fn static_lines_match_the_names() {
+        let value = |line: &[u8]| {
+            let text = std::str::from_utf8(line).unwrap();
+            let (_, value) = text.split_once(": ").unwrap();
+            value.strip_suffix("\r\n").unwrap().to_string()
+        };
+        for balancer in [
+            Balancer::LeastConnections,
+            Balancer::RoundRobin,
+            Balancer::Priority,
+        ] {
+            assert_eq!(value(strategy_line(false, balancer)), balancer.name());
+        }
+        assert_eq!(value(strategy_line(true, Balancer::RoundRobin)), "sticky");
+        for outcome in [
+            Outcome::Hit,
+            Outcome::Miss,
+            Outcome::Repin,
+            Outcome::Disabled,
+        ] {
+            assert_eq!(value(sticky_line(outcome)), outcome.name());
+        }
+        assert_eq!(value(source_line(None)), "none");
+        for source in KeySource::ALL {
+            assert_eq!(value(source_line(Some(source))), source.name());
+        }
+        assert_eq!(value(reason_line(Outcome::Hit, false)), "sticky-hit");
+        assert_eq!(value(reason_line(Outcome::Disabled, true)), "model-match");
+        assert_eq!(value(reason_line(Outcome::Disabled, false)), "any-endpoint");
+    }
 }
