@@ -208,7 +208,9 @@ fn when_every_endpoint_refuses_the_last_answer_is_passed_on() {
 #[test]
 fn the_breaker_keeps_a_failing_endpoint_out_then_lets_it_back() {
     let (a, b) = (mock("a"), mock("b"));
-    b.control().set_status_override(Some(503));
+    // b fails its requests but passes its health checks, so the breaker alone keeps it
+    // out (a failing check would take it down, racing the status read below).
+    b.control().set_inference_status_override(Some(503));
     let proxy = proxy(
         &[Ep::new("a", &a), Ep::new("b", &b)],
         "",
@@ -222,7 +224,7 @@ fn the_breaker_keeps_a_failing_endpoint_out_then_lets_it_back() {
     assert_eq!(endpoint_status(&proxy, "b")["status"], "circuit-open");
 
     // b recovers; after the cool-down a trial request closes the breaker.
-    b.control().set_status_override(None);
+    b.control().set_inference_status_override(None);
     thread::sleep(Duration::from_millis(700));
     let served_by_b = (0..4)
         .filter(|_| {

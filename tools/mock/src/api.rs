@@ -218,7 +218,8 @@ pub(crate) fn handle(
             return reply_json(out, 401, &e);
         }
     }
-    if let Some(status) = meta.status.or_else(|| sh.control.status_override()) {
+    let overridden = || sh.control.status_override(req.method == Some("POST"));
+    if let Some(status) = meta.status.or_else(overridden) {
         let e = error_json(
             &format!("mock status {status}"),
             "server_error",
@@ -672,7 +673,7 @@ fn mock_route(
                         .collect(),
                 );
             }
-            json!({"status_override": c.status_override(), "healthy": c.healthy(),
+            json!({"status_override": c.status_override(false), "healthy": c.healthy(),
                 "models": c.with_models(<[String]>::to_vec)})
         }
         ("stats" | "control", _) => {

@@ -132,6 +132,8 @@ impl Stats {
 pub struct Control {
     /// 0 means no override.
     status_override: AtomicU32,
+    /// The same for inference requests (POSTs) only; 0 means none.
+    inference_status_override: AtomicU32,
     healthy: AtomicBool,
     models: Mutex<Vec<String>>,
 }
@@ -142,6 +144,12 @@ impl Control {
         self.status_override
             .store(status.map_or(0, u32::from), Relaxed);
     }
+    /// Answer inference requests (every POST) with this status, while health checks and
+    /// model lists are answered as usual: a backend that looks fine but fails its work.
+    pub fn set_inference_status_override(&self, status: Option<u16>) {
+        self.inference_status_override
+            .store(status.map_or(0, u32::from), Relaxed);
+    }
     /// Health paths answer 503 when false; other paths are unaffected.
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Relaxed);
@@ -150,10 +158,10 @@ impl Control {
     pub fn set_models(&self, models: Vec<String>) {
         *self.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
     }
-    fn status_override(&self) -> Option<u16> {
-        u16::try_from(self.status_override.load(Relaxed))
-            .ok()
-            .filter(|&s| s != 0)
+    fn status_override(&self, inference: bool) -> Option<u16> {
+        let read = |a: &AtomicU32| u16::try_from(a.load(Relaxed)).ok().filter(|&s| s != 0);
+        read(&self.status_override)
+            .or_else(|| inference.then(|| read(&self.inference_status_override))?)
     }
     fn healthy(&self) -> bool {
         self.healthy.load(Relaxed)
@@ -232,6 +240,7 @@ pub fn spawn(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer
         name_json: serde_json::to_string(&config.name).unwrap_or_else(|_| "\"\"".into()),
         control: Control {
             status_override: AtomicU32::new(0),
+            inference_status_override: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
             models: Mutex::new(config.models.clone()),
         },
