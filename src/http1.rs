@@ -89,28 +89,35 @@ pub(crate) enum HeaderKind {
 
 fn classify(name: &[u8]) -> HeaderKind {
     use HeaderKind::*;
-    let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
-    match name.len() {
-        2 if is(b"te") => HopByHop,
-        4 if is(b"host") => Host,
-        6 if is(b"expect") => Expect,
-        7 if is(b"upgrade") || is(b"trailer") => HopByHop,
-        7 if is(b"api-key") => ApiKey,
-        9 if is(b"x-real-ip") => XRealIp,
-        9 if is(b"x-api-key") => ApiKey,
-        10 if is(b"connection") || is(b"keep-alive") => HopByHop,
-        12 if is(b"x-request-id") => RequestId,
-        12 if is(b"x-session-id") => SessionId,
-        13 if is(b"authorization") => Authorization,
-        14 if is(b"content-length") => ContentLength,
-        15 if is(b"x-forwarded-for") => XForwardedFor,
-        16 if is(b"x-forwarded-host") => XForwardedHost,
-        16 if is(b"proxy-connection") => HopByHop,
-        17 if is(b"transfer-encoding") => HopByHop,
-        17 if is(b"x-forwarded-proto") => XForwardedProto,
-        17 if is(b"x-olla-session-id") => SessionId,
-        18 if is(b"proxy-authenticate") => HopByHop,
-        19 if is(b"proxy-authorization") => HopByHop,
+    // Dispatch on length and first letter, so a header that is none of these (most are)
+    // costs no comparison; the rest of the name is compared without regard to case.
+    let Some(&first) = name.first() else {
+        return Other;
+    };
+    let rest = |s: &[u8]| name[1..].eq_ignore_ascii_case(&s[1..]);
+    match (name.len(), first | 0x20) {
+        (2, b't') if rest(b"te") => HopByHop,
+        (4, b'h') if rest(b"host") => Host,
+        (6, b'e') if rest(b"expect") => Expect,
+        (7, b'u') if rest(b"upgrade") => HopByHop,
+        (7, b't') if rest(b"trailer") => HopByHop,
+        (7, b'a') if rest(b"api-key") => ApiKey,
+        (9, b'x') if rest(b"x-real-ip") => XRealIp,
+        (9, b'x') if rest(b"x-api-key") => ApiKey,
+        (10, b'c') if rest(b"connection") => HopByHop,
+        (10, b'k') if rest(b"keep-alive") => HopByHop,
+        (12, b'x') if rest(b"x-request-id") => RequestId,
+        (12, b'x') if rest(b"x-session-id") => SessionId,
+        (13, b'a') if rest(b"authorization") => Authorization,
+        (14, b'c') if rest(b"content-length") => ContentLength,
+        (15, b'x') if rest(b"x-forwarded-for") => XForwardedFor,
+        (16, b'x') if rest(b"x-forwarded-host") => XForwardedHost,
+        (16, b'p') if rest(b"proxy-connection") => HopByHop,
+        (17, b't') if rest(b"transfer-encoding") => HopByHop,
+        (17, b'x') if rest(b"x-forwarded-proto") => XForwardedProto,
+        (17, b'x') if rest(b"x-olla-session-id") => SessionId,
+        (18, b'p') if rest(b"proxy-authenticate") => HopByHop,
+        (19, b'p') if rest(b"proxy-authorization") => HopByHop,
         _ => Other,
     }
 }
@@ -347,6 +354,48 @@ impl BodyProgress {
                 }
                 Ok(input.len())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_classified_whatever_their_case() {
+        use HeaderKind::*;
+        for (name, kind) in [
+            ("TE", HopByHop),
+            ("Host", Host),
+            ("EXPECT", Expect),
+            ("Upgrade", HopByHop),
+            ("trailer", HopByHop),
+            ("Api-Key", ApiKey),
+            ("X-Real-IP", XRealIp),
+            ("x-api-key", ApiKey),
+            ("Connection", HopByHop),
+            ("Keep-Alive", HopByHop),
+            ("X-Request-ID", RequestId),
+            ("X-Session-Id", SessionId),
+            ("Authorization", Authorization),
+            ("Content-Length", ContentLength),
+            ("X-Forwarded-For", XForwardedFor),
+            ("X-Forwarded-Host", XForwardedHost),
+            ("Proxy-Connection", HopByHop),
+            ("Transfer-Encoding", HopByHop),
+            ("X-Forwarded-Proto", XForwardedProto),
+            ("X-Olla-Session-ID", SessionId),
+            ("Proxy-Authenticate", HopByHop),
+            ("Proxy-Authorization", HopByHop),
+            ("Content-Type", Other),
+            ("Hosts", Other),
+            ("Tost", Other),
+            ("@ost", Other),
+            ("Content-Lengtx", Other),
+            ("", Other),
+        ] {
+            assert_eq!(classify(name.as_bytes()), kind, "{name}");
         }
     }
 }
