@@ -46,18 +46,28 @@ pub(crate) fn inspect(body: &[u8], prompt_prefix: usize) -> RequestFacts<'_> {
 }
 
 /// The top-level `model` string alone, when nothing else about the body matters (sticky
-/// sessions off): every other value is skipped without being read.
+/// sessions off). Once a `model` is read, the rest is not scanned unless the bytes
+/// `"model"` occur in it again: in valid JSON an unescaped quote always delimits a
+/// string, so a later `model` key (the one that counts, for the backends' parsers as
+/// for [`inspect`]) must contain them. Bodies almost always open with the model. (Of a
+/// malformed body, this may find a model that `inspect` does not: the backend judges.)
 pub(crate) fn model(body: &[u8]) -> Option<&[u8]> {
     let mut s = Scanner { s: body, i: 0 };
-    let mut model = None;
-    s.object(|s, key| match key {
+    let (mut model, mut settled) = (None, false);
+    let complete = s.object(|s, key| match key {
         b"model" if s.peek()? == b'"' => {
             model = Some(s.string()?.0);
-            Some(())
+            settled = memchr::memmem::find(&s.s[s.i..], b"\"model\"").is_none();
+            // `None` ends the scan here.
+            (!settled).then_some(())
         }
         _ => s.skip_value(),
-    })?;
-    model
+    });
+    if settled || complete.is_some() {
+        model
+    } else {
+        None
+    }
 }
 
 /// The parts of a conversation opening, hashed separately because they may appear in
@@ -119,7 +129,7 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            let at = self.i + quote_or_escape(&self.s[self.i..])?;
+            let at = self.i + memchr2(b'"', b'\\', &self.s[self.i..])?;
             if self.s[at] == b'"' {
                 self.i = at + 1;
                 return Some((&self.s[start..at], escaped));
@@ -358,22 +368,6 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The first `"` or `\` in `s`. Most strings of a request body are short (keys, roles,
-/// the model): a plain loop over the first bytes costs less than memchr's set-up, which
-/// takes over for the long ones (message contents).
-#[inline]
-fn quote_or_escape(s: &[u8]) -> Option<usize> {
-    const SHORT: usize = 32;
-    let head = &s[..s.len().min(SHORT)];
-    if let Some(i) = head.iter().position(|&b| b == b'"' || b == b'\\') {
-        return Some(i);
-    }
-    if s.len() <= SHORT {
-        return None;
-    }
-    memchr2(b'"', b'\\', &s[SHORT..]).map(|i| i + SHORT)
-}
-
 /// Hashes the decoded contents of a JSON string, at most `limit` bytes; returns how many
 /// decoded bytes were fed.
 fn feed(h: &mut Xxh3, raw: &[u8], escaped: bool, limit: usize) -> usize {
@@ -561,12 +555,16 @@ mod tests {
             TURN1,
             r#"{"messages":[{"role":"user","content":"\"model\": \"x\""}],"model":"late"}"#,
             r#"{"model":"first","model":"last"}"#,
+            r#"{"model":"first","tools":[{"model":"nested"}],"model":"last"}"#,
+            r#"{"model":"m","tools":[{"model":"nested"}]}"#,
             r#"{"model":null}"#,
-            r#"{"model":"m","messages":[{"role":"user""#,
             "not json",
         ] {
             assert_eq!(model(body.as_bytes()), facts(body).model, "{body}");
         }
+        // Malformed after the model: found, where the full reading gives up.
+        let cut = r#"{"model":"m","messages":[{"role":"user""#;
+        assert_eq!(model(cut.as_bytes()), Some(&b"m"[..]));
     }
 
     #[test]

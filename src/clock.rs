@@ -22,7 +22,8 @@ pub(crate) fn unix_ms() -> u64 {
 pub(crate) fn mono_ms(at: Instant) -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
-    at.saturating_duration_since(start).as_millis() as u64
+    let since = at.saturating_duration_since(start);
+    since.as_secs() * 1000 + u64::from(since.subsec_millis())
 }
 
 /// [`mono_ms`] of now.

@@ -102,7 +102,8 @@ impl Shard {
     }
 
     /// Completes when the shard starts draining: what a connection idle between requests
-    /// races its read against. (A registered waker, not monoio's `Canceller`, which
+    /// races its read against. Each connection keeps one: its waker is registered at the
+    /// first poll and freed when the connection ends. (Not monoio's `Canceller`, which
     /// hashes every operation it tracks.)
     pub(crate) fn drained(&self) -> Drained<'_> {
         Drained {

@@ -32,8 +32,10 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
     let mut timer = pin!(deadline::timer(accepted));
     let mut deadline = Deadline::new(timer.as_mut());
     let mut client = Client::new(stream, peer, accepted);
+    // Registered once for the connection's life (its task's waker does not change).
+    let mut drained = shard.drained();
     loop {
-        match request::read(shard, &mut client, &mut deadline).await {
+        match request::read(shard, &mut client, &mut deadline, &mut drained).await {
             Read::Closed => return,
             Read::Refused { head, error } => {
                 // The connection's remaining input is unknown: answer, then close. Its
@@ -136,10 +138,11 @@ async fn serve(
         }
     };
     let sticky = upstream.sticky;
+    let ttfb = upstream.at.saturating_duration_since(request.started);
     let routing = Routing {
         id: &record.id,
         ep: upstream.ep,
-        started: request.started,
+        ttfb,
         model: upstream.model.clone(),
         strategy: heads::strategy_line(plan.key.is_some(), shard.config.proxy.balancer),
         model_routed: plan.serving.is_some(),
@@ -150,7 +153,7 @@ async fn serve(
     let served = Served {
         endpoint: upstream.ep.index,
         model: upstream.model.clone(),
-        ttfb: upstream.at.saturating_duration_since(request.started),
+        ttfb,
         attempts: upstream.attempts,
         sticky,
     };

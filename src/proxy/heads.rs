@@ -4,7 +4,7 @@
 //! that append to a buffer; the phases write the buffers out.
 
 use std::ops::Range;
-use std::time::Instant;
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -97,7 +97,8 @@ pub(crate) fn upstream_head(
 pub(super) struct Routing<'a> {
     pub(super) id: &'a RequestId,
     pub(super) ep: &'a Endpoint,
-    pub(super) started: Instant,
+    /// From the request's head to the endpoint's response head.
+    pub(super) ttfb: Duration,
     /// The model sent to the endpoint: its span in the body as sent.
     pub(super) model: Option<Range<usize>>,
     /// The `X-Olla-Routing-Strategy` line ([`strategy_line`]).
@@ -138,7 +139,6 @@ pub(super) fn response_head(
     how: &Reframe,
     routing: &Routing<'_>,
     request: &Answering<'_>,
-    now: Instant,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     http1::push_decimal(out, u64::from(response.status));
@@ -171,7 +171,7 @@ pub(super) fn response_head(
     }
     connection_header(out, how.keep_alive, how.http10);
     let id = routing.id.as_bytes(request.buf);
-    olla_headers(out, id, routing.ep, routing.started, now);
+    olla_headers(out, id, routing.ep, routing.ttfb);
     if let Some(model) = routing.model.clone().and_then(|m| request.body.get(m)) {
         push_header(out, b"X-Olla-Model", model);
     }
@@ -290,15 +290,13 @@ fn connection_header(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
     }
 }
 
-/// The `X-Olla-*` headers every proxied answer carries.
-fn olla_headers(out: &mut Vec<u8>, id: &[u8], ep: &Endpoint, started: Instant, now: Instant) {
+/// The `X-Olla-*` headers every proxied answer carries; `ttfb`, from the request's head
+/// to the endpoint's, is Olla's response time.
+fn olla_headers(out: &mut Vec<u8>, id: &[u8], ep: &Endpoint, ttfb: Duration) {
     push_header(out, b"X-Olla-Request-ID", id);
     out.extend_from_slice(&ep.olla_lines);
     out.extend_from_slice(b"X-Olla-Response-Time: ");
-    http1::push_decimal(
-        out,
-        now.saturating_duration_since(started).as_millis() as u64,
-    );
+    http1::push_decimal(out, ttfb.as_secs() * 1000 + u64::from(ttfb.subsec_millis()));
     out.extend_from_slice(b"ms\r\n");
 }
 

@@ -65,7 +65,6 @@ pub(super) async fn relay(
         &how,
         routing,
         &answering,
-        upstream.at,
     );
     // Body bytes that came with the head go out in the same write.
     let mut body = BodyProgress::new(framing, u64::MAX);

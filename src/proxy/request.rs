@@ -10,7 +10,7 @@ use super::error::ProxyError;
 use super::heads;
 use crate::deadline::{Deadline, Elapsed};
 use crate::http1::{self, BodyProgress, Framing, RequestHead};
-use crate::shard::Shard;
+use crate::shard::{Drained, Shard};
 
 /// A request read whole. Made fresh for every request.
 pub(super) struct Request {
@@ -64,8 +64,14 @@ pub(super) enum Read {
     },
 }
 
-/// Reads the next request on `client`'s connection.
-pub(super) async fn read(shard: &Shard, client: &mut Client, deadline: &mut Deadline<'_>) -> Read {
+/// Reads the next request on `client`'s connection. `drained` is the connection's own
+/// [`Shard::drained`], which ends a wait between requests when the shard drains.
+pub(super) async fn read(
+    shard: &Shard,
+    client: &mut Client,
+    deadline: &mut Deadline<'_>,
+    drained: &mut Drained<'_>,
+) -> Read {
     let server = &shard.config.server;
     let limits = server.head_limits();
     // The head must be complete `header_timeout` after the connection opened (first
@@ -103,7 +109,7 @@ pub(super) async fn read(shard: &Shard, client: &mut Client, deadline: &mut Dead
                 .run(async {
                     monoio::select! {
                         read = fill => Some(read),
-                        () = shard.drained() => None,
+                        () = &mut *drained => None,
                     }
                 })
                 .await
