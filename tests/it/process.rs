@@ -143,6 +143,37 @@ fn both_drivers_serve_streams() {
 }
 
 #[test]
+fn both_drivers_take_a_burst_of_connections() {
+    // Connections opened back to back, each with its request sent at once: most wait in
+    // the listen queue, and the accept loop takes them in bursts (one driver accept, then
+    // plain accept() calls on the same socket). Every one must be served, on epoll too,
+    // which needs the sockets accept() gives made non-blocking.
+    let a = mock("a");
+    let mut drivers = vec!["epoll"];
+    if kernel_offers_io_uring() {
+        drivers.push("io_uring");
+    }
+    let request = post("/v1/chat/completions", &chat("llama3.2:latest", false), "");
+    for driver in drivers {
+        let proxy = proxy(&[Ep::new("a", &a)], &format!("driver = \"{driver}\""), "");
+        let mut clients: Vec<Client> = (0..100)
+            .map(|_| {
+                let mut client = Client::connect(proxy.local_addr());
+                client.send_raw(request.as_bytes());
+                client
+            })
+            .collect();
+        for (i, client) in clients.iter_mut().enumerate() {
+            let r = client.read_response(std::time::Instant::now(), false);
+            assert_eq!(r.status, 200, "{driver}: connection {i}");
+        }
+        // Still keep-alive connections like any other.
+        let r = clients[99].request(request.as_bytes());
+        assert_eq!(r.status, 200, "{driver}: second request");
+    }
+}
+
+#[test]
 fn a_second_server_on_a_taken_port_fails_clearly() {
     let first = proxy(&[], "", "");
     let addr = first.local_addr();
