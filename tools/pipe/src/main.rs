@@ -35,6 +35,9 @@ const BUF: usize = 16 * 1024;
 const URING_ENTRIES: u32 = 4096;
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 4096;
+/// Connections taken per wake-up of the accept loop, at most, as in ringway: the one the
+/// driver's accept completed, then what else is queued, by non-blocking accept() calls.
+const ACCEPT_BURST: usize = 512;
 
 #[derive(Parser)]
 #[command(
@@ -115,20 +118,38 @@ fn run(id: usize, listener: std::net::TcpListener, upstreams: Arc<[SocketAddr]>)
         .with_entries(URING_ENTRIES)
         .enable_timer()
         .build()?;
+    let epoll = !monoio::utils::detect_uring();
     rt.block_on(async move {
+        // The same socket again, to empty its queue with plain accept() calls.
+        let backlog = listener.try_clone()?;
         let listener = TcpListener::from_std(listener)?;
         let mut next = id;
+        let mut start = |client: TcpStream| {
+            let upstream = upstreams[next % upstreams.len()];
+            next = next.wrapping_add(1);
+            monoio::spawn(async move {
+                let _ = serve(client, upstream).await;
+            });
+        };
         loop {
             let Ok((client, _)) = listener.accept().await else {
                 // Typically out of file descriptors: back off instead of spinning.
                 monoio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
-            let upstream = upstreams[next % upstreams.len()];
-            next = next.wrapping_add(1);
-            monoio::spawn(async move {
-                let _ = serve(client, upstream).await;
-            });
+            start(client);
+            for _ in 1..ACCEPT_BURST {
+                let Ok((client, _)) = backlog.accept() else {
+                    break; // WouldBlock: nothing queued
+                };
+                // Blocking, as io_uring's accept gives it; the epoll driver needs it not.
+                if epoll && client.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                if let Ok(client) = TcpStream::from_std(client) {
+                    start(client);
+                }
+            }
         }
     })
 }
