@@ -74,11 +74,16 @@ rotating; tables show medians.
                  run the requests that took over 2 s (wrk 4.1 records no latency above its
                  --timeout and counts each slower response once as a timeout: that count;
                  p99 is over the rest, shown as "> 2 s" when over 1% were slower), the other
-                 errors, and how much the kernel's TcpExt counters ListenOverflows (SYNs and
-                 handshake ACKs dropped at a full accept queue) and TCPSynRetrans (SYNs sent
-                 again) grew during the run: system-wide, so the proxy's listener and the
-                 mocks' together. The report notes somaxconn, tcp_max_syn_backlog and every
-                 process's open-file limit.
+                 errors, the path's accept queue sampled every 5 ms (sockdiag.py: connections
+                 the kernel has completed that the server has not accepted yet, their first
+                 request already sent): its peak and its length 0.1 s before wrk stops (those
+                 were never answered; wrk counts them nowhere), and how much the kernel's
+                 TcpExt counters ListenOverflows (SYNs and handshake ACKs dropped at a full
+                 accept queue) and TCPSynRetrans (SYNs sent again) grew during the run:
+                 system-wide, so the proxy's listener and the mocks' together. The report
+                 notes somaxconn, tcp_max_syn_backlog and every process's open-file limit.
+                 tools/bench/c2000_probe.py digs further (the mocks' queues, upstream
+                 connects, ringway variants).
 
 --only TEST[,TEST] runs a subset (c1, c32, c256, ollama-chat, openai-stream, mixed, long-chat,
 streaming, ttft, c2000) and prints only their tables; --quick makes the 2,000-connection
@@ -103,6 +108,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 
@@ -282,15 +288,38 @@ def tcp_counters():
     return {}
 
 
+class AcceptQueue(threading.Thread):
+    """Samples a listening port's accept queue (connections the kernel has completed that
+    the server has not accepted yet) every 5 ms through NETLINK_SOCK_DIAG (sockdiag.py)
+    until `until` seconds have passed: its peak, and its length at the end."""
+
+    def __init__(self, port, until):
+        super().__init__(daemon=True)
+        self.port, self.until, self.peak, self.last = port, until, 0, 0
+
+    def run(self):
+        from sockdiag import SockDiag
+        diag, end = SockDiag(), time.perf_counter() + self.until
+        while time.perf_counter() < end:
+            self.last = diag.sample().get(self.port, [0])[0]
+            self.peak = max(self.peak, self.last)
+            time.sleep(0.005)
+        diag.close()
+
+
 def run_wrk(target, script, conns, threads, duration, sample=False, wrk_args=(),
             counters=False):
     """One wrk run; returns requests/s, latencies, errors, the target's CPU per request
     and (sample=True) the peak of its resident set sampled every 100 ms; counters=True:
-    also how much each of TCP_COUNTERS grew during the run."""
+    also how much each of TCP_COUNTERS grew during the run, and the target's accept
+    queue: its peak and what was left in it 0.1 s before wrk stopped."""
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", *wrk_args, "-s",
             f"{ROOT}/tools/wrk/{script}.lua", f"http://127.0.0.1:{target.port}/"]
     before = tcp_counters() if counters else {}
     cpu = target.cpu_seconds()
+    queue = AcceptQueue(target.port, duration - 0.1) if counters else None
+    if queue:
+        queue.start()
     wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     while True:
@@ -303,6 +332,9 @@ def run_wrk(target, script, conns, threads, duration, sample=False, wrk_args=(),
             pass
     cpu = target.cpu_seconds() - cpu
     tcp = {k: v - before.get(k, 0) for k, v in tcp_counters().items()} if counters else {}
+    if queue:
+        queue.join()
+        tcp.update(queue_peak=queue.peak, queue_left=queue.last)
     out = wrk.stdout.read()
     line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
@@ -607,16 +639,22 @@ def c2000(args, results, label):
                      f"{show(statistics.median(p99s))} ({show(min(p99s))} - {show(max(p99s))})",
                      "**" + ", ".join(str(r["timeouts"]) for r in rs) + "**",
                      sum(r["errors"] - r["timeouts"] for r in rs),
+                     per_run("queue_peak"), per_run("queue_left"),
                      per_run("ListenOverflows"), per_run("TCPSynRetrans")])
     table(["path", "CPU/request (median)", "requests/s (median)", "p99: median (min - max)",
            "requests over 2 s, each run", "other errors, all runs",
+           "accept queue: peak, each run", "still queued at the end, each run",
            "accept-queue drops (ListenOverflows), each run", "SYN retransmits, each run"], rows)
     med = lambda x, f: statistics.median(r[f] for r in results["c2000", x])
     over = lambda x: sum(r["timeouts"] for r in results["c2000", x])
     print(f"\n(Each run opens 2,000 connections at once and keeps them busy. \"over 2 s\": "
           f"responses that took longer than 2 s, counted by wrk 4.1 as timeouts (it records "
           f"no latency above its --timeout, so p99 is over the faster requests; \"> 2 s\" "
-          f"when over 1% were slower). The last two columns are the kernel's counters "
+          f"when over 1% were slower). Accept queue: the path's listener sampled every 5 ms "
+          f"(NETLINK_SOCK_DIAG, `ss -ltn`'s Recv-Q): connections the kernel had completed "
+          f"and the server had not accepted yet, their first request already sent; those "
+          f"still queued at the end were never answered, and wrk does not count them. The "
+          f"last two columns are the kernel's counters "
           f"(/proc/net/netstat, as `nstat` shows) during the run, for every listener on the "
           f"machine: a proxy's own and the mocks'; a SYN or handshake ACK dropped at a full "
           f"accept queue is sent again after 1 s, then 3 s, 7 s. CPU/request of \"direct\" "
