@@ -57,7 +57,7 @@ pub(crate) fn model(body: &[u8]) -> Option<&[u8]> {
     let complete = s.object(|s, key| match key {
         b"model" if s.peek()? == b'"' => {
             model = Some(s.string()?.0);
-            settled = memchr::memmem::find(&s.s[s.i..], b"\"model\"").is_none();
+            settled = model_key().find(&s.s[s.i..]).is_none();
             // `None` ends the scan here.
             (!settled).then_some(())
         }
@@ -68,6 +68,14 @@ pub(crate) fn model(body: &[u8]) -> Option<&[u8]> {
     } else {
         None
     }
+}
+
+/// A searcher for the bytes `"model"`, built once (building one costs more than a search
+/// through a request body).
+fn model_key() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(b"\"model\""))
 }
 
 /// The parts of a conversation opening, hashed separately because they may appear in

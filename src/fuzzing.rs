@@ -90,6 +90,8 @@ fn check_headers(
             HeaderKind::Expect => assert!(is(b"expect")),
             HeaderKind::Authorization => assert!(is(b"authorization")),
             HeaderKind::SessionId => assert!(is(b"x-session-id") || is(b"x-olla-session-id")),
+            HeaderKind::Connection => assert!(is(b"connection")),
+            HeaderKind::TransferEncoding => assert!(is(b"transfer-encoding")),
             HeaderKind::HopByHop => assert!(
                 [
                     &b"connection"[..],
@@ -108,17 +110,14 @@ fn check_headers(
             _ => {}
         }
         let forwarded = http1::is_end_to_end(data, headers, h, names_headers);
-        if h.kind == HeaderKind::HopByHop {
+        if h.kind.is_hop_by_hop() {
             assert!(!forwarded, "a hop-by-hop header would be forwarded");
         }
         if forwarded && names_headers {
             // A header the Connection header names stays on this hop.
             let named = headers
                 .iter()
-                .filter(|c| {
-                    c.kind == HeaderKind::HopByHop
-                        && c.name.get(data).eq_ignore_ascii_case(b"connection")
-                })
+                .filter(|c| c.name.get(data).eq_ignore_ascii_case(b"connection"))
                 .flat_map(|c| c.value.get(data).split(|&b| b == b','))
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(name));
             assert!(!named, "a header named by Connection would be forwarded");

@@ -69,9 +69,14 @@ pub(crate) enum HeaderKind {
     /// Copied through unchanged.
     Other,
     /// Meaningful for one hop only, never forwarded (RFC 9110 §7.6.1), or framing that
-    /// ringway re-creates itself: Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
-    /// Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate.
+    /// ringway re-creates itself: Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade,
+    /// Proxy-Authorization, Proxy-Authenticate; and the two below.
     HopByHop,
+    /// Hop-by-hop, and it says how the connection goes on (and may name more hop-by-hop
+    /// headers).
+    Connection,
+    /// Hop-by-hop framing.
+    TransferEncoding,
     ContentLength,
     Host,
     Expect,
@@ -85,6 +90,15 @@ pub(crate) enum HeaderKind {
     Authorization,
     /// `X-Api-Key` (Anthropic style) or `Api-Key` (Azure style): a credential.
     ApiKey,
+}
+
+impl HeaderKind {
+    pub(crate) fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            HeaderKind::HopByHop | HeaderKind::Connection | HeaderKind::TransferEncoding
+        )
+    }
 }
 
 fn classify(name: &[u8]) -> HeaderKind {
@@ -104,7 +118,7 @@ fn classify(name: &[u8]) -> HeaderKind {
         (7, b'a') if rest(b"api-key") => ApiKey,
         (9, b'x') if rest(b"x-real-ip") => XRealIp,
         (9, b'x') if rest(b"x-api-key") => ApiKey,
-        (10, b'c') if rest(b"connection") => HopByHop,
+        (10, b'c') if rest(b"connection") => Connection,
         (10, b'k') if rest(b"keep-alive") => HopByHop,
         (12, b'x') if rest(b"x-request-id") => RequestId,
         (12, b'x') if rest(b"x-session-id") => SessionId,
@@ -113,7 +127,7 @@ fn classify(name: &[u8]) -> HeaderKind {
         (15, b'x') if rest(b"x-forwarded-for") => XForwardedFor,
         (16, b'x') if rest(b"x-forwarded-host") => XForwardedHost,
         (16, b'p') if rest(b"proxy-connection") => HopByHop,
-        (17, b't') if rest(b"transfer-encoding") => HopByHop,
+        (17, b't') if rest(b"transfer-encoding") => TransferEncoding,
         (17, b'x') if rest(b"x-forwarded-proto") => XForwardedProto,
         (17, b'x') if rest(b"x-olla-session-id") => SessionId,
         (18, b'p') if rest(b"proxy-authenticate") => HopByHop,
@@ -122,10 +136,11 @@ fn classify(name: &[u8]) -> HeaderKind {
     }
 }
 
-/// Whether header name `name` is `lower` (lowercase letters and `-`) whatever the case of
-/// its letters, compared eight bytes at a time. Exact for such a `lower`: a byte ORed with
-/// 0x20 is a lowercase letter only if it is that letter in either case, and is `-` only
-/// if it is `-` or CR, which a header name (a token) cannot hold.
+/// Whether `name` (a header name, or a token of a Connection value) is `lower` (lowercase
+/// letters and `-`) whatever the case of its letters, compared eight bytes at a time.
+/// Exact for such a `lower`: a byte ORed with 0x20 is a lowercase letter only if it is
+/// that letter in either case, and is `-` only if it is `-` or CR, which neither a token
+/// nor a header value can hold.
 fn folded_eq(name: &[u8], lower: &[u8]) -> bool {
     if name.len() != lower.len() {
         return false;
@@ -245,7 +260,7 @@ fn scan_headers(
                         .ok_or(HeadError::Malformed("invalid Content-Length"))?,
                 );
             }
-            HeaderKind::HopByHop if h.name.eq_ignore_ascii_case("transfer-encoding") => {
+            HeaderKind::TransferEncoding => {
                 if te_seen {
                     return Err(HeadError::Malformed("repeated Transfer-Encoding"));
                 }
@@ -255,11 +270,11 @@ fn scan_headers(
                 te_seen = true;
                 facts.chunked = true;
             }
-            HeaderKind::HopByHop if h.name.eq_ignore_ascii_case("connection") => {
+            HeaderKind::Connection => {
                 for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
+                    if folded_eq(token, b"close") {
                         facts.close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    } else if folded_eq(token, b"keep-alive") {
                         facts.keep_alive = true;
                     } else if !token.is_empty() {
                         facts.names_headers = true;
@@ -274,11 +289,8 @@ fn scan_headers(
                 facts.host = Some(Span::of(buf, value.trim_ascii()));
             }
             HeaderKind::RequestId => facts.request_id = Some(Span::of(buf, value)),
-            // X-Olla-Session-ID wins over X-Session-ID when both are present.
-            HeaderKind::SessionId
-                if facts.session_id.is_none()
-                    || h.name.eq_ignore_ascii_case("x-olla-session-id") =>
-            {
+            // X-Olla-Session-ID (the longer name) wins over X-Session-ID.
+            HeaderKind::SessionId if facts.session_id.is_none() || h.name.len() == 17 => {
                 facts.session_id = Some(Span::of(buf, value.trim_ascii()));
             }
             HeaderKind::Authorization => {
@@ -307,7 +319,7 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 /// Whether header `h` may be copied to the next hop as is: not hop-by-hop, and not named
 /// by the message's Connection header.
 pub(crate) fn is_end_to_end(buf: &[u8], headers: &[Header], h: &Header, names: bool) -> bool {
-    if h.kind == HeaderKind::HopByHop {
+    if h.kind.is_hop_by_hop() {
         return false;
     }
     if !names {
@@ -316,9 +328,7 @@ pub(crate) fn is_end_to_end(buf: &[u8], headers: &[Header], h: &Header, names: b
     let name = h.name.get(buf);
     !headers
         .iter()
-        .filter(|c| {
-            c.kind == HeaderKind::HopByHop && c.name.get(buf).eq_ignore_ascii_case(b"connection")
-        })
+        .filter(|c| c.kind == HeaderKind::Connection)
         .flat_map(|c| c.value.get(buf).split(|&b| b == b','))
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
 }
@@ -394,7 +404,7 @@ mod tests {
             ("Api-Key", ApiKey),
             ("X-Real-IP", XRealIp),
             ("x-api-key", ApiKey),
-            ("Connection", HopByHop),
+            ("Connection", Connection),
             ("Keep-Alive", HopByHop),
             ("X-Request-ID", RequestId),
             ("X-Session-Id", SessionId),
@@ -403,7 +413,7 @@ mod tests {
             ("X-Forwarded-For", XForwardedFor),
             ("X-Forwarded-Host", XForwardedHost),
             ("Proxy-Connection", HopByHop),
-            ("Transfer-Encoding", HopByHop),
+            ("Transfer-Encoding", TransferEncoding),
             ("X-Forwarded-Proto", XForwardedProto),
             ("X-Olla-Session-ID", SessionId),
             ("Proxy-Authenticate", HopByHop),

@@ -45,11 +45,22 @@ pub(crate) fn upstream_head(
 ) {
     let ep = to.ep;
     let names = head.connection_names_headers;
-    out.extend_from_slice(head.method.get(buf));
-    out.push(b' ');
-    out.extend_from_slice(&ep.base_path);
-    out.extend_from_slice(to.scope.upstream_prefix(ep.kind));
-    out.extend_from_slice(&head.target.get(buf)[to.strip..]);
+    let prefix = to.scope.upstream_prefix(ep.kind);
+    let (method, target) = (head.method.range(), head.target.range());
+    if ep.base_path.is_empty()
+        && prefix.is_empty()
+        && to.strip == 0
+        && target.start == method.end + 1
+    {
+        // The path unchanged: `METHOD SP target` as received.
+        out.extend_from_slice(&buf[method.start..target.end]);
+    } else {
+        out.extend_from_slice(&buf[method]);
+        out.push(b' ');
+        out.extend_from_slice(&ep.base_path);
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&buf[target][to.strip..]);
+    }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(&ep.authority);
     out.extend_from_slice(b"\r\n");
@@ -77,20 +88,23 @@ pub(crate) fn upstream_head(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(b"\r\nX-Real-IP: ");
+    out.extend_from_slice(client_ip.as_bytes());
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = head.host {
         push_header(out, b"X-Forwarded-Host", host.get(buf));
     }
-    push_header(out, b"X-Real-IP", client_ip.as_bytes());
     if let Some(auth) = &ep.auth_line {
         out.extend_from_slice(auth.expose().as_bytes());
     }
-    let method = head.method.get(buf);
-    let expects_body = matches!(method, b"POST" | b"PUT" | b"PATCH");
+    let expects_body = matches!(head.method.get(buf), b"POST" | b"PUT" | b"PATCH");
     if body_len > 0 || head.body != Framing::Empty || expects_body {
-        http1::push_header_decimal(out, b"Content-Length", body_len as u64);
+        out.extend_from_slice(b"Content-Length: ");
+        http1::push_decimal(out, body_len as u64);
+        out.extend_from_slice(b"\r\n\r\n");
+    } else {
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// What the client's response head says about how the request was routed.
@@ -140,11 +154,21 @@ pub(super) fn response_head(
     routing: &Routing<'_>,
     request: &Answering<'_>,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    http1::push_decimal(out, u64::from(response.status));
-    out.push(b' ');
-    out.extend_from_slice(response.reason.get(upstream_buf));
-    out.extend_from_slice(b"\r\n");
+    // The status line as received when it is `HTTP/1.1 <code> <reason>` (httparse
+    // checked it): one copy. Otherwise rebuilt, as HTTP/1.1.
+    let line_end = response.reason.range().end + 2;
+    if upstream_buf.starts_with(b"HTTP/1.1 ")
+        && response.reason.range().start >= 13
+        && upstream_buf.get(line_end - 2..line_end) == Some(b"\r\n")
+    {
+        out.extend_from_slice(&upstream_buf[..line_end]);
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        http1::push_decimal(out, u64::from(response.status));
+        out.push(b' ');
+        out.extend_from_slice(response.reason.get(upstream_buf));
+        out.extend_from_slice(b"\r\n");
+    }
     let mut has_length = false;
     let mut lines = Lines::new(upstream_buf);
     for h in headers {

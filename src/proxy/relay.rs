@@ -89,8 +89,11 @@ pub(super) async fn relay(
 
     let idle = shard.config.proxy.stream_idle_timeout;
     let ep = upstream.ep;
+    // When the last write ended (one clock read per chunk); for a response that came
+    // with its head, when the head came.
+    let mut end = upstream.at;
     while !body.is_done() {
-        let now = Instant::now();
+        let now = end;
         let until = (now + idle).min(request.deadline);
         let read = client
             .conn
@@ -158,8 +161,8 @@ pub(super) async fn relay(
             relayed.client_gone = true;
             return relayed;
         }
+        end = Instant::now();
     }
-    let end = Instant::now();
     if clean {
         upstream.conn.buf.clear();
         shard.pool.put(ep.index, upstream.conn, end);
