@@ -23,6 +23,9 @@ pub struct Fleet {
     /// A catalogue where two models are listed by every endpoint.
     catalog: Catalog,
     cursor: Cell<usize>,
+    /// The attempt's clock reading (`clock::mono_ms`), read once: the request path reads
+    /// it once per attempt, not per decision.
+    now: u64,
 }
 
 impl Fleet {
@@ -56,15 +59,16 @@ impl Fleet {
             upstreams: Upstreams::new(&configs),
             catalog: Catalog::new(lists, vec![0; n]),
             cursor: Cell::new(0),
+            now: clock::now_ms(),
         }
     }
 
-    /// What the attempt phase wants for a request without a model, read once.
+    /// What the attempt phase wants for a request without a model.
     fn want(&self) -> Want {
         Want {
             scope: Scope::OpenAi,
             serving: None,
-            now: clock::now_ms(),
+            now: self.now,
         }
     }
 
