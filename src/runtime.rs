@@ -330,15 +330,17 @@ fn run_shard(start: ShardStart) {
 }
 
 /// The control thread: health checks and model discovery for all shards.
+///
+/// Always on epoll, whatever `server.driver` says: a few probes a second gain nothing from
+/// io_uring, and a ring would be mapped (and resident) for them.
 fn run_control(
     config: Arc<Config>,
     upstreams: Arc<Upstreams>,
     stop: Arc<StopSignal>,
     shards: Vec<mpsc::Sender<Arc<Catalog>>>,
 ) {
-    let choice = config.server.driver;
     let checks = |_driver| control::run(upstreams, config, stop, shards);
-    if let Err(why) = block_on_driver(choice, "control thread", checks) {
+    if let Err(why) = block_on_driver(DriverChoice::Epoll, "control thread", checks) {
         error!("control thread: {why}; health checks are not running");
     }
 }
