@@ -87,7 +87,9 @@ fn least_connections_counts_requests_in_flight_on_every_shard() {
         "shards = 2",
         NO_STICKY,
     );
-    let slow = occupy(proxy.local_addr(), Duration::from_millis(2000), &[&a, &b]);
+    // Busy long enough that the requests below end first even on a loaded machine (at
+    // 2 s, 16 fresh connections sometimes outlasted it under CPU contention).
+    let slow = occupy(proxy.local_addr(), Duration::from_millis(5000), &[&a, &b]);
     let busy = if a.stats().requests() == 1 { "a" } else { "b" };
     // Fresh connections: the kernel spreads them over both shards. With per-shard counts
     // a shard that did not start the slow request would send about half to `busy`.
