@@ -289,13 +289,16 @@ impl Config {
     }
 }
 
+/// The configuration `text`, as from a file named `test.toml`: what the config tests parse.
+#[cfg(test)]
+pub(crate) fn parse_test(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, "test.toml")
+}
+
 #[cfg(test)]
 mod tests {
+    use super::parse_test as parse;
     use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, "test.toml")
-    }
 
     #[test]
     fn embedded_default_is_the_documented_one() {

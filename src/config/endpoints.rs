@@ -232,12 +232,8 @@ fn parse_url(s: &str) -> Result<Url, String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError};
+    use crate::config::parse_test as parse;
     use crate::endpoint_type::EndpointType;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, "test.toml")
-    }
 
     #[test]
     fn endpoint_urls() {

@@ -215,11 +215,8 @@ fn default_priority() -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError};
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, "test.toml")
-    }
+    use crate::config::Config;
+    use crate::config::parse_test as parse;
 
     #[test]
     fn file_defaults_match_the_documented_values() {

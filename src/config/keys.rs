@@ -67,11 +67,8 @@ pub(super) fn check_secret(value: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError, Secret};
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, "test.toml")
-    }
+    use crate::config::Secret;
+    use crate::config::parse_test as parse;
 
     #[test]
     fn api_keys_from_the_file_the_environment_and_the_list_add_up() {

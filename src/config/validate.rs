@@ -250,11 +250,7 @@ pub(super) fn across_sections(config: &Config) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError};
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, "test.toml")
-    }
+    use crate::config::parse_test as parse;
 
     #[test]
     fn limits_and_timeouts_are_validated() {
