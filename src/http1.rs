@@ -58,8 +58,12 @@ impl Span {
         self.start as usize..self.end as usize
     }
 
+    /// The bytes in `buf`; none if `buf` no longer holds them. A cancelled read or write
+    /// takes the connection's buffer with it (monoio lends the buffer to the operation),
+    /// and the request it held is then answered from spans into an empty buffer: that
+    /// answer must not panic (the connection closes after it).
     pub(crate) fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        &buf[self.range()]
+        buf.get(self.range()).unwrap_or_default()
     }
 }
 

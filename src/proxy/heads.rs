@@ -53,13 +53,13 @@ pub(crate) fn upstream_head(
         && target.start == method.end + 1
     {
         // The path unchanged: `METHOD SP target` as received.
-        out.extend_from_slice(&buf[method.start..target.end]);
+        out.extend_from_slice(buf.get(method.start..target.end).unwrap_or_default());
     } else {
-        out.extend_from_slice(&buf[method]);
+        out.extend_from_slice(head.method.get(buf));
         out.push(b' ');
         out.extend_from_slice(&ep.base_path);
         out.extend_from_slice(prefix);
-        out.extend_from_slice(&buf[target][to.strip..]);
+        out.extend_from_slice(head.target.get(buf).get(to.strip..).unwrap_or_default());
     }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(&ep.authority);

@@ -34,11 +34,12 @@ pub(super) enum Body {
 }
 
 impl Body {
-    /// The body's bytes; `buf` is the client connection's buffer.
+    /// The body's bytes; `buf` is the client connection's buffer (none if a cancelled
+    /// operation took it: see `Span::get`).
     pub(super) fn bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
         match self {
             Body::Empty => &[],
-            Body::Received(range) => &buf[range.clone()],
+            Body::Received(range) => buf.get(range.clone()).unwrap_or_default(),
             Body::Owned(bytes) => bytes,
         }
     }

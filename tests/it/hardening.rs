@@ -141,6 +141,26 @@ fn a_stalled_body_gets_408() {
     );
 }
 
+/// A timed-out read takes the connection's buffer with it (monoio lends the buffer to the
+/// operation), and the request it held is answered from spans into what is left: with a
+/// client request id (a span of the head) that once panicked instead of answering.
+#[test]
+fn a_stalled_body_with_a_request_id_gets_408_too() {
+    let a = mock("a");
+    let proxy = proxy(&[Ep::new("a", &a)], "body_timeout_ms = 300", "");
+    let mut client = Client::connect(proxy.local_addr());
+    client.send_raw(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nX-Request-ID: trace-7\r\nContent-Length: 100\r\n\r\n{",
+    );
+    let r = client.read_response(Instant::now(), false);
+    assert_error(&r, 408, "request_timeout");
+    let id = r.header("x-olla-request-id").expect("an id");
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic()),
+        "{id:?}"
+    );
+}
+
 // ---- the connection limit ----
 
 #[test]
