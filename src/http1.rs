@@ -21,10 +21,12 @@ mod write;
 use std::ops::Range;
 
 pub(crate) use chunked::{ChunkError, ChunkedDecoder};
-pub(crate) use conn::{Conn, Watched, write_out};
+pub(crate) use conn::{Conn, Watched, write_out, write_out_by};
 pub(crate) use request::{RequestHead, parse_request};
 pub(crate) use response::{ResponseHead, parse_response};
-pub(crate) use write::{Lines, push_decimal, push_header, push_header_decimal, push_status_line};
+pub(crate) use write::{
+    Lines, is_field_text, push_decimal, push_header, push_header_decimal, push_status_line,
+};
 
 /// Most headers a head may carry; `server.max_headers` may lower it. The parsers hand
 /// httparse this many uninitialized slots: a fresh array per parse costs nothing.

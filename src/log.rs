@@ -4,7 +4,7 @@
 //! shard and handed to a writer thread through a bounded channel: a shard never waits
 //! for a disk or a pipe, and if the writer falls behind, lines are dropped and counted.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -51,8 +51,19 @@ pub(crate) fn enabled(level: Level) -> bool {
 }
 
 /// Writes one line; use the `error!`, `warn!`, `info!` and `debug!` macros.
+/// Control characters in the message (it may quote what a client or an endpoint sent)
+/// are written as `\xHH`: no message can end its line or forge another.
 pub(crate) fn write(level: Level, args: fmt::Arguments<'_>) {
-    let line = format!("{} {:5} {}\n", Timestamp(unix_ms()), level.label(), args);
+    let message = args.to_string();
+    let mut line = format!("{} {:5} ", Timestamp(unix_ms()), level.label());
+    for c in message.chars() {
+        if c.is_control() {
+            let _ = write!(line, "\\x{:02x}", u32::from(c));
+        } else {
+            line.push(c);
+        }
+    }
+    line.push('\n');
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 

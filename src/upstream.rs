@@ -1,7 +1,8 @@
 //! Backends, the far side of the request path's `attempt` phase: the endpoints built from
 //! the config with the atomics every shard shares (in flight, `health`), connecting to
-//! them, the per-shard keep-alive `pool`, and the `models` catalogue.
+//! them (`conn`), the per-shard keep-alive `pool`, and the `models` catalogue.
 
+pub(crate) mod conn;
 pub(crate) mod health;
 pub(crate) mod models;
 pub(crate) mod pool;
@@ -11,11 +12,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-
 use crate::config::{EndpointConfig, Secret};
 use crate::endpoint_type::EndpointType;
 use crate::routing::balancer::Candidate;
+pub(crate) use conn::EndpointConn;
 use health::Health;
 
 /// One backend: its configuration, ready for the request path, and the counters every
@@ -39,6 +39,9 @@ pub(crate) struct Endpoint {
     pub(crate) check_timeout: Duration,
     /// `Name: value\r\n` carrying ringway's credentials for the endpoint, if any.
     pub(crate) auth_line: Option<Secret>,
+    /// The name of that line's header: a client's header of this name never reaches the
+    /// endpoint (ringway's line replaces it).
+    pub(crate) auth_header: Option<Box<[u8]>>,
     /// `X-Olla-Endpoint` and `X-Olla-Backend-Type`, whole, for every response it serves.
     pub(crate) olla_lines: Box<[u8]>,
     shared: Shared,
@@ -116,6 +119,7 @@ impl Upstreams {
                 health_path: c.health_path.as_str().into(),
                 check_interval: c.check_interval,
                 check_timeout: c.check_timeout,
+                auth_header: c.auth.as_ref().map(|(name, _)| name.as_bytes().into()),
                 auth_line: c.auth.as_ref().map(|(name, value)| {
                     let mut line = Vec::new();
                     crate::http1::push_header(
@@ -140,14 +144,11 @@ impl Upstreams {
 }
 
 /// Opens a connection to the endpoint, trying its addresses in order.
-pub(crate) async fn connect(ep: &Endpoint, within: Duration) -> io::Result<TcpStream> {
+pub(crate) async fn connect(ep: &Endpoint, within: Duration) -> io::Result<EndpointConn> {
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
     for &addr in ep.addrs.iter() {
-        match monoio::time::timeout(within, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(stream)) => {
-                stream.set_nodelay(true)?;
-                return Ok(stream);
-            }
+        match monoio::time::timeout(within, conn::open(addr)).await {
+            Ok(Ok(conn)) => return Ok(conn),
             Ok(Err(e)) => last = e,
             Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
         }

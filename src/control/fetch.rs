@@ -26,10 +26,9 @@ pub(super) async fn fetch(
     let mut timer = pin!(deadline::timer(now));
     let mut deadline = Deadline::new(timer.as_mut());
     deadline.set(now + within);
-    let stream = upstream::connect(ep, within)
+    let mut conn = upstream::connect(ep, within)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let mut conn = Conn::new(stream, 4096);
     let mut request = Vec::with_capacity(256);
     request.extend_from_slice(b"GET ");
     request.extend_from_slice(&ep.base_path);

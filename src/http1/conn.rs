@@ -74,16 +74,20 @@ impl Conn {
     /// this connection's peer hangs up first. The peer is watched only once the wait has
     /// lasted [`WATCH_AFTER`], so a quick exchange costs no I/O and no timer beyond the
     /// connection's own. Bytes the peer sends meanwhile (a pipelined request) are
-    /// appended to `buf`; after that, it is no longer watched for this wait.
+    /// appended to `buf`; after that, it is no longer watched for this wait. Once `buf`
+    /// holds `max_buffered` bytes the peer is not read at all (back-pressure): a client
+    /// that writes while it is answered cannot grow the buffer without bound, and its
+    /// hang-up is then noticed when its answer is written.
     pub(crate) async fn watch_while<F: Future>(
         &mut self,
         deadline: &mut Deadline<'_>,
-        now: Instant,
-        until: Instant,
+        (now, until): (Instant, Instant),
+        max_buffered: usize,
         work: F,
     ) -> Watched<F::Output> {
         let mut work = pin!(work);
-        deadline.set(until.min(now + WATCH_AFTER));
+        let watch = self.buf.len() < max_buffered;
+        deadline.set(if watch { until.min(now + WATCH_AFTER) } else { until });
         match deadline.race(work.as_mut()).await {
             Ok(out) => return Watched::Done(out),
             Err(Elapsed) if deadline.at() >= until => return Watched::Elapsed,
@@ -105,6 +109,23 @@ impl Conn {
             }
         };
         deadline.run(watched).await.unwrap_or(Watched::Elapsed)
+    }
+}
+
+/// [`write_out`] within a deadline: a peer that stops reading cannot hold the writer
+/// past `until`. Timed out, the write was cancelled: `buf` is empty and the connection
+/// must be closed.
+pub(crate) async fn write_out_by(
+    deadline: &mut Deadline<'_>,
+    until: Instant,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    range: Range<usize>,
+) -> io::Result<()> {
+    deadline.set(until);
+    match deadline.run(write_out(stream, buf, range)).await {
+        Ok(written) => written,
+        Err(Elapsed) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 

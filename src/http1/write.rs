@@ -47,6 +47,14 @@ impl<'a> Lines<'a> {
     }
 }
 
+/// Whether `value` can be written as a header value as it is: no control bytes but
+/// HTAB (RFC 9110 §5.5), so no CR or LF that would end the line. Values parsed from a
+/// head (httparse checks them) and ringway's own always are; anything else from a
+/// request or an endpoint must be checked before it reaches [`push_header`].
+pub(crate) fn is_field_text(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+}
+
 pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);

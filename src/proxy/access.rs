@@ -132,7 +132,10 @@ fn line(
     let buf = &client.conn.buf;
     let text = |span: Option<Span>| {
         let bytes = span.and_then(|s| buf.get(s.range())).unwrap_or(b"-");
-        String::from_utf8_lossy(bytes).into_owned()
+        match format {
+            AccessFormat::Text => escaped(bytes),
+            AccessFormat::Json => String::from_utf8_lossy(bytes).into_owned(),
+        }
     };
     let (method, path) = (
         text(seen.head.map(|h| h.method)),
@@ -142,7 +145,10 @@ fn line(
     let model = served
         .and_then(|s| s.model.clone())
         .and_then(|m| seen.body.get(m))
-        .map(String::from_utf8_lossy);
+        .map(|m| match format {
+            AccessFormat::Text => escaped(m),
+            AccessFormat::Json => String::from_utf8_lossy(m).into_owned(),
+        });
     let endpoint = served.map(|s| &*shard.upstreams.endpoints[s.endpoint].name);
     let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
     let total = ms(now.saturating_duration_since(seen.started));
@@ -182,6 +188,23 @@ fn line(
             sticky.unwrap_or("-"),
         ),
     }
+}
+
+/// A field of a text access line: printable ASCII but `"` and `\` as it is, every other
+/// byte (space, controls, DEL, non-ASCII) as `\xHH`, as nginx writes its log. No value
+/// from a request can end the line or forge a field. (The JSON format escapes with
+/// JSON's rules.)
+fn escaped(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'"' && b != b'\\' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+    out
 }
 
 /// `X-Olla-Request-ID`: the client's `X-Request-ID` when it is sane (1-128 printable

@@ -15,12 +15,13 @@ use super::route::{Forward, Want};
 use crate::clock;
 use crate::deadline::Deadline;
 use crate::endpoint_set::EndpointSet;
-use crate::http1::{self, Conn, ResponseHead, Watched};
+use crate::http1::{self, BodyProgress, Framing, ResponseHead, Watched};
 use crate::log::{debug, warning};
 use crate::routing::Balancer;
 use crate::routing::sticky::{self, Outcome, SessionKey};
 use crate::shard::Shard;
-use crate::upstream::{self, Endpoint, InFlight};
+use crate::upstream::conn::{SendError, Sent};
+use crate::upstream::{self, Endpoint, EndpointConn, InFlight};
 
 /// Request bodies up to this size are sent in the same write as the head.
 const COALESCE_BODY: usize = 64 * 1024;
@@ -28,7 +29,7 @@ const COALESCE_BODY: usize = 64 * 1024;
 /// The response an attempt got, for the `relay` phase.
 pub(super) struct Upstream<'s> {
     pub(super) ep: &'s Endpoint,
-    pub(super) conn: Conn,
+    pub(super) conn: EndpointConn,
     pub(super) head: ResponseHead,
     /// When the response head arrived.
     pub(super) at: Instant,
@@ -46,7 +47,7 @@ enum Verdict {
     /// Relay the endpoint's response: a success (`failed` false), or an answer listed in
     /// `proxy.retry_on_status` that no other endpoint can improve on.
     Relay {
-        conn: Conn,
+        conn: EndpointConn,
         head: ResponseHead,
         failed: bool,
     },
@@ -59,7 +60,7 @@ enum Verdict {
 /// The retry policy. `another` says whether another endpoint could take the request.
 fn judge(
     ep: &Endpoint,
-    result: Result<(Conn, ResponseHead), ProxyError>,
+    result: Result<(EndpointConn, ResponseHead), ProxyError>,
     retry_on_status: &[u16],
     another: impl FnOnce() -> bool,
 ) -> Verdict {
@@ -205,7 +206,12 @@ pub(super) async fn forward<'s>(
                 debug!("endpoint {} failed, trying another: {failure:?}", ep.name);
                 last_error = Some(failure);
             }
-            Verdict::Fail(e) => return Err(e),
+            Verdict::Fail(e) => {
+                if e.is_endpoints_fault() {
+                    record_failure(shard, ep, now);
+                }
+                return Err(e);
+            }
         }
     }
 }
@@ -312,7 +318,7 @@ async fn exchange(
     request: &mut Request,
     ep: &Endpoint,
     now: Instant,
-) -> Result<(Conn, ResponseHead), ProxyError> {
+) -> Result<(EndpointConn, ResponseHead), ProxyError> {
     let pooled = shard.pool.take(ep.index, now);
     let mut reused = pooled.is_some();
     let mut conn = match pooled {
@@ -337,9 +343,9 @@ async fn exchange(
     }
 }
 
-async fn connect(shard: &Shard, ep: &Endpoint) -> Result<Conn, ProxyError> {
+async fn connect(shard: &Shard, ep: &Endpoint) -> Result<EndpointConn, ProxyError> {
     match upstream::connect(ep, shard.config.proxy.connect_timeout).await {
-        Ok(stream) => Ok(Conn::new(stream, 16 * 1024)),
+        Ok(conn) => Ok(conn),
         Err(cause) => Err(ProxyError::Connect {
             endpoint: ep.name.to_string(),
             cause,
@@ -363,7 +369,7 @@ async fn send(
     client: &mut Client,
     deadline: &mut Deadline<'_>,
     request: &mut Request,
-    conn: &mut Conn,
+    conn: &mut EndpointConn,
     ep: &Endpoint,
     now: Instant,
 ) -> Result<ResponseHead, Exchange> {
@@ -385,48 +391,38 @@ async fn send(
         ..
     } = client;
     // Request out: head and small bodies in one write; a large body straight from
-    // where it was received, before the wait for the answer is watched.
+    // where it was received. While the endpoint does not take it, it is asked whether
+    // it has answered meanwhile (a 401 or 413 before the body is read): then sending
+    // stops and that answer is read below.
     let body = request.body.bytes(&client_conn.buf);
     let separate_body = body.len() > COALESCE_BODY;
     if !separate_body {
         to_endpoint.extend_from_slice(body);
-    } else {
-        deadline.set(until);
-        let stream = &mut conn.stream;
-        let written = deadline
-            .run(async {
-                let len = to_endpoint.len();
-                http1::write_out(stream, to_endpoint, 0..len).await?;
-                match &mut request.body {
-                    Body::Received(range) => {
-                        http1::write_out(stream, &mut client_conn.buf, range.clone()).await
-                    }
-                    Body::Owned(bytes) => {
-                        let len = bytes.len();
-                        http1::write_out(stream, bytes, 0..len).await
-                    }
-                    Body::Empty => Ok(()),
-                }
-            })
-            .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Exchange::ClosedEarly),
-            Err(_) => return Err(timeout()),
-        }
+    }
+    let len = to_endpoint.len();
+    let mut sent = conn.send(deadline, (now, until), to_endpoint, 0..len).await;
+    if separate_body && matches!(sent, Ok(Sent::All)) {
+        sent = match &mut request.body {
+            Body::Received(range) => {
+                let buf = &mut client_conn.buf;
+                conn.send(deadline, (now, until), buf, range.clone()).await
+            }
+            Body::Owned(bytes) => {
+                let len = bytes.len();
+                conn.send(deadline, (now, until), bytes, 0..len).await
+            }
+            Body::Empty => Ok(Sent::All),
+        };
+    }
+    match sent {
+        // A failed write is not the end: what the endpoint sent before it reset the
+        // connection (an answer and a close) is still there to read.
+        Ok(_) | Err(SendError::Failed) => {}
+        Err(SendError::Elapsed) => return Err(timeout()),
     }
     let limits = shard.config.server.head_limits();
     let was_head = request.head.is_head;
     let work = async {
-        if !separate_body {
-            let len = to_endpoint.len();
-            if http1::write_out(&mut conn.stream, to_endpoint, 0..len)
-                .await
-                .is_err()
-            {
-                return Err(Exchange::ClosedEarly);
-            }
-        }
         // Response head in, skipping interim 1xx responses.
         let mut received_any = false;
         loop {
@@ -437,7 +433,7 @@ async fn send(
                         return Err(bad_response(ep, "unexpected 101 Switching Protocols"));
                     }
                     Ok(Some(head)) if head.status < 200 => conn.consume(head.len),
-                    Ok(Some(head)) => return Ok(head),
+                    Ok(Some(head)) => return first_chunk_checked(ep, head, &conn.buf),
                     Ok(None) => {}
                     Err(e) => return Err(bad_response(ep, e.describe())),
                 }
@@ -459,10 +455,32 @@ async fn send(
     };
     // A client that hangs up while the endpoint thinks (a long prefill) ends the
     // exchange: dropping the connection tells the endpoint to stop.
-    match client_conn.watch_while(deadline, now, until, work).await {
+    let max_buffered = shard.config.server.max_header_bytes;
+    match client_conn
+        .watch_while(deadline, (now, until), max_buffered, work)
+        .await
+    {
         Watched::Done(result) => result,
         Watched::HungUp => Err(Exchange::Failed(ProxyError::ClientGone)),
         Watched::Elapsed => Err(timeout()),
+    }
+}
+
+/// A chunked body's first bytes, when they came with the head, are checked before the
+/// head is relayed: while nothing has reached the client, a malformed chunk is still a
+/// 502 (and the endpoint's failure), not a reply cut off after its head.
+fn first_chunk_checked(
+    ep: &Endpoint,
+    head: ResponseHead,
+    buf: &[u8],
+) -> Result<ResponseHead, Exchange> {
+    if head.body != Framing::Chunked || buf.len() == head.len {
+        return Ok(head);
+    }
+    let mut body = BodyProgress::new(Framing::Chunked, u64::MAX);
+    match body.advance(&buf[head.len..], None) {
+        Ok(_) => Ok(head),
+        Err(_) => Err(bad_response(ep, "malformed chunked body")),
     }
 }
 

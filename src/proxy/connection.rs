@@ -46,7 +46,8 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
                     None => RequestId::generate(shard),
                 };
                 let mut record = Record::new(id);
-                send_error(&mut client, &mut record, head.as_ref(), &error).await;
+                let by = Writing::now(shard, &mut deadline);
+                send_error(&mut client, by, &mut record, head.as_ref(), &error).await;
                 let seen = Seen {
                     head: head.as_ref(),
                     body: &[],
@@ -113,6 +114,7 @@ async fn serve(
             let head = Some(&request.head);
             let keep_alive = respond(
                 client,
+                Writing::now(shard, deadline),
                 &mut record,
                 head,
                 status,
@@ -125,7 +127,8 @@ async fn serve(
             return (record, keep_alive, Instant::now());
         }
         Plan::Refuse(e) => {
-            let keep_alive = send_error(client, &mut record, Some(&request.head), &e).await;
+            let by = Writing::now(shard, deadline);
+            let keep_alive = send_error(client, by, &mut record, Some(&request.head), &e).await;
             return (record, keep_alive, Instant::now());
         }
         Plan::Forward(plan) => plan,
@@ -133,7 +136,8 @@ async fn serve(
     let upstream = match attempt::forward(shard, client, deadline, request, &plan).await {
         Ok(upstream) => upstream,
         Err(e) => {
-            let keep_alive = send_error(client, &mut record, Some(&request.head), &e).await;
+            let by = Writing::now(shard, deadline);
+            let keep_alive = send_error(client, by, &mut record, Some(&request.head), &e).await;
             return (record, keep_alive, Instant::now());
         }
     };
@@ -171,6 +175,7 @@ async fn serve(
 /// answered (the client left), records that. Returns whether the connection carries on.
 async fn send_error(
     client: &mut Client,
+    by: Writing<'_, '_>,
     record: &mut Record,
     head: Option<&RequestHead>,
     err: &ProxyError,
@@ -193,6 +198,7 @@ async fn send_error(
     let content_type = b"application/json";
     respond(
         client,
+        by,
         record,
         head,
         rescue.status,
@@ -204,11 +210,27 @@ async fn send_error(
     .await
 }
 
+/// The connection's deadline, and when an answer of ringway's own must be written by.
+struct Writing<'a, 't> {
+    deadline: &'a mut Deadline<'t>,
+    until: Instant,
+}
+
+impl<'a, 't> Writing<'a, 't> {
+    /// An answer written now gets `proxy.stream_idle_timeout_ms`, as each write of a
+    /// relayed response does.
+    fn now(shard: &Shard, deadline: &'a mut Deadline<'t>) -> Writing<'a, 't> {
+        let until = Instant::now() + shard.config.proxy.stream_idle_timeout;
+        Writing { deadline, until }
+    }
+}
+
 /// Writes a complete answer of ringway's own (an error, a page). Returns whether the
 /// connection carries on.
 #[allow(clippy::too_many_arguments)]
 async fn respond(
     client: &mut Client,
+    by: Writing<'_, '_>,
     record: &mut Record,
     head: Option<&RequestHead>,
     status: StatusCode,
@@ -237,7 +259,8 @@ async fn respond(
     record.status = Some(status.as_u16());
     record.bytes = body.len() as u64;
     let len = out.len();
-    let written = http1::write_out(&mut client.conn.stream, out, 0..len).await;
+    let stream = &mut client.conn.stream;
+    let written = http1::write_out_by(by.deadline, by.until, stream, out, 0..len).await;
     written.is_ok() && keep_alive
 }
 

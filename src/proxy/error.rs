@@ -21,6 +21,8 @@ pub(crate) enum ProxyError {
     BodyTooLarge {
         limit: u64,
     },
+    /// The body's `model` holds control bytes (no JSON string can: RFC 8259 §7).
+    InvalidModel,
     NotFound,
     UnknownProvider,
     MethodNotAllowed,
@@ -94,6 +96,15 @@ pub(crate) struct Rescue {
 }
 
 impl ProxyError {
+    /// Whether the endpoint failed (it answered wrongly or not in time), as opposed to
+    /// the client or the request's own deadline: the endpoint's breaker counts it.
+    pub(crate) fn is_endpoints_fault(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadResponse { .. } | ProxyError::ResponseTimeout { .. }
+        )
+    }
+
     /// Whether the request may be tried on another endpoint: only when the failed
     /// endpoint cannot have produced anything the client saw.
     pub(crate) fn retryable(&self) -> bool {
@@ -157,6 +168,13 @@ impl ProxyError {
                     "request body larger than the limit (server.max_body_bytes)".into()
                 },
                 false,
+            ),
+            InvalidModel => r(
+                StatusCode::BAD_REQUEST,
+                CLIENT,
+                "invalid_request_error",
+                "the body's 'model' holds raw control characters, which a JSON string cannot; escape them".into(),
+                true,
             ),
             NotFound => r(
                 StatusCode::NOT_FOUND,

@@ -68,7 +68,12 @@ pub(crate) fn upstream_head(
     let mut lines = Lines::new(buf);
     for h in headers {
         let copy = match h.kind {
-            HeaderKind::Other | HeaderKind::RequestId | HeaderKind::SessionId => true,
+            HeaderKind::Other => !ep
+                .auth_header
+                .as_ref()
+                .is_some_and(|name| h.name.get(buf).eq_ignore_ascii_case(name)),
+            HeaderKind::RequestId | HeaderKind::SessionId => true,
+            // Never with credentials of the endpoint's own (`forward_auth` is then off).
             HeaderKind::Authorization | HeaderKind::ApiKey => to.forward_auth,
             HeaderKind::XForwardedFor => {
                 forwarded_for = Some(h.value.get(buf));

@@ -22,7 +22,7 @@ pub(super) struct Relayed {
     pub(super) bytes: u64,
     /// The client went away before the response was complete.
     pub(super) client_gone: bool,
-    /// When it ended.
+    /// When its last bytes arrived from the endpoint.
     pub(super) end: Option<Instant>,
 }
 
@@ -77,8 +77,14 @@ pub(super) async fn relay(
         out.extend_from_slice(&after_head[..taken]);
     }
     let mut clean = head.keep_alive && head.len + taken == upstream.conn.buf.len();
+    let idle = shard.config.proxy.stream_idle_timeout;
+    // Every write to the client, like every wait for the endpoint, ends within
+    // `stream_idle_timeout` of the bytes' arrival and within the request's deadline: a
+    // client that stops reading is cut off.
+    let write_by = |at: Instant| (at + idle).min(request.deadline);
     let len = out.len();
-    if http1::write_out(&mut client.conn.stream, out, 0..len)
+    let stream = &mut client.conn.stream;
+    if http1::write_out_by(deadline, write_by(upstream.at), stream, out, 0..len)
         .await
         .is_err()
     {
@@ -87,17 +93,16 @@ pub(super) async fn relay(
     }
     relayed.bytes += len as u64;
 
-    let idle = shard.config.proxy.stream_idle_timeout;
     let ep = upstream.ep;
-    // When the last write ended (one clock read per chunk); for a response that came
+    let max_buffered = shard.config.server.max_header_bytes;
+    // When the last bytes arrived (one clock read per chunk); for a response that came
     // with its head, when the head came.
     let mut end = upstream.at;
     while !body.is_done() {
-        let now = end;
-        let until = (now + idle).min(request.deadline);
+        let until = (end + idle).min(request.deadline);
         let read = client
             .conn
-            .watch_while(deadline, now, until, upstream.conn.refill())
+            .watch_while(deadline, (end, until), max_buffered, upstream.conn.refill())
             .await;
         let n = match read {
             Watched::Done(Ok(0)) if framing == Framing::UntilClose => {
@@ -137,6 +142,8 @@ pub(super) async fn relay(
                 return relayed;
             }
         };
+        end = Instant::now();
+        let stream = &mut client.conn.stream;
         let written = if decode {
             let out = &mut client.out;
             out.clear();
@@ -146,7 +153,7 @@ pub(super) async fn relay(
             }
             let len = out.len();
             relayed.bytes += len as u64;
-            http1::write_out(&mut client.conn.stream, out, 0..len).await
+            http1::write_out_by(deadline, write_by(end), stream, out, 0..len).await
         } else {
             let consumed = match body.advance(&upstream.conn.buf[..n], None) {
                 Ok(consumed) => consumed,
@@ -154,16 +161,17 @@ pub(super) async fn relay(
             };
             clean &= consumed == n;
             relayed.bytes += consumed as u64;
-            http1::write_out(&mut client.conn.stream, &mut upstream.conn.buf, 0..consumed).await
+            let buf = &mut upstream.conn.buf;
+            http1::write_out_by(deadline, write_by(end), stream, buf, 0..consumed).await
         };
-        if written.is_err() {
-            // The client went away (noticed on writing): as above.
+        if let Err(e) = written {
+            // The client went away or stopped reading (noticed on writing): as above.
+            debug!("writing to the client failed: {e}");
             relayed.client_gone = true;
             return relayed;
         }
-        end = Instant::now();
     }
-    if clean {
+    if clean && upstream.conn.is_reusable() {
         upstream.conn.buf.clear();
         shard.pool.put(ep.index, upstream.conn, end);
     }

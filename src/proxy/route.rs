@@ -13,7 +13,7 @@ use crate::api;
 use crate::auth;
 use crate::config::Config;
 use crate::endpoint_set::EndpointSet;
-use crate::http1::RequestHead;
+use crate::http1::{self, RequestHead};
 use crate::routing::sticky::{self, KeyInputs, SessionKey};
 use crate::routing::{self, Internal, Route, Scope};
 use crate::upstream::Endpoint;
@@ -157,6 +157,11 @@ fn plan_forward<'c>(
     } else {
         api::inspect(body, sticky.prompt_prefix_bytes)
     };
+    // The model goes into a response header and the access log: a raw CR or LF in it
+    // (invalid JSON, which the scan does not judge) would forge header or log lines.
+    if facts.model.is_some_and(|m| !http1::is_field_text(m)) {
+        return Err(ProxyError::InvalidModel);
+    }
     let model = facts.model.map(|m| {
         let start = m.as_ptr() as usize - body.as_ptr() as usize;
         start..start + m.len()

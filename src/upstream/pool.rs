@@ -3,7 +3,10 @@
 //! Life of a pooled connection:
 //! 1. `take` hands out the most recently used idle connection (LIFO: the one least
 //!    likely to have been closed by the backend), dropping any idle for longer than
-//!    `idle_timeout` (which is set below the backends' own keep-alive timeouts).
+//!    `idle_timeout` (which is set below the backends' own keep-alive timeouts), and
+//!    any that is not quiet: bytes arrived on it while it was idle (a stale response, a
+//!    `408`, a body after a HEAD answer) or the backend closed it. Its next client would
+//!    read those bytes as its answer.
 //! 2. The request path uses it for exactly one request/response exchange.
 //! 3. `put` takes it back only after a clean end of the response message with nothing
 //!    unread, no timeout and no error: a connection in any other state is dropped (closed),
@@ -18,7 +21,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use crate::http1::Conn;
+use super::EndpointConn;
 
 pub(crate) struct Pool {
     idle: RefCell<Vec<Vec<Idle>>>,
@@ -27,7 +30,7 @@ pub(crate) struct Pool {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: EndpointConn,
     since: Instant,
 }
 
@@ -40,22 +43,28 @@ impl Pool {
         }
     }
 
-    /// The most recently returned live connection to endpoint `ep`, if any, at `now`.
-    pub(crate) fn take(&self, ep: usize, now: Instant) -> Option<Conn> {
+    /// The most recently returned live, quiet connection to endpoint `ep`, if any, at
+    /// `now`. One non-blocking system call per connection looked at.
+    pub(crate) fn take(&self, ep: usize, now: Instant) -> Option<EndpointConn> {
         let mut idle = self.idle.borrow_mut();
         let list = &mut idle[ep];
-        let newest = list.pop()?;
-        if now.saturating_duration_since(newest.since) < self.idle_timeout {
-            return Some(newest.conn);
+        while let Some(newest) = list.pop() {
+            if now.saturating_duration_since(newest.since) >= self.idle_timeout {
+                // The newest is expired, so all older ones are too.
+                list.clear();
+                return None;
+            }
+            if newest.conn.is_quiet() {
+                return Some(newest.conn);
+            }
+            // Dropped: closed.
         }
-        // The newest is expired, so all older ones are too.
-        list.clear();
         None
     }
 
     /// Returns a connection whose last exchange ended cleanly at `now`. With
     /// `max_idle` 0 (no pooling) it is closed.
-    pub(crate) fn put(&self, ep: usize, conn: Conn, now: Instant) {
+    pub(crate) fn put(&self, ep: usize, conn: EndpointConn, now: Instant) {
         debug_assert!(conn.buf.is_empty(), "pooled connection with unread bytes");
         if self.max_idle == 0 {
             return;
