@@ -87,7 +87,11 @@ impl Conn {
     ) -> Watched<F::Output> {
         let mut work = pin!(work);
         let watch = self.buf.len() < max_buffered;
-        deadline.set(if watch { until.min(now + WATCH_AFTER) } else { until });
+        deadline.set(if watch {
+            until.min(now + WATCH_AFTER)
+        } else {
+            until
+        });
         match deadline.race(work.as_mut()).await {
             Ok(out) => return Watched::Done(out),
             Err(Elapsed) if deadline.at() >= until => return Watched::Elapsed,

@@ -52,7 +52,9 @@ impl<'a> Lines<'a> {
 /// head (httparse checks them) and ringway's own always are; anything else from a
 /// request or an endpoint must be checked before it reaches [`push_header`].
 pub(crate) fn is_field_text(value: &[u8]) -> bool {
-    value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

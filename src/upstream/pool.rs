@@ -93,3 +93,72 @@ impl Pool {
         self.idle_timeout
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::upstream::conn;
+
+    fn on_both_drivers(test: impl AsyncFn()) {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(test());
+        if let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            rt.block_on(test());
+        }
+    }
+
+    /// The pool's promise: a connection on which anything arrived while it was idle, or
+    /// that the peer closed, is never handed out; a quiet one is.
+    #[test]
+    fn only_quiet_connections_are_handed_out() {
+        on_both_drivers(async || {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let pool = Pool::new(1, Duration::from_secs(60), 16);
+            let mut peers = Vec::new();
+            for _ in 0..4 {
+                let conn = conn::open(addr).await.unwrap();
+                peers.push(listener.accept().unwrap().0);
+                pool.put(0, conn, Instant::now());
+            }
+            // Oldest to newest: quiet, stale bytes, a 408 and a close, closed.
+            peers[1]
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE")
+                .unwrap();
+            peers[2]
+                .write_all(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            peers[2].shutdown(std::net::Shutdown::Both).unwrap();
+            peers[3].shutdown(std::net::Shutdown::Write).unwrap();
+            monoio::time::sleep(Duration::from_millis(50)).await;
+            let taken = pool.take(0, Instant::now()).expect("the quiet one");
+            assert!(taken.is_quiet());
+            assert!(
+                pool.take(0, Instant::now()).is_none(),
+                "the others were dropped"
+            );
+        });
+    }
+
+    #[test]
+    fn expired_connections_are_not_handed_out() {
+        on_both_drivers(async || {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let pool = Pool::new(1, Duration::from_millis(100), 16);
+            let conn = conn::open(listener.local_addr().unwrap()).await.unwrap();
+            let _peer = listener.accept().unwrap();
+            let then = Instant::now();
+            pool.put(0, conn, then);
+            assert!(pool.take(0, then + Duration::from_millis(100)).is_none());
+        });
+    }
+}

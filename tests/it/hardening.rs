@@ -10,30 +10,6 @@ use ringway::Config;
 
 use crate::harness::*;
 
-fn assert_error(r: &Response, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text());
-    assert_eq!(r.json()["error"]["code"], code, "{}", r.text());
-}
-
-/// A counter from `/internal/metrics`.
-fn metric(proxy: &ringway::Server, name: &str) -> u64 {
-    let mut page = String::new();
-    let read = eventually(Duration::from_secs(3), || {
-        let r = one_shot(
-            proxy.local_addr(),
-            b"GET /internal/metrics HTTP/1.1\r\nHost: t\r\n\r\n",
-        );
-        page = r.text();
-        r.status == 200
-    });
-    assert!(read, "{page}");
-    let line = page
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no {name} in the metrics"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Sends `raw` on a plain socket and reads until `needle` shows up (bounded).
 fn send_and_read_until(addr: std::net::SocketAddr, raw: &[u8], needle: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();

@@ -426,3 +426,50 @@ fn mock_binary() -> std::path::PathBuf {
     });
     bin
 }
+
+/// An error answer of ringway's own: its status and OpenAI-style error code.
+pub(crate) fn assert_error(r: &Response, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], code, "{}", r.text());
+}
+
+/// A counter from `/internal/metrics`.
+pub(crate) fn metric(proxy: &ringway::Server, name: &str) -> u64 {
+    let mut page = String::new();
+    let read = eventually(Duration::from_secs(3), || {
+        let r = one_shot(
+            proxy.local_addr(),
+            b"GET /internal/metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        page = r.text();
+        r.status == 200
+    });
+    assert!(read, "{page}");
+    let line = page
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in the metrics"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A file (a config, an access log) in the temp directory, removed when dropped.
+pub(crate) struct TempFile(pub(crate) std::path::PathBuf);
+
+impl TempFile {
+    pub(crate) fn new(text: &str) -> TempFile {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ringway-test-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -13,11 +13,6 @@ fn small_limits(a: &MockServer) -> ringway::Server {
     )
 }
 
-fn assert_error(r: &Response, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text());
-    assert_eq!(r.json()["error"]["code"], code, "{}", r.text());
-}
-
 #[test]
 fn a_declared_oversized_body_gets_413_without_being_read() {
     let a = mock("a");

@@ -6,6 +6,7 @@ mod failover;
 mod forwarding;
 mod hardening;
 mod harness;
+mod hostile;
 mod limits;
 mod models;
 mod process;
