@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets in `tools/fuzz` (feature `fuzzing`; not an API): the
-//! head targets in `fuzzing/heads.rs`, the body targets in `fuzzing/bodies.rs`, and here
-//! the checks they share.
+//! head targets in `fuzzing/heads.rs`, the head writers' in `fuzzing/writer.rs`, the body
+//! targets in `fuzzing/bodies.rs`, and here the checks they share.
 //!
 //! Each function runs the code of the request path on arbitrary bytes, exactly as the
 //! proxy calls it (default limits from the embedded configuration, the same call
@@ -11,6 +11,7 @@
 
 mod bodies;
 mod heads;
+mod writer;
 
 use std::sync::OnceLock;
 
@@ -22,6 +23,7 @@ use crate::routing::sticky::KeySource;
 
 pub use bodies::{body_keys, chunked_body};
 pub use heads::{request_head, response_head};
+pub use writer::head_writer;
 
 /// What the request path reads from the configuration, taken once from the embedded
 /// default configuration (the documented defaults).

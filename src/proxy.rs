@@ -32,9 +32,16 @@ mod request;
 mod route;
 
 pub(crate) use connection::{refuse_connection, serve_connection};
+#[cfg(any(feature = "bench", feature = "fuzzing"))]
+pub(crate) use heads::{UpstreamTarget, upstream_head};
+#[cfg(feature = "fuzzing")]
+pub(crate) use {
+    access::{RequestId, StickyReport},
+    heads::{Answering, Reframe, Routing, own_head, response_head, strategy_line},
+    route::model_span,
+};
 #[cfg(feature = "bench")]
 pub(crate) use {
     attempt::{Placement, select_backend},
-    heads::{UpstreamTarget, upstream_head},
     route::{Want, resolve_model},
 };

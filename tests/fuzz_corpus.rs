@@ -58,3 +58,8 @@ fn chunked_body_corpus() {
 fn body_keys_corpus() {
     replay("body_keys", ringway::fuzzing::body_keys);
 }
+
+#[test]
+fn head_writer_corpus() {
+    replay("head_writer", ringway::fuzzing::head_writer);
+}

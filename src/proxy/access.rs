@@ -45,9 +45,9 @@ pub(super) struct Served {
 
 /// The sticky-session headers of a response.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct StickyReport {
-    pub(super) outcome: Outcome,
-    pub(super) source: Option<KeySource>,
+pub(crate) struct StickyReport {
+    pub(crate) outcome: Outcome,
+    pub(crate) source: Option<KeySource>,
 }
 
 impl Record {
@@ -217,13 +217,16 @@ pub(crate) enum RequestId {
 
 impl RequestId {
     pub(super) fn for_request(shard: &Shard, head: &RequestHead, buf: &[u8]) -> RequestId {
-        if let Some(span) = head.request_id {
-            let given = span.get(buf);
-            if !given.is_empty() && given.len() <= 128 && given.iter().all(u8::is_ascii_graphic) {
-                return RequestId::Given(span);
-            }
-        }
-        RequestId::generate(shard)
+        RequestId::given(head, buf).unwrap_or_else(|| RequestId::generate(shard))
+    }
+
+    /// The client's id, when it is sane.
+    pub(crate) fn given(head: &RequestHead, buf: &[u8]) -> Option<RequestId> {
+        let span = head.request_id?;
+        let given = span.get(buf);
+        let sane =
+            !given.is_empty() && given.len() <= 128 && given.iter().all(u8::is_ascii_graphic);
+        sane.then_some(RequestId::Given(span))
     }
 
     pub(super) fn generate(shard: &Shard) -> RequestId {
@@ -243,7 +246,7 @@ impl RequestId {
     }
 
     /// The id; `buf` is the client connection's buffer, which holds a given one.
-    pub(super) fn as_bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
+    pub(crate) fn as_bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
         match self {
             RequestId::Given(span) => span.get(buf),
             RequestId::Generated(text) => text,

@@ -19,7 +19,7 @@ use crate::routing::{Balancer, KeySource, Scope};
 use crate::upstream::Endpoint;
 
 /// The interim answer to `Expect: 100-continue`.
-pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Where a request goes: the endpoint, and how its path is rewritten for it.
 pub(crate) struct UpstreamTarget<'a> {
@@ -113,44 +113,44 @@ pub(crate) fn upstream_head(
 }
 
 /// What the client's response head says about how the request was routed.
-pub(super) struct Routing<'a> {
-    pub(super) id: &'a RequestId,
-    pub(super) ep: &'a Endpoint,
+pub(crate) struct Routing<'a> {
+    pub(crate) id: &'a RequestId,
+    pub(crate) ep: &'a Endpoint,
     /// From the request's head to the endpoint's response head.
-    pub(super) ttfb: Duration,
+    pub(crate) ttfb: Duration,
     /// The model sent to the endpoint: its span in the body as sent.
-    pub(super) model: Option<Range<usize>>,
+    pub(crate) model: Option<Range<usize>>,
     /// The `X-Olla-Routing-Strategy` line ([`strategy_line`]).
-    pub(super) strategy: &'static [u8],
+    pub(crate) strategy: &'static [u8],
     /// The endpoints were those serving the body's model.
-    pub(super) model_routed: bool,
-    pub(super) failover: bool,
-    pub(super) sticky: StickyReport,
+    pub(crate) model_routed: bool,
+    pub(crate) failover: bool,
+    pub(crate) sticky: StickyReport,
     /// The client's session header, echoed when it was the key: its span in the
     /// request's head.
-    pub(super) session: Option<Span>,
+    pub(crate) session: Option<Span>,
 }
 
 /// The request a response answers: the client connection's buffer and the body as sent.
-pub(super) struct Answering<'a> {
-    pub(super) buf: &'a [u8],
-    pub(super) body: &'a [u8],
+pub(crate) struct Answering<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 /// How the response goes to the client.
-pub(super) struct Reframe {
+pub(crate) struct Reframe {
     /// The client connection carries on after this response.
-    pub(super) keep_alive: bool,
+    pub(crate) keep_alive: bool,
     /// A chunked body is decoded for an HTTP/1.0 client (the connection then closes).
-    pub(super) decode: bool,
-    pub(super) is_head: bool,
-    pub(super) http10: bool,
+    pub(crate) decode: bool,
+    pub(crate) is_head: bool,
+    pub(crate) http10: bool,
 }
 
 /// The client's response head: the endpoint's status and end-to-end headers, ringway's
 /// framing and connection headers, and the X-Olla-* headers.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn response_head(
+pub(crate) fn response_head(
     out: &mut Vec<u8>,
     upstream_buf: &[u8],
     response: &ResponseHead,
@@ -222,7 +222,7 @@ pub(super) fn response_head(
 
 /// `X-Olla-Routing-Strategy`, whole: "sticky" for a request with a session key, else
 /// the balancer's name.
-pub(super) fn strategy_line(sticky: bool, balancer: Balancer) -> &'static [u8] {
+pub(crate) fn strategy_line(sticky: bool, balancer: Balancer) -> &'static [u8] {
     match (sticky, balancer) {
         (true, _) => b"X-Olla-Routing-Strategy: sticky\r\n",
         (false, Balancer::LeastConnections) => b"X-Olla-Routing-Strategy: least-connections\r\n",
@@ -267,7 +267,7 @@ fn reason_line(outcome: Outcome, model_routed: bool) -> &'static [u8] {
 /// The head of an answer ringway writes itself (an error, a page). `request` is the
 /// request's head when one was read.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn own_head(
+pub(crate) fn own_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     content_type: &[u8],
@@ -296,7 +296,7 @@ pub(super) fn own_head(
 }
 
 /// The whole answer to a connection beyond `server.max_connections`, from its rescue.
-pub(super) fn refusal(rescue: &Rescue, body: &[u8]) -> Vec<u8> {
+pub(crate) fn refusal(rescue: &Rescue, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + body.len());
     http1::push_status_line(&mut out, rescue.status);
     push_header(&mut out, b"Content-Type", b"application/json");

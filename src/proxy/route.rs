@@ -132,6 +132,24 @@ pub(super) fn route<'c>(
     }
 }
 
+/// Where `model`, found in `body` by the scan, lies in it. The model goes into a
+/// response header and the access log: one with a raw control byte (a CR or LF would
+/// forge header or log lines; no valid JSON string holds one, but the scan does not
+/// judge validity) is refused.
+pub(crate) fn model_span(
+    body: &[u8],
+    model: Option<&[u8]>,
+) -> Result<Option<Range<usize>>, ProxyError> {
+    let Some(m) = model else {
+        return Ok(None);
+    };
+    if !http1::is_field_text(m) {
+        return Err(ProxyError::InvalidModel);
+    }
+    let start = m.as_ptr() as usize - body.as_ptr() as usize;
+    Ok(Some(start..start + m.len()))
+}
+
 /// What the body says about forwarding it: its model and the endpoints serving it, and
 /// its sticky key.
 #[allow(clippy::too_many_arguments)]
@@ -157,15 +175,7 @@ fn plan_forward<'c>(
     } else {
         api::inspect(body, sticky.prompt_prefix_bytes)
     };
-    // The model goes into a response header and the access log: a raw CR or LF in it
-    // (invalid JSON, which the scan does not judge) would forge header or log lines.
-    if facts.model.is_some_and(|m| !http1::is_field_text(m)) {
-        return Err(ProxyError::InvalidModel);
-    }
-    let model = facts.model.map(|m| {
-        let start = m.as_ptr() as usize - body.as_ptr() as usize;
-        start..start + m.len()
-    });
+    let model = model_span(body, facts.model)?;
     let key = if sticky.enabled {
         let inputs = KeyInputs {
             session_id: head.session_id.map(|s| s.get(buf)),

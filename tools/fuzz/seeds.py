@@ -248,6 +248,35 @@ BODIES = {
 }
 
 
+# ---- head_writer: a request (head and body), "\n\0\n", then a response ----
+
+
+def post(body: bytes, extra: str = "") -> bytes:
+    return crlf(f"POST /v1/chat/completions HTTP/1.1\nHost: proxy\n{extra}Content-Length: {len(body)}\n\n") + body
+
+
+HOSTILE_REQUESTS = {
+    "model-crlf-header": post(b'{"model":"x\r\nX-Injected: yes","messages":[]}'),
+    "model-crlf-response": post(b'{"model":"x\r\nContent-Length: 4\r\n\r\nEVIL","messages":[]}'),
+    "model-lf-log-line": post(b'{"model":"x\n2026-01-01 forged","messages":[]}'),
+    "model-nul-del": post(b'{"model":"a\x00b\x7f","messages":[]}'),
+    "model-escapes": post(rb'{"model":"a\r\n\"b\u000a","messages":[]}'),
+    "model-obs-text": post('{"model":"modèle-ü","messages":[]}'.encode()),
+    "spoofed-key-header": post(CHAT_BODY, "X-Backend-Key: spoofed\nx-backend-key: again\nAuthorization: Bearer c\n"),
+    "session-and-id": post(CHAT_BODY, "X-Olla-Session-ID: s-1\nX-Request-ID: trace-\t1\nX-Forwarded-For: 10.0.0.1\n"),
+    "head-request": crlf("HEAD /v1/models HTTP/1.1\nHost: proxy\n\n"),
+    "http10": crlf("GET /api/tags HTTP/1.0\nConnection: keep-alive\n\n"),
+}
+
+
+def head_writer_seeds() -> dict:
+    responses = list(RESPONSES.values())
+    seeds = {}
+    for i, (name, request) in enumerate({**REQUESTS, **HOSTILE_REQUESTS}.items()):
+        seeds[name] = request + b"\n\0\n" + responses[i % len(responses)]
+    return seeds
+
+
 # ---- reproducers of findings (tools/fuzz/README.md, "Findings"), kept in the corpus ----
 
 FINDINGS = {
@@ -279,6 +308,7 @@ def main() -> None:
     for i, (name, body) in enumerate(CHUNKED.items()):
         write("chunked_body", {name: body}, prefix=bytes([0x61 + i % 8, 0x30 + i * 7 % 64]))
     write("body_keys", BODIES)
+    write("head_writer", head_writer_seeds())
     for target, findings in FINDINGS.items():
         write(target, findings, kind="finding")
 
