@@ -119,6 +119,10 @@ impl Conn {
 /// [`write_out`] within a deadline: a peer that stops reading cannot hold the writer
 /// past `until`. Timed out, the write was cancelled: `buf` is empty and the connection
 /// must be closed.
+///
+/// The connection's timer is moved to `until` only when it would fire later, or once it
+/// has fired before the write ended: a write that ends before the timer's current time
+/// (almost all of them) costs no timer operation.
 pub(crate) async fn write_out_by(
     deadline: &mut Deadline<'_>,
     until: Instant,
@@ -126,10 +130,16 @@ pub(crate) async fn write_out_by(
     buf: &mut Vec<u8>,
     range: Range<usize>,
 ) -> io::Result<()> {
-    deadline.set(until);
-    match deadline.run(write_out(stream, buf, range)).await {
-        Ok(written) => written,
-        Err(Elapsed) => Err(io::ErrorKind::TimedOut.into()),
+    let mut write = pin!(write_out(stream, buf, range));
+    if deadline.at() > until {
+        deadline.set(until);
+    }
+    loop {
+        match deadline.race(write.as_mut()).await {
+            Ok(written) => return written,
+            Err(Elapsed) if deadline.at() >= until => return Err(io::ErrorKind::TimedOut.into()),
+            Err(Elapsed) => deadline.set(until),
+        }
     }
 }
 
