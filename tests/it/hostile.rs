@@ -195,3 +195,178 @@ fn a_client_writing_while_it_is_answered_is_held_back_not_buffered() {
         written >> 20
     );
 }
+
+/// What `/internal/status` says of endpoint `name`'s failures in a row.
+fn failures_in_a_row(proxy: &ringway::Server, name: &str) -> u64 {
+    endpoint_status(proxy, name)["consecutive_failures"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_malformed_first_chunk_is_a_502_and_the_endpoints_failure() {
+    let a = mock("a");
+    let proxy = proxy(&[Ep::new("a", &a)], "", "");
+    for (i, fail) in [
+        "bad-chunk-hex",
+        "bad-chunk-lf",
+        "bad-chunk-size",
+        "bad-chunk-overrun",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = one_shot(
+            proxy.local_addr(),
+            post(
+                "/v1/chat/completions",
+                &chat("llama3.2:latest", true),
+                &format!("X-Mock-Fail: {fail}\r\n"),
+            )
+            .as_bytes(),
+        );
+        assert_error(&r, 502, "upstream_protocol_error");
+        assert!(
+            r.text().contains("malformed chunked body"),
+            "{fail}: {}",
+            r.text()
+        );
+        assert_eq!(failures_in_a_row(&proxy, "a"), i as u64 + 1, "{fail}");
+    }
+    // Counted as ringway's own 502s, not as relayed 2xx.
+    let relayed = r#"ringway_responses_total{endpoint="a",status="2xx"}"#;
+    assert_eq!(metric(&proxy, relayed), 0);
+}
+
+/// Sends a request that makes the mock write on the connection after answering it, then
+/// another client's request, which must get its own answer.
+fn next_client_gets_its_own_answer(fail: &str, first: &str) {
+    let a = mock("a");
+    let proxy = proxy(&[Ep::new("a", &a)], "", "");
+    let mut one = Client::connect(proxy.local_addr());
+    let r = one.request(first.replace("{fail}", fail).as_bytes());
+    assert!(r.status == 200, "{fail}: {} {}", r.status, r.text());
+    // The mock writes 100 ms after its answer, on the idle pooled connection.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let r = one_shot(
+            proxy.local_addr(),
+            post("/v1/chat/completions", &chat("llama3.2:latest", false), "").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{fail}: {}", r.text());
+        assert!(
+            r.header("X-Mock-Stale").is_none(),
+            "{fail}: served a stale answer"
+        );
+        assert_eq!(
+            r.json()["object"],
+            "chat.completion",
+            "{fail}: {}",
+            r.text()
+        );
+    }
+}
+
+#[test]
+fn a_response_written_on_an_idle_pooled_connection_reaches_no_one() {
+    let chat_with = post(
+        "/v1/chat/completions",
+        &chat("llama3.2:latest", false),
+        "X-Mock-Fail: {fail}\r\n",
+    );
+    next_client_gets_its_own_answer("stale-response", &chat_with);
+    next_client_gets_its_own_answer("idle-408", &chat_with);
+    let head = "HEAD /olla/proxy/mock/echo HTTP/1.1\r\nHost: t\r\nX-Mock-Fail: {fail}\r\n\r\n";
+    next_client_gets_its_own_answer("head-then-body", head);
+}
+
+#[test]
+fn an_answer_before_the_body_is_read_is_relayed_at_once() {
+    let a = mock("a");
+    let proxy = proxy(&[Ep::new("a", &a)], "", "");
+    let body = format!(
+        r#"{{"model":"llama3.2:latest","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(8 << 20)
+    );
+    let mut client = Client::connect(proxy.local_addr());
+    let started = Instant::now();
+    let r = client.post_json("/v1/chat/completions", &body, "X-Mock-Fail: early-401\r\n");
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "early");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The client's connection carries on (its body was read whole).
+    let r = client.post_json("/v1/chat/completions", &chat("llama3.2:latest", false), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let started = Instant::now();
+    let r = one_shot(
+        proxy.local_addr(),
+        post("/v1/chat/completions", &body, "X-Mock-Fail: early-413\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "too large");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(failures_in_a_row(&proxy, "a"), 0);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_at_request_timeout() {
+    let a = mock("a");
+    let proxy = proxy(
+        &[Ep::new("a", &a)],
+        "",
+        "[proxy]\nrequest_timeout_ms = 1500",
+    );
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&proxy.local_addr().into()).unwrap();
+    let mut client: TcpStream = socket.into();
+    let headers = "X-Mock-Tokens: 2000\r\nX-Mock-Token-Bytes: 16384\r\n";
+    client
+        .write_all(
+            post(
+                "/v1/chat/completions",
+                &chat("llama3.2:latest", true),
+                headers,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // Never read: the stream fills the sockets' buffers and ringway's write waits.
+    assert!(
+        eventually(
+            Duration::from_secs(2),
+            || endpoint_status(&proxy, "a")["in_flight"] == 1
+        ),
+        "the stream did not start"
+    );
+    assert!(
+        eventually(
+            Duration::from_secs(4),
+            || endpoint_status(&proxy, "a")["in_flight"] == 0
+        ),
+        "the client still holds its request"
+    );
+    // And its connection is closed: reading what was buffered ends in EOF or a reset.
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let closed = loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) if Instant::now() < deadline => break true,
+            Ok(_) if Instant::now() < deadline => {}
+            _ => break false,
+        }
+    };
+    assert!(closed, "the connection stayed open");
+}
