@@ -47,6 +47,53 @@ pub(crate) enum Reply {
     Hang,
     /// These bytes, then close (wire-level misbehaviour: `X-Mock-Fail: bad-head|no-reason`).
     Raw(&'static [u8]),
+    /// These bytes, then the connection stays open, never read, this long (or until stop),
+    /// and closes (`X-Mock-Fail: early-401|bad-chunk-*`).
+    RawHold(&'static [u8], Duration),
+}
+
+const EARLY_401: &[u8] = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 43\r\n\r\n{\"error\":{\"message\":\"early\",\"type\":\"auth\"}}";
+const EARLY_413: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 47\r\n\r\n{\"error\":{\"message\":\"too large\",\"type\":\"size\"}}";
+/// The head every `bad-chunk-*` answer starts with.
+macro_rules! chunked_head {
+    ($first_chunk:literal) => {
+        concat!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            $first_chunk
+        )
+        .as_bytes()
+    };
+}
+const STALE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-Mock-Stale: yes\r\n\r\nSTALE";
+const IDLE_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+/// How long `early-401` keeps the connection open: far longer than any test waits.
+const EARLY_HOLD: Duration = Duration::from_secs(30);
+/// How long `bad-chunk-*` keep the connection open: the proxy must not wait for more.
+const BAD_CHUNK_HOLD: Duration = Duration::from_secs(5);
+
+/// The answer decided from the head alone, before (and without) reading the body:
+/// `X-Mock-Fail: early-401|early-413`, except on `/mock/*`.
+pub(crate) fn early(req: &httparse::Request<'_, '_>, meta: &Meta) -> Option<Reply> {
+    if req.path.unwrap_or("").starts_with("/mock/") {
+        return None;
+    }
+    match meta.fail {
+        Fail::Early401 => Some(Reply::RawHold(EARLY_401, EARLY_HOLD)),
+        Fail::Early413 => Some(Reply::Raw(EARLY_413)),
+        _ => None,
+    }
+}
+
+/// What `X-Mock-Fail` writes on the idle connection after a complete answer, and whether
+/// the connection stays open after it (on every route, `/mock/*` included).
+pub(crate) fn unsolicited(fail: Fail) -> Option<(&'static [u8], bool)> {
+    match fail {
+        Fail::StaleResponse => Some((STALE, true)),
+        Fail::Idle408 => Some((IDLE_408, false)),
+        Fail::HeadThenBody => Some((b"hello", true)),
+        _ => None,
+    }
 }
 
 pub(crate) enum Framing {
@@ -201,7 +248,20 @@ pub(crate) fn handle(
         Fail::NoReason => {
             return Reply::Raw(b"HTTP/1.1 200\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
         }
-        Fail::None | Fail::MidStream => {}
+        Fail::BadChunkHex => return bad_chunk(chunked_head!("zz\r\nhello\r\n")),
+        Fail::BadChunkLf => return bad_chunk(chunked_head!("5\nhello\n")),
+        // 17 hex digits: more than a u64 holds.
+        Fail::BadChunkSize => return bad_chunk(chunked_head!("10000000000000000\r\nhello\r\n")),
+        Fail::BadChunkOverrun => return bad_chunk(chunked_head!("3\r\nhello\r\n")),
+        // The early modes were answered before the body (`early`); the others answer
+        // normally and misbehave afterwards (`unsolicited`, `conn`).
+        Fail::None
+        | Fail::MidStream
+        | Fail::StaleResponse
+        | Fail::Idle408
+        | Fail::HeadThenBody
+        | Fail::Early401
+        | Fail::Early413 => {}
     }
     if let Some(key) = &sh.config.api_key {
         let bearer = req
@@ -283,6 +343,10 @@ pub(crate) fn handle(
         _ => return model_route(sh, route, meta, body, out),
     };
     reply_json(out, 200, &v)
+}
+
+fn bad_chunk(bytes: &'static [u8]) -> Reply {
+    Reply::RawHold(bytes, BAD_CHUNK_HOLD)
 }
 
 fn unix_now() -> u64 {
@@ -426,18 +490,27 @@ pub(crate) struct StreamSpec {
     meta_len: usize,
     prompt: usize,
     started: Instant,
+    /// `X-Mock-Token-Bytes`: token events are padded to at least this many bytes.
+    pad_to: usize,
 }
 
 impl StreamSpec {
     pub(crate) fn token(&self, i: usize, out: &mut Vec<u8>) {
-        let suffix = match self.route {
-            Route::Chat => "},\"finish_reason\":null}]}\n\n",
-            Route::Completion => ",\"index\":0,\"finish_reason\":null}]}\n\n",
-            Route::OChat => "},\"done\":false}\n",
-            _ => ",\"done\":false}\n",
+        // Up to the event's closing brace, which the padding field goes before.
+        let (suffix, end) = match self.route {
+            Route::Chat => ("},\"finish_reason\":null}]", "}\n\n"),
+            Route::Completion => (",\"index\":0,\"finish_reason\":null}]", "}\n\n"),
+            Route::OChat => ("},\"done\":false", "}\n"),
+            _ => (",\"done\":false", "}\n"),
         };
+        let start = out.len();
         out.extend_from_slice(&self.prefix);
         w!(out, "\"{}\"{suffix}", VOCAB[i % VOCAB.len()]);
+        let len = out.len() - start + end.len();
+        if len < self.pad_to {
+            pad(out, self.pad_to - len);
+        }
+        out.extend_from_slice(end.as_bytes());
     }
 
     /// The closing event(s): finish_reason + `[DONE]` for SSE, the `done` line for Ollama.
@@ -460,6 +533,15 @@ impl StreamSpec {
         out.extend_from_slice(end);
         out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
     }
+}
+
+/// A `"mock_padding"` field of about `n` bytes (never less than the field's own 18).
+fn pad(out: &mut Vec<u8>, n: usize) {
+    const FIELD: &[u8] = b",\"mock_padding\":\"";
+    out.extend_from_slice(FIELD);
+    let fill = n.saturating_sub(FIELD.len() + 1);
+    out.resize(out.len() + fill, b'x');
+    out.push(b'"');
 }
 
 fn ollama_done(out: &mut Vec<u8>, took: Duration, prompt: usize, n: usize) {
@@ -522,6 +604,7 @@ fn completion(
         meta_len: 0,
         prompt,
         started: Instant::now(),
+        pad_to: meta.token_bytes,
     };
     // Streams render the shared prefix once; full responses render straight into `out`.
     let buf = if stream { &mut spec.prefix } else { &mut *out };
@@ -698,6 +781,27 @@ mod tests {
         assert_eq!(at(0), "\"1970-01-01T00:00:00.000000000Z\"");
         assert_eq!(at(1_767_225_600), "\"2026-01-01T00:00:00.000000000Z\"");
         assert_eq!(at(951_829_261), "\"2000-02-29T13:01:01.000000000Z\"");
+    }
+
+    #[test]
+    fn canned_answers_have_their_content_length() {
+        for raw in [EARLY_401, EARLY_413, STALE, IDLE_408] {
+            let text = std::str::from_utf8(raw).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "));
+            assert_eq!(length, Some(&*body.len().to_string()), "{head}");
+        }
+    }
+
+    #[test]
+    fn padding_is_exact_above_the_field_size() {
+        for n in [0, 1, 17, 18, 19, 100] {
+            let mut out = Vec::new();
+            pad(&mut out, n);
+            assert_eq!(out.len(), n.max(18), "{n}");
+        }
     }
 
     #[test]

@@ -21,17 +21,54 @@ const MAX_HEADERS: usize = 128;
 /// Long delays sleep in slices so a stop() is noticed promptly (timers are not io ops, so
 /// the canceller cannot interrupt them).
 const SLEEP_SLICE: Duration = Duration::from_millis(20);
+/// How long after the answer `X-Mock-Fail: stale-response|idle-408|head-then-body` write
+/// their unsolicited bytes: long enough for a proxy to have pooled the connection.
+const UNSOLICITED_DELAY: Duration = Duration::from_millis(100);
 
-/// How the test wants this request to fail (`X-Mock-Fail`).
+/// Bytes larger than this in `X-Mock-Token-Bytes` are clamped to it.
+const MAX_TOKEN_BYTES: usize = 1 << 20;
+
+/// How the test wants this request to fail (`X-Mock-Fail: <value>`; unknown values are
+/// ignored). The modes that replace the answer (all but `mid-stream` and the three that
+/// write after it) do not apply to `/mock/*`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub(crate) enum Fail {
     #[default]
     None,
+    /// `close`: close without a response byte.
     Close,
+    /// `hang`: never answer; the socket stays open until the peer or stop() ends it.
     Hang,
+    /// `mid-stream`: half the tokens (half the body if not streamed), then close.
     MidStream,
+    /// `bad-head`: `HTTP/1.1 garbage`, then close.
     BadHead,
+    /// `no-reason`: a valid `HTTP/1.1 200` without reason phrase, then close.
     NoReason,
+    /// `stale-response`: the normal answer, then 100 ms later a second, unsolicited and
+    /// complete 200 (`X-Mock-Stale: yes`, body `STALE`) on the idle connection, which is
+    /// served on as usual.
+    StaleResponse,
+    /// `idle-408`: the normal answer, then 100 ms later `408 Request Timeout` with
+    /// `Connection: close`, and close.
+    Idle408,
+    /// `head-then-body`: meant for HEAD: the normal answer's head (its Content-Length
+    /// included) without its body, whatever the method; then 100 ms later the 5 bytes
+    /// `hello`, and the connection is served on.
+    HeadThenBody,
+    /// `early-401`: once the head is parsed, without reading the body: a 401 (JSON
+    /// body), then the connection stays open, never read, for 30 s, and closes.
+    Early401,
+    /// `early-413`: once the head is parsed, without reading the body: a 413 with
+    /// `Connection: close` (JSON body), and close at once.
+    Early413,
+    /// `bad-chunk-hex|lf|size|overrun`: a 200 chunked head and a malformed first chunk
+    /// (`zz` as size; bare LFs; a 17-digit size; 5 bytes in a 3-byte chunk) in one write,
+    /// then the connection stays open, never read, for 5 s, and closes.
+    BadChunkHex,
+    BadChunkLf,
+    BadChunkSize,
+    BadChunkOverrun,
 }
 
 /// What the connection layer extracts from a head; `X-Mock-*` overrides included.
@@ -41,11 +78,19 @@ pub(crate) struct Meta {
     pub(crate) keep_alive: bool,
     content_length: usize,
     expect_continue: bool,
+    /// `X-Mock-Tokens`: tokens in this completion.
     pub(crate) tokens: Option<usize>,
+    /// `X-Mock-Token-Delay-Ms`: delay before each streamed token after the first.
     pub(crate) token_delay: Option<Duration>,
+    /// `X-Mock-First-Token-Delay-Ms`: delay before the first token or the response.
     pub(crate) first_delay: Option<Duration>,
+    /// `X-Mock-Status`: answer with this status and an error body.
     pub(crate) status: Option<u16>,
+    /// `X-Mock-Fail`.
     pub(crate) fail: Fail,
+    /// `X-Mock-Token-Bytes` (at most 1 MiB): each streamed token event is padded with a
+    /// `"mock_padding"` JSON field to at least this many bytes (chunk framing excluded).
+    pub(crate) token_bytes: usize,
 }
 
 fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
@@ -96,8 +141,19 @@ impl Meta {
                     b"mid-stream" => Fail::MidStream,
                     b"bad-head" => Fail::BadHead,
                     b"no-reason" => Fail::NoReason,
+                    b"stale-response" => Fail::StaleResponse,
+                    b"idle-408" => Fail::Idle408,
+                    b"head-then-body" => Fail::HeadThenBody,
+                    b"early-401" => Fail::Early401,
+                    b"early-413" => Fail::Early413,
+                    b"bad-chunk-hex" => Fail::BadChunkHex,
+                    b"bad-chunk-lf" => Fail::BadChunkLf,
+                    b"bad-chunk-size" => Fail::BadChunkSize,
+                    b"bad-chunk-overrun" => Fail::BadChunkOverrun,
                     _ => Fail::None,
                 };
+            } else if is("x-mock-token-bytes") {
+                m.token_bytes = num(v).map_or(0, |n: usize| n.min(MAX_TOKEN_BYTES));
             }
         }
         m.content_length = length.unwrap_or(0);
@@ -152,6 +208,15 @@ fn step(sh: &Shared, data: &[u8], scratch: &mut Vec<u8>) -> Step {
             return Step::Error(status, msg);
         }
     };
+    // Decided on the head alone: the body is never waited for, nor read.
+    if let Some(reply) = api::early(&req, &meta) {
+        count(sh, &req);
+        return Step::Reply {
+            reply,
+            consumed: head_len,
+            meta,
+        };
+    }
     let total = head_len + meta.content_length;
     if data.len() < total {
         return Step::Read {
@@ -159,20 +224,35 @@ fn step(sh: &Shared, data: &[u8], scratch: &mut Vec<u8>) -> Step {
             expect_continue: meta.expect_continue,
         };
     }
-    let counter = if api::is_health_check(&req) {
-        &sh.stats.health_checks
-    } else if is_model_list(&req) {
-        &sh.stats.model_lists
-    } else {
-        &sh.stats.requests
-    };
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    count(sh, &req);
     let reply = api::handle(sh, &req, &meta, &data[head_len..total], scratch);
     Step::Reply {
         reply,
         consumed: total,
         meta,
     }
+}
+
+/// Counts a dispatched request: health checks and model lists apart from the traffic.
+fn count(sh: &Shared, req: &httparse::Request<'_, '_>) {
+    let counter = if api::is_health_check(req) {
+        &sh.stats.health_checks
+    } else if is_model_list(req) {
+        &sh.stats.model_lists
+    } else {
+        &sh.stats.requests
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How much of a Content-Length body [`Conn::full`] sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Whole,
+    /// Half, then close (`X-Mock-Fail: mid-stream` on a non-streamed route).
+    Half,
+    /// None, as for a HEAD (`X-Mock-Fail: head-then-body`).
+    Left,
 }
 
 struct Conn<'a> {
@@ -225,7 +305,8 @@ impl Conn<'_> {
                     self.scratch.clear();
                     let e = api::error_json(msg, "invalid_request_error", "bad_request");
                     let _ = serde_json::to_writer(&mut self.scratch, &e);
-                    self.full(status, api::JSON, false, false, None).await?;
+                    self.full(status, api::JSON, false, Body::Whole, None)
+                        .await?;
                     return Ok(());
                 }
                 Step::Reply {
@@ -234,7 +315,7 @@ impl Conn<'_> {
                     meta,
                 } => {
                     continue_sent = false;
-                    if !self.respond(reply, &meta).await? {
+                    if !self.respond(reply, &meta).await? || !self.after_answer(meta.fail).await? {
                         return Ok(());
                     }
                     self.start += consumed;
@@ -287,8 +368,12 @@ impl Conn<'_> {
                 if !pause(self.sh, delay).await {
                     return Ok(false);
                 }
-                let truncate = meta.fail == Fail::MidStream;
-                self.full(status, ctype, meta.keep_alive, truncate, kv.as_ref())
+                let body = match meta.fail {
+                    Fail::MidStream => Body::Half,
+                    Fail::HeadThenBody => Body::Left,
+                    _ => Body::Whole,
+                };
+                self.full(status, ctype, meta.keep_alive, body, kv.as_ref())
                     .await
             }
             Reply::Stream(spec) => {
@@ -317,27 +402,50 @@ impl Conn<'_> {
                 self.out.extend_from_slice(bytes);
                 self.send().await.map(|()| false)
             }
+            Reply::RawHold(bytes, hold) => {
+                self.out.clear();
+                self.out.extend_from_slice(bytes);
+                self.send().await?;
+                // Never read: what the peer still sends stays in the socket buffers.
+                pause(self.sh, hold).await;
+                Ok(false)
+            }
         }
     }
 
-    /// A Content-Length response (body in `scratch`) in a single write. `truncate` sends only
-    /// half the body and closes (`X-Mock-Fail: mid-stream` on a non-streamed route).
+    /// What `X-Mock-Fail` writes on the idle connection after the answer (nothing for
+    /// most modes); returns whether the connection stays open. Only while it is open:
+    /// a `Connection: close` answer has closed it already.
+    async fn after_answer(&mut self, fail: Fail) -> io::Result<bool> {
+        let Some((bytes, keep)) = api::unsolicited(fail) else {
+            return Ok(true);
+        };
+        if !pause(self.sh, UNSOLICITED_DELAY).await {
+            return Ok(false);
+        }
+        self.out.clear();
+        self.out.extend_from_slice(bytes);
+        self.send().await.map(|()| keep)
+    }
+
+    /// A Content-Length response (body in `scratch`) in a single write; `body` says how
+    /// much of the body goes with it.
     async fn full(
         &mut self,
         status: u16,
         ctype: &str,
         keep: bool,
-        truncate: bool,
+        body: Body,
         kv: Option<&Prefill>,
     ) -> io::Result<bool> {
-        let keep = keep && !truncate;
+        let keep = keep && body != Body::Half;
         self.out.clear();
         let framing = Framing::Length(self.scratch.len());
         api::head(&mut self.out, self.sh, status, ctype, framing, keep, kv);
-        let body_len = if truncate {
-            self.scratch.len() / 2
-        } else {
-            self.scratch.len()
+        let body_len = match body {
+            Body::Whole => self.scratch.len(),
+            Body::Half => self.scratch.len() / 2,
+            Body::Left => 0,
         };
         self.out.extend_from_slice(&self.scratch[..body_len]);
         self.send().await.map(|()| keep)

@@ -372,7 +372,183 @@ fn failure_overrides() {
     c.s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let t = Instant::now();
     m.stop();
-    assert!(c.closed() && t.elapsed() < ms(500));
+    let stopped = t.elapsed();
+    let closed = c.closed();
+    assert!(
+        closed && t.elapsed() < ms(500),
+        "DEBUG {closed} {stopped:?} {:?}",
+        t.elapsed()
+    );
+}
+
+/// True if nothing arrives for `d` and the connection is still open.
+fn silent_for(c: &mut Client, d: Duration) -> bool {
+    c.s.set_read_timeout(Some(d)).unwrap();
+    let e = c.s.read(&mut [0u8; 1]).map(|_| ());
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.buf.is_empty()
+        && e.is_err_and(|e| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+}
+
+#[test]
+fn bytes_after_the_answer() {
+    let m = mock("u", |_| {});
+    let hs = [("X-Mock-Fail", "stale-response")];
+    let body = json!({ "model": Q }).to_string();
+
+    // stale-response: a normal answer, then a second one 100 ms later; served on.
+    let mut c = Client::new(m.addr());
+    let r = c.request("POST", CHAT, &hs, &body).unwrap();
+    let answered = Instant::now();
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    let stale = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-Mock-Stale: yes\r\n\r\nSTALE";
+    assert_eq!(c.exact(stale.len()).unwrap(), stale);
+    assert!(answered.elapsed() >= ms(80), "{:?}", answered.elapsed());
+    assert!(silent_for(&mut c, ms(200)), "only one stale answer");
+    assert_eq!(c.request("GET", "/health", &[], "").unwrap().status, 200);
+
+    // idle-408: a normal answer, then a 408 and close.
+    let mut c = Client::new(m.addr());
+    let r = c.request("POST", CHAT, &[("X-Mock-Fail", "idle-408")], &body);
+    assert_eq!(r.unwrap().status, 200);
+    let answered = Instant::now();
+    let late = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(c.exact(late.len()).unwrap(), late);
+    assert!(answered.elapsed() >= ms(80));
+    assert!(c.closed());
+
+    // head-then-body (on /mock too): the head with its Content-Length, no body, then
+    // `hello` 100 ms later; served on.
+    let mut c = Client::new(m.addr());
+    let hs = [("X-Mock-Fail", "head-then-body")];
+    c.send(raw("HEAD", "/mock/echo", &hs, "").as_bytes());
+    let head = String::from_utf8(c.until(b"\r\n\r\n").unwrap()).unwrap();
+    let answered = Instant::now();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "));
+    assert!(length.unwrap().parse::<usize>().unwrap() > 0, "{head}");
+    assert_eq!(c.exact(5).unwrap(), b"hello");
+    assert!(answered.elapsed() >= ms(80));
+    assert_eq!(c.request("GET", "/health", &[], "").unwrap().status, 200);
+
+    // Connection: close wins: nothing is written after the answer.
+    let mut c = Client::new(m.addr());
+    let hs = [("X-Mock-Fail", "stale-response"), ("Connection", "close")];
+    assert_eq!(c.request("POST", CHAT, &hs, &body).unwrap().status, 200);
+    assert!(c.closed());
+    m.stop();
+}
+
+#[test]
+fn early_answers_leave_the_body_unread() {
+    let m = mock("x", |_| {});
+    // Head only, announcing 64 MiB - 1: the answer comes before any body byte is sent.
+    let head = |fail: &str| {
+        format!(
+            "POST {CHAT} HTTP/1.1\r\nHost: mock\r\nX-Mock-Fail: {fail}\r\nContent-Length: 67108863\r\n\r\n"
+        )
+    };
+    let mut c = Client::new(m.addr());
+    c.send(head("early-401").as_bytes());
+    let body = r#"{"error":{"message":"early","type":"auth"}}"#;
+    let want = format!(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(c.exact(want.len()).unwrap(), want.as_bytes());
+    // The body is never read: writing it blocks once the socket buffers are full.
+    c.s.set_write_timeout(Some(ms(300))).unwrap();
+    let (chunk, mut written) = (vec![b'x'; 64 * 1024], 0usize);
+    while written < 64 << 20 {
+        match std::io::Write::write(&mut c.s, &chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    assert!(written < 32 << 20, "the mock read {} MiB", written >> 20);
+    assert!(silent_for(&mut c, ms(200)), "the connection stays open");
+
+    let mut c = Client::new(m.addr());
+    c.send(head("early-413").as_bytes());
+    let body = r#"{"error":{"message":"too large","type":"size"}}"#;
+    let want = format!(
+        "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(c.exact(want.len()).unwrap(), want.as_bytes());
+    assert!(c.closed());
+    assert_eq!(m.stats().requests(), 2);
+    m.stop();
+}
+
+#[test]
+fn malformed_first_chunks() {
+    let m = mock("c", |_| {});
+    let cases: [(&str, &[u8]); 4] = [
+        ("bad-chunk-hex", b"zz\r\nhello\r\n"),
+        ("bad-chunk-lf", b"5\nhello\n"),
+        ("bad-chunk-size", b"10000000000000000\r\nhello\r\n"),
+        ("bad-chunk-overrun", b"3\r\nhello\r\n"),
+    ];
+    let body = json!({"model": Q, "stream": true}).to_string();
+    let mut open = Vec::new();
+    for (fail, chunk) in cases {
+        let mut c = Client::new(m.addr());
+        c.send(raw("POST", CHAT, &[("X-Mock-Fail", fail)], &body).as_bytes());
+        let mut want = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        want.extend_from_slice(chunk);
+        assert_eq!(c.exact(want.len()).unwrap(), want, "{fail}");
+        open.push(c);
+    }
+    for c in &mut open {
+        assert!(
+            silent_for(c, ms(100)),
+            "nothing more, the connection stays open"
+        );
+    }
+    let t = Instant::now();
+    m.stop();
+    for c in &mut open {
+        assert!(c.closed());
+    }
+    assert!(t.elapsed() < ms(500));
+}
+
+#[test]
+fn token_events_are_padded() {
+    let m = mock("b", |_| {});
+    let stream = |path, bytes: &str| {
+        let hs = [("X-Mock-Tokens", "3"), ("X-Mock-Token-Bytes", bytes)];
+        post_h(m.addr(), path, &hs, json!({"model": Q, "stream": true}))
+    };
+    let r = stream(CHAT, "16384");
+    let sizes: Vec<_> = r.chunks.iter().map(|(_, c)| c.len()).collect();
+    assert_eq!(sizes[..3], [16384; 3]);
+    let ev = sse(&r);
+    assert_eq!(ev.len(), 5);
+    assert_eq!(ev[1]["choices"][0]["delta"]["content"], " from");
+    let padding = ev[1]["mock_padding"].as_str().unwrap();
+    assert!(padding.len() > 16000 && padding.bytes().all(|b| b == b'x'));
+    assert!(
+        ev[3].get("mock_padding").is_none(),
+        "the closing event is not padded"
+    );
+    let r = stream("/v1/completions", "1000");
+    assert!(r.chunks[..3].iter().all(|(_, c)| c.len() == 1000));
+    assert_eq!(sse(&r)[2]["choices"][0]["text"], " the");
+    let r = stream("/api/chat", "5000");
+    assert!(r.chunks[..3].iter().all(|(_, c)| c.len() == 5000));
+    assert_eq!(ndjson(&r)[0]["message"]["content"], "Hello");
+    assert_eq!(ndjson(&r)[3]["done"], true);
+    // Smaller than the event: unchanged; more than 1 MiB: 1 MiB.
+    let r = stream("/api/generate", "10");
+    assert!(!r.text().contains("mock_padding"));
+    let r = stream(CHAT, "5000000");
+    assert!(r.chunks[..3].iter().all(|(_, c)| c.len() == 1 << 20));
+    m.stop();
 }
 
 #[test]
