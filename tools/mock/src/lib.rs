@@ -311,7 +311,6 @@ fn run_thread(addr: SocketAddr, reuse_port: bool, sh: Arc<Shared>, tx: BindReply
         Ok(rt) => rt,
         Err(e) => return drop(tx.send(Err(e))),
     };
-    let sh2 = sh.clone();
     rt.block_on(async move {
         // Without SO_REUSEPORT a single-threaded mock fails loudly on a port already in use.
         let opts = ListenerOpts::new().reuse_port(reuse_port);
@@ -331,34 +330,17 @@ fn run_thread(addr: SocketAddr, reuse_port: bool, sh: Arc<Shared>, tx: BindReply
             open.clone(),
         ));
         sh.stop.wait().await;
-        let t0 = std::time::Instant::now();
         let _fresh = canceller.cancel();
         acceptor.await;
-        eprintln!(
-            "DEBUG {} acceptor {:?} open {}",
-            sh.config.name,
-            t0.elapsed(),
-            open.get()
-        );
         // Connection tasks now fail their next op or notice the flag within a sleep slice.
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         while open.get() > 0 && std::time::Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(1)).await;
         }
-        eprintln!(
-            "DEBUG {} drained {:?} open {}",
-            sh.config.name,
-            t0.elapsed(),
-            open.get()
-        );
         // On io_uring, dropped fds are closed by queued ops: let the driver submit them
         // before the runtime (and its ring) goes away.
         monoio::time::sleep(Duration::from_millis(1)).await;
-        eprintln!("DEBUG {} slept {:?}", sh.config.name, t0.elapsed());
     });
-    let t1 = std::time::Instant::now();
-    drop(rt);
-    eprintln!("DEBUG rt dropped {:?}", t1.elapsed());
 }
 
 async fn accept_loop(

@@ -5,6 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use ringway_mock::{MockConfig, MockServer, spawn};
@@ -15,6 +17,23 @@ pub(crate) const Q: &str = "qwen2.5:7b";
 
 pub(crate) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Sockets the mock accepts on io_uring are not close-on-exec (monoio's accept op sets no
+/// flags), so a child process spawned while a test holds a connection keeps the mock's end
+/// open until the child exits, and the test sees the mock's close late. Tests that check
+/// when the mock closes hold [`no_children`]; [`spawn_child`] waits for them.
+static SPAWNING: RwLock<()> = RwLock::new(());
+
+/// Held by a test that checks when the mock closes its connections.
+pub(crate) fn no_children() -> RwLockReadGuard<'static, ()> {
+    SPAWNING.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Spawns `cmd` while no test holds [`no_children`] (only the fork needs the lock).
+pub(crate) fn spawn_child(cmd: &mut Command) -> Child {
+    let _lock = SPAWNING.write().unwrap_or_else(|e| e.into_inner());
+    cmd.spawn().unwrap()
 }
 
 pub(crate) fn mock(name: &str, tweak: impl FnOnce(&mut MockConfig)) -> MockServer {
@@ -194,11 +213,11 @@ pub(crate) fn eventually(f: impl Fn() -> bool) -> bool {
 /// Starts the `ringway-mock` binary; returns it and the address from its
 /// `listening on <addr>` line (None, with the line, if it did not print one).
 pub(crate) fn run_binary(args: &[&str]) -> (std::process::Child, Result<SocketAddr, String>) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringway-mock"))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child(
+        Command::new(env!("CARGO_BIN_EXE_ringway-mock"))
+            .args(args)
+            .stdout(std::process::Stdio::piped()),
+    );
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
