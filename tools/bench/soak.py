@@ -29,7 +29,22 @@ load runs for --duration seconds, all of it at once:
                 ends properly, with every token event, the finish event and `data: [DONE]`.
   non-streamed  --nonstream threads of non-streamed chat completions on keep-alive
                 connections; the mock waits 0-300 ms before answering, so requests are in
-                flight when a backend is killed: they must fail over, never fail.
+                flight when a backend is killed: they must fail over, never fail. A share
+                of them (--stale-share) carry X-Mock-Fail: stale-response: the mock answers,
+                then 100 ms later writes a second, unsolicited 200 (X-Mock-Stale: yes, body
+                STALE) on the idle connection; a smaller share (--idle-408-share) carry
+                X-Mock-Fail: idle-408: the answer, then 100 ms later a 408 with Connection:
+                close, and a close. ringway must never serve those bytes to anyone: any
+                answer anywhere in the soak with X-Mock-Stale, body STALE, status 408 or
+                another request's X-Olla-Request-ID is a "mixed" answer, an unexpected error.
+  writers       --writers threads, each a new connection per stream: a streamed chat (40
+                tokens, 50 ms apart: 2 s) read by one thread while another writes 1 MiB
+                blocks of junk (no line end) on the same connection as fast as the socket
+                takes them, until the stream has ended. The stream must arrive complete and
+                correct (ringway reads a client's pipelined bytes up to its head size
+                limit, then no more until the answer is done), and the bytes the client got
+                written per stream (socket buffers) must stay below --writer-limit-mib. The
+                junk afterwards must get a 4xx (not a 408) or a close.
   disconnects   --disconnectors threads that misbehave in turn: a stream read up to its
                 first chunk and then closed with RST (SO_LINGER 0) or a plain close; a
                 stream closed after its head, before the first token; a request the
@@ -75,6 +90,7 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -155,7 +171,9 @@ function response(status, headers, body)
   local kind = id:match("^%d+%-(%a)%-") or "?"
   pending[id] = nil
   local what = nil
-  if status ~= 200 then
+  if header(headers, "X-Mock-Stale") or status == 408 or body == "STALE" then
+    what = "mixed"    -- bytes a backend wrote on an idle connection, served to this request
+  elseif status ~= 200 then
     what = "status"
   elseif kind == "s" then
     if body:sub(-14) ~= "data: [DONE]\n\n" then what = "stream-without-DONE" end
@@ -351,6 +369,10 @@ class Book:
         with self.lock:
             self.counts[key] += n
 
+    def peak(self, key, value):
+        with self.lock:
+            self.counts[key] = max(self.counts[key], value)
+
     def error(self, source, what, detail=""):
         with self.lock:
             self.counts[f"{source} unexpected"] += 1
@@ -508,8 +530,29 @@ def check_full(r):
     return None
 
 
+def mixed(r):
+    """What shows that `r` is not the answer to its request (bytes a backend wrote on an
+    idle connection: X-Mock-Fail: stale-response or idle-408; or another request's
+    answer), or None."""
+    if r.header("x-mock-stale"):
+        return "X-Mock-Stale"
+    if r.status == 408:
+        return "status 408"
+    if bytes(r.body) == b"STALE":
+        return "body STALE"
+    if r.rid and r.header("x-olla-request-id") not in (None, r.rid):
+        return f"the answer to {r.header('x-olla-request-id')}"
+    return None
+
+
 def judge(book, source, r, bad, reused=False):
     """Files a finished request: ok, cut by a kill (expected) or unexpected."""
+    wrong = mixed(r)
+    if wrong:
+        book.count("mixed")
+        book.error(source, f"mixed answer ({wrong})", f"{r.rid or ''} {r.describe()}"
+                   + (" (reused keep-alive connection)" if reused else ""))
+        return False
     if r.complete and bad is None:
         book.count(f"{source} ok")
         return True
@@ -592,12 +635,98 @@ def stream_client(book, port, ident):
     return keepalive_client(book, port, "stream", ident, make)
 
 
-def nonstream_client(book, port, ident):
-    """Non-streamed completions the mock answers after 0-300 ms."""
+def nonstream_client(book, port, ident, stale_share, idle_408_share):
+    """Non-streamed completions the mock answers after 0-300 ms; some make it write on
+    the idle connection afterwards (a stale response, or a 408 and a close)."""
     def make(rid):
         time.sleep(random.uniform(0, 0.05))
-        return {"X-Mock-First-Token-Delay-Ms": random.randint(0, 300)}, False, check_full
+        extra = {"X-Mock-First-Token-Delay-Ms": random.randint(0, 300)}
+        x = random.random()
+        fail = ("stale-response" if x < stale_share
+                else "idle-408" if x < stale_share + idle_408_share else None)
+        if fail:
+            extra["X-Mock-Fail"] = fail
+            book.count(f"nonstream {fail}")
+        return extra, False, check_full
     return keepalive_client(book, port, "nonstream", ident, make)
+
+
+JUNK = b"JUNK" * (1 << 18)      # 1 MiB without a line end
+
+
+def writer_client(book, port, ident, limit):
+    """Streams of 2 s on a new connection each, on which a second thread writes 1 MiB
+    blocks of junk as fast as the socket takes them until the stream has ended."""
+    seq = [0]
+    tokens = 40
+
+    def once():
+        seq[0] += 1
+        rid = f"py-writer-{ident}-{seq[0]}"
+        head, body = chat(port, rid, True, {"X-Mock-Tokens": tokens,
+                                            "X-Mock-Token-Delay-Ms": 50})
+        book.count("writer sent")
+        try:
+            sock = connect(port)
+        except OSError as e:
+            book.error("writer", "connect failed", repr(e))
+            time.sleep(0.5)
+            return
+        done = threading.Event()
+        pushed = [0]
+
+        def push():
+            while not done.is_set():
+                try:
+                    if select.select([], [sock], [], 0.05)[1]:
+                        pushed[0] += sock.send(JUNK)
+                except OSError:
+                    return              # ringway closed (it may, once the stream is done)
+        pusher = threading.Thread(target=push, name=f"writer-{ident}-push", daemon=True)
+        try:
+            sent = time.monotonic()
+            r = Resp()
+            try:
+                sock.sendall(head + body)
+            except OSError as e:
+                r.error, r.end = f"send: {e!r}", time.monotonic()
+            else:
+                pusher.start()
+                reader = Reader(sock)
+                r = read_response(reader)
+                done.set()
+                pusher.join()
+            r.sent, r.rid = sent, rid
+            book.count("writer bytes", pushed[0])
+            book.peak("writer max bytes", pushed[0])
+            if pushed[0] > limit:
+                book.error("writer", "client's writes not held back",
+                           f"{rid}: {pushed[0]:,} bytes written during a 2 s stream")
+            ok = judge(book, "writer", r, check_stream(r, tokens) if r.complete else None)
+            if ok:
+                junk_answer(book, rid, sock, reader)
+        finally:
+            done.set()
+            sock.close()
+    return guarded(book, f"writer-{ident}", once)
+
+
+def junk_answer(book, rid, sock, reader):
+    """What the junk a writer sent got after its stream: a 4xx or a close are right."""
+    sock.settimeout(5)
+    r = read_response(reader)
+    r.rid = rid
+    wrong = mixed(r)
+    if wrong:
+        book.count("mixed")
+        book.error("writer", f"mixed answer to the junk ({wrong})", f"{rid} {r.describe()}")
+    elif r.status is not None and 400 <= r.status < 500:
+        book.count(f"writer junk {r.status}")
+    elif r.status is None and r.error and "timed out" not in r.error:
+        book.count("writer junk closed")
+    else:
+        book.error("writer", "junk after the stream neither refused nor closed within 5 s",
+                   f"{rid} {r.describe()}")
 
 
 DISCONNECTS = ("stream-first-chunk-rst", "stream-first-chunk-close", "before-first-token-close",
@@ -639,8 +768,11 @@ def misbehave(book, port, rid, variant, sock):
         sent = time.monotonic()
         sock.sendall(head + body)
         r = read_response(Reader(sock), first_chunk_only=True)
-        r.sent = sent
-        if r.status == 200 and r.chunks >= 1:
+        r.sent, r.rid = sent, rid
+        if mixed(r):
+            book.count("mixed")
+            book.error("disconnect", f"mixed answer ({mixed(r)})", f"{rid} {r.describe()}")
+        elif r.status == 200 and r.chunks >= 1:
             pass                                # the disconnect below is the test
         elif (r.status == 200 and r.header("x-olla-endpoint")
               and book.killed_during(r.header("x-olla-endpoint"), r.sent, r.end)):
@@ -831,6 +963,9 @@ def judge_wrk(book, res, conns):
             book.count(f"{source} ok", n)
         else:
             book.count(f"{source} unexpected", n)
+        if what == ["mixed"]:
+            book.count("mixed", n)
+            book.count("wrk mixed", n)
     listed = 0
     for rid, status, endpoint, at, what in ((b + ["?"] * 5)[:5] for b in res["bad"]):
         kind = ("wrk stream" if "-s-" in rid else "wrk nonstream" if "-n-" in rid
@@ -911,6 +1046,14 @@ def main():
     ap.add_argument("--wrk-slice", type=float, help="seconds per wrk run (default 30)")
     ap.add_argument("--streams", type=int, default=4, help="streaming client threads")
     ap.add_argument("--nonstream", type=int, default=2, help="non-streamed client threads")
+    ap.add_argument("--stale-share", type=float, default=0.05,
+                    help="share of non-streamed requests with X-Mock-Fail: stale-response")
+    ap.add_argument("--idle-408-share", type=float, default=0.02,
+                    help="share of non-streamed requests with X-Mock-Fail: idle-408")
+    ap.add_argument("--writers", type=int, default=2,
+                    help="threads streaming while they write junk on the same connection")
+    ap.add_argument("--writer-limit-mib", type=float, default=64,
+                    help="MiB a writer may get written during one stream")
     ap.add_argument("--disconnectors", type=int, default=2, help="early-disconnect threads")
     ap.add_argument("--slow", type=int, default=2, help="slow client threads")
     ap.add_argument("--slow-seconds", type=float, default=3.0,
@@ -996,7 +1139,10 @@ def soak(args, tmp, commit):
     book.t0 = started = time.monotonic()
     end_at = started + args.duration
     threads = ([stream_client(book, port, i) for i in range(args.streams)]
-               + [nonstream_client(book, port, i) for i in range(args.nonstream)]
+               + [nonstream_client(book, port, i, args.stale_share, args.idle_408_share)
+                  for i in range(args.nonstream)]
+               + [writer_client(book, port, i, args.writer_limit_mib * (1 << 20))
+                  for i in range(args.writers)]
                + [disconnect_client(book, port, i) for i in range(args.disconnectors)]
                + [slow_client(book, port, i, args.slow_seconds) for i in range(args.slow)])
     for t in threads:
@@ -1018,8 +1164,8 @@ def soak(args, tmp, commit):
         log(f"slice {n}: {res.get('requests', '?')} wrk requests, {res['non2xx']} non-2xx, "
             f"socket errors {dict(res['socket']) or 0}; totals: "
             + ", ".join(f"{k} {book.counts[k]}" for k in
-                        ("stream ok", "stream cut by kill", "nonstream ok",
-                         "disconnect performed", "slow ok"))
+                        ("stream ok", "stream cut by kill", "nonstream ok", "writer ok",
+                         "disconnect performed", "slow ok", "mixed"))
             + f", unexpected {len(book.errors)}"
             + (f"; ringway RSS {sample[2] / 1024:.1f} MB, {sample[3]} fds" if sample else ""))
     STOP.set()
@@ -1099,7 +1245,9 @@ def report(args, commit, version, book, mocks, slices, sampler, start, end, load
     print(f"- settings: {args.shards} shard(s), 3 ringway-mock backends (sticky sessions on, "
           f"least-connections, other options at their defaults); wrk -t1 "
           f"-c{args.wrk_connections} mixed.lua in {args.wrk_slice:g} s slices; "
-          f"{args.streams} stream, {args.nonstream} non-streamed, {args.disconnectors} "
+          f"{args.streams} stream, {args.nonstream} non-streamed ({args.stale_share:.0%} "
+          f"X-Mock-Fail: stale-response, {args.idle_408_share:.0%} idle-408), {args.writers} "
+          f"writing-while-streamed, {args.disconnectors} "
           f"early-disconnect and {args.slow} slow client threads; a backend SIGKILLed every "
           f"{args.flap_every:g} s, down {args.down_for:g} s")
     print(f"- load: {load_seconds:.0f} s (asked {args.duration:g} s), {len(slices)} wrk "
@@ -1114,6 +1262,7 @@ def report(args, commit, version, book, mocks, slices, sampler, start, end, load
                              ("wrk, streamed", "wrk stream", wrk_sent["s"]),
                              ("Python streams", "stream", c["stream sent"]),
                              ("Python non-streamed", "nonstream", c["nonstream sent"]),
+                             ("writing while streamed", "writer", c["writer sent"]),
                              ("slow clients", "slow", c["slow sent"])):
         print(f"| {label} | {sent:,} | {c[key + ' ok']:,} | {c[key + ' cut by kill']:,} | "
               f"{c[key + ' unexpected']:,} | {c[key + ' in flight']:,} |")
@@ -1130,6 +1279,18 @@ def report(args, commit, version, book, mocks, slices, sampler, start, end, load
           + (f"; unexpected: {c['disconnect unexpected']}" if c["disconnect unexpected"] else "")
           + (f"; cut by a kill before the first chunk: {c['disconnect cut by kill']}"
              if c["disconnect cut by kill"] else ""))
+    junk = sorted(k for k in c if k.startswith("writer junk "))
+    print(f"\nWriting while streamed: {c['writer sent']:,} streams, each with 1 MiB junk "
+          f"blocks written on its connection until it ended: **at most "
+          f"{c['writer max bytes'] / (1 << 20):.1f} MiB written during one stream** (limit "
+          f"{args.writer_limit_mib:g} MiB; mean "
+          f"{c['writer bytes'] / max(c['writer sent'], 1) / (1 << 20):.1f} MiB); the junk "
+          "afterwards got: " + (", ".join(f"{k[len('writer junk '):]} {c[k]:,}" for k in junk)
+                                or "nothing judged") + ".")
+    print(f"\nBackend writes on idle connections: {c['nonstream stale-response']:,} requests "
+          f"with X-Mock-Fail: stale-response, {c['nonstream idle-408']:,} with idle-408; "
+          f"**stale bytes or a 408 served to a client: {c['mixed']:,}** (wrk {c['wrk mixed']:,})"
+          " (must be 0).")
     if c["driver exceptions"]:
         print(f"\n**The driver itself raised {c['driver exceptions']} exception(s), see stderr.**")
 
