@@ -550,7 +550,7 @@ def judge(book, source, r, bad, reused=False):
     wrong = mixed(r)
     if wrong:
         book.count("mixed")
-        book.error(source, f"mixed answer ({wrong})", f"{r.rid or ''} {r.describe()}"
+        book.error(source, "mixed answer", f"{wrong}: {r.rid or ''} {r.describe()}"
                    + (" (reused keep-alive connection)" if reused else ""))
         return False
     if r.complete and bad is None:
@@ -714,12 +714,11 @@ def writer_client(book, port, ident, limit):
 def junk_answer(book, rid, sock, reader):
     """What the junk a writer sent got after its stream: a 4xx or a close are right."""
     sock.settimeout(5)
-    r = read_response(reader)
-    r.rid = rid
+    r = read_response(reader)       # no r.rid: the junk had no X-Request-ID
     wrong = mixed(r)
     if wrong:
         book.count("mixed")
-        book.error("writer", f"mixed answer to the junk ({wrong})", f"{rid} {r.describe()}")
+        book.error("writer", "mixed answer to the junk", f"{wrong}: {rid} {r.describe()}")
     elif r.status is not None and 400 <= r.status < 500:
         book.count(f"writer junk {r.status}")
     elif r.status is None and r.error and "timed out" not in r.error:
@@ -771,7 +770,7 @@ def misbehave(book, port, rid, variant, sock):
         r.sent, r.rid = sent, rid
         if mixed(r):
             book.count("mixed")
-            book.error("disconnect", f"mixed answer ({mixed(r)})", f"{rid} {r.describe()}")
+            book.error("disconnect", "mixed answer", f"{mixed(r)}: {rid} {r.describe()}")
         elif r.status == 200 and r.chunks >= 1:
             pass                                # the disconnect below is the test
         elif (r.status == 200 and r.header("x-olla-endpoint")
@@ -1285,7 +1284,7 @@ def report(args, commit, version, book, mocks, slices, sampler, start, end, load
           f"{c['writer max bytes'] / (1 << 20):.1f} MiB written during one stream** (limit "
           f"{args.writer_limit_mib:g} MiB; mean "
           f"{c['writer bytes'] / max(c['writer sent'], 1) / (1 << 20):.1f} MiB); the junk "
-          "afterwards got: " + (", ".join(f"{k[len('writer junk '):]} {c[k]:,}" for k in junk)
+          "afterwards got: " + (", ".join(f"{k[len('writer junk '):]} x{c[k]:,}" for k in junk)
                                 or "nothing judged") + ".")
     print(f"\nBackend writes on idle connections: {c['nonstream stale-response']:,} requests "
           f"with X-Mock-Fail: stale-response, {c['nonstream idle-408']:,} with idle-408; "
@@ -1301,10 +1300,18 @@ def report(args, commit, version, book, mocks, slices, sampler, start, end, load
         by = Counter((src, what) for _, src, what, _ in errors)
         print(f"**{n_errors} unexpected error(s)**: "
               + "; ".join(f"{src}: {what} x{n}" for (src, what), n in by.items()) + "\n")
-        for t, src, what, detail in errors[:30]:
+        # The first 30, and the first of each kind beyond them (a rare kind is not hidden
+        # behind a common one).
+        shown = errors[:30]
+        kinds = {(src, what) for _, src, what, _ in shown}
+        for e in errors[30:]:
+            if (e[1], e[2]) not in kinds:
+                kinds.add((e[1], e[2]))
+                shown.append(e)
+        for t, src, what, detail in shown:
             print(f"- {t - book.t0:8.3f} s  {src}: {what}: {detail}")
-        if len(errors) > 30:
-            print(f"- ... {len(errors) - 30} more")
+        if len(errors) > len(shown):
+            print(f"- ... {len(errors) - len(shown)} more")
     else:
         print("No unexpected errors.")
     if book.expected:
