@@ -327,6 +327,14 @@ async fn exchange(
     };
     loop {
         match send(shard, client, deadline, request, &mut conn, ep, now).await {
+            // A 408 on a reused connection is the endpoint closing it as idle, sent as
+            // our request went out: it never read the request (RFC 9110 §15.5.9), so
+            // the request goes again on a fresh connection, as a close would.
+            Ok(head) if head.status == 408 && reused => {
+                debug!("{} timed out a pooled connection; reconnecting", ep.name);
+                reused = false;
+                conn = connect(shard, ep).await?;
+            }
             Ok(head) => return Ok((conn, head)),
             Err(Exchange::ClosedEarly) if reused => {
                 debug!("stale pooled connection to {}; reconnecting", ep.name);

@@ -369,3 +369,70 @@ fn a_client_that_stops_reading_is_cut_off_at_request_timeout() {
     };
     assert!(closed, "the connection stayed open");
 }
+
+/// Reads one request (head and Content-Length body) from `s`; `None` at its end.
+fn read_request(s: &mut TcpStream) -> Option<String> {
+    let mut data = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if data.len() >= end + 4 + length {
+                return Some(head);
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn a_408_on_a_reused_connection_sends_the_request_again_on_a_fresh_one() {
+    // A backend whose second request on any connection is answered `408` and a close,
+    // as when its idle timeout and ringway's reuse cross.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(16) {
+            let Ok(mut s) = s else { return };
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            std::thread::spawn(move || {
+                let mut posts = 0;
+                while let Some(head) = read_request(&mut s) {
+                    if !head.starts_with("post ") {
+                        let list = br#"{"object":"list","data":[]}"#;
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", list.len());
+                        let _ = s.write_all(&[head.as_bytes(), list].concat());
+                        continue;
+                    }
+                    posts += 1;
+                    let answer = if posts == 2 {
+                        "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_string()
+                    } else {
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nanswer-{posts}")
+                    };
+                    if s.write_all(answer.as_bytes()).is_err() || posts == 2 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = proxy(&[Ep::at("scripted", addr).kind("openai")], "", "");
+    let mut client = Client::connect(proxy.local_addr());
+    let first = client.post_json("/olla/proxy/v1/chat/completions", "{}", "");
+    assert_eq!((first.status, first.text().as_str()), (200, "answer-1"));
+    let again = client.post_json("/olla/proxy/v1/chat/completions", "{}", "");
+    assert_eq!(
+        (again.status, again.text().as_str()),
+        (200, "answer-1"),
+        "not sent again on a fresh connection"
+    );
+}
