@@ -352,13 +352,12 @@ async fn exchange(
 }
 
 async fn connect(shard: &Shard, ep: &Endpoint) -> Result<EndpointConn, ProxyError> {
-    match upstream::connect(ep, shard.config.proxy.connect_timeout).await {
-        Ok(conn) => Ok(conn),
-        Err(cause) => Err(ProxyError::Connect {
+    upstream::connect(ep, shard.config.proxy.connect_timeout)
+        .await
+        .map_err(|cause| ProxyError::Connect {
             endpoint: ep.name.to_string(),
             cause,
-        }),
-    }
+        })
 }
 
 enum Exchange {

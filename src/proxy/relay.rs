@@ -99,7 +99,7 @@ pub(super) async fn relay(
     // with its head, when the head came.
     let mut end = upstream.at;
     while !body.is_done() {
-        let until = (end + idle).min(request.deadline);
+        let until = write_by(end);
         let read = client
             .conn
             .watch_while(deadline, (end, until), max_buffered, upstream.conn.refill())

@@ -492,6 +492,17 @@ def connect(port, timeout=30):
     return sock
 
 
+def connect_or_report(book, port, source):
+    """A connection for a client thread, or None after recording the failure (and a pause
+    before the thread tries again)."""
+    try:
+        return connect(port)
+    except OSError as e:
+        book.error(source, "connect failed", repr(e))
+        time.sleep(0.5)
+        return None
+
+
 def rst_close(sock):
     """Closes with RST instead of FIN: SO_LINGER on, timeout 0."""
     try:
@@ -673,11 +684,8 @@ def writer_client(book, port, ident, limit):
         head, body = chat(port, rid, True, {"X-Mock-Tokens": tokens,
                                             "X-Mock-Token-Delay-Ms": 50})
         book.count("writer sent")
-        try:
-            sock = connect(port)
-        except OSError as e:
-            book.error("writer", "connect failed", repr(e))
-            time.sleep(0.5)
+        sock = connect_or_report(book, port, "writer")
+        if sock is None:
             return
         done = threading.Event()
         pushed = [0]
@@ -826,11 +834,8 @@ def slow_client(book, port, ident, seconds):
         pieces = 15
         step = max(1, len(data) // pieces + 1)
         book.count("slow sent")
-        try:
-            sock = connect(port)
-        except OSError as e:
-            book.error("slow", "connect failed", repr(e))
-            time.sleep(0.5)
+        sock = connect_or_report(book, port, "slow")
+        if sock is None:
             return
         try:
             try:
