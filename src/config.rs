@@ -6,6 +6,7 @@
 mod endpoints;
 mod file;
 mod keys;
+mod limits;
 mod validate;
 
 use std::fmt;
@@ -16,7 +17,8 @@ use std::time::Duration;
 use crate::endpoint_type::EndpointType;
 use crate::http1::HeadLimits;
 use crate::log::{AccessFormat, Level};
-use crate::routing::{Balancer, KeySource};
+use crate::routing::{Balancer, Fallback, KeySource, Strategy};
+pub use limits::{Cidr, CorsConfig, RateLimitConfig};
 
 /// The documented example configuration, which is also the default when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/ringway.toml");
@@ -90,6 +92,9 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub health: HealthConfig,
     pub sticky: StickyConfig,
+    pub routing: RoutingConfig,
+    pub rate_limits: RateLimitConfig,
+    pub cors: CorsConfig,
     /// How often each endpoint's model list is read again.
     pub models_refresh_interval: Duration,
     /// `alias → real model names`: a request for the alias goes to an endpoint serving
@@ -181,6 +186,18 @@ pub struct StickyConfig {
     pub max_load_factor: f64,
     /// How much of a completion prompt goes into its key.
     pub prompt_prefix_bytes: usize,
+    /// Keys remembered for the outcome labels (least recently used forgotten first).
+    pub max_sessions: usize,
+    /// A key unseen for this long is forgotten; `None` = only by `max_sessions`.
+    pub idle_ttl: Option<Duration>,
+}
+
+/// `[routing]`: what a request for a model no routable endpoint serves gets (Olla's
+/// `model_registry.routing_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutingConfig {
+    pub strategy: Strategy,
+    pub fallback: Fallback,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +269,9 @@ impl Config {
         let proxy = validate::proxy(raw.proxy, at)?;
         let health = validate::health(raw.health, at)?;
         let sticky = validate::sticky(raw.sticky, at)?;
+        let routing = validate::routing(raw.routing, at)?;
+        let rate_limits = limits::rate_limits(raw.rate_limits, at)?;
+        let cors = limits::cors(raw.cors, at)?;
         let models_refresh_interval = validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
@@ -262,6 +282,9 @@ impl Config {
             proxy,
             health,
             sticky,
+            routing,
+            rate_limits,
+            cors,
             models_refresh_interval,
             model_aliases,
             log_level,

@@ -59,11 +59,11 @@ mod stop;
 mod upstream;
 
 pub use config::{
-    Config, ConfigError, DEFAULT_CONFIG, DriverChoice, EndpointConfig, HealthConfig, ProxyConfig,
-    Secret, ServerConfig, StickyConfig,
+    Cidr, Config, ConfigError, CorsConfig, DEFAULT_CONFIG, DriverChoice, EndpointConfig,
+    HealthConfig, ProxyConfig, RateLimitConfig, RoutingConfig, Secret, ServerConfig, StickyConfig,
 };
 pub use endpoint_type::EndpointType;
 pub use log::{AccessFormat, Level, set_level};
-pub use routing::{Balancer, KeySource};
+pub use routing::{Balancer, Fallback, KeySource, Strategy};
 pub use runtime::{Server, StartError, ThreadDied, start};
 pub use stop::Stopper;

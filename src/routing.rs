@@ -11,6 +11,62 @@ pub use sticky::KeySource;
 
 use crate::endpoint_type::EndpointType;
 
+/// What a request for a model gets when no routable endpoint serves it (Olla's
+/// `model_registry.routing_strategy.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Only endpoints that list the model: 404 when none does, 503 when none of them is
+    /// routable.
+    Strict,
+    /// As strict, but with `routing.fallback = "all"` a model no routable endpoint
+    /// serves goes to any routable endpoint of the route.
+    Optimistic,
+    /// As optimistic, after reading the model lists again when the model is unknown.
+    Discovery,
+}
+
+impl Strategy {
+    pub(crate) fn parse(s: &str) -> Option<Strategy> {
+        Some(match s {
+            "strict" => Strategy::Strict,
+            "optimistic" => Strategy::Optimistic,
+            "discovery" => Strategy::Discovery,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Strategy::Strict => "strict",
+            Strategy::Optimistic => "optimistic",
+            Strategy::Discovery => "discovery",
+        }
+    }
+}
+
+/// `routing.fallback` (Olla's `fallback_behavior`), for the optimistic and discovery
+/// strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Refuse, as strict does.
+    CompatibleOnly,
+    /// Any routable endpoint of the route.
+    All,
+    /// Refuse.
+    None,
+}
+
+impl Fallback {
+    pub(crate) fn parse(s: &str) -> Option<Fallback> {
+        Some(match s {
+            "compatible_only" => Fallback::CompatibleOnly,
+            "all" => Fallback::All,
+            "none" => Fallback::None,
+            _ => return None,
+        })
+    }
+}
+
 /// Which endpoints may serve a forwarded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {

@@ -17,6 +17,12 @@ pub(super) struct Root {
     #[serde(default)]
     pub(super) sticky: Sticky,
     #[serde(default)]
+    pub(super) routing: Routing,
+    #[serde(default)]
+    pub(super) rate_limits: RateLimits,
+    #[serde(default)]
+    pub(super) cors: Cors,
+    #[serde(default)]
     pub(super) models: Models,
     #[serde(default)]
     pub(super) model_aliases: std::collections::HashMap<String, Vec<String>>,
@@ -139,6 +145,8 @@ pub(super) struct Sticky {
     pub(super) key_sources: Vec<String>,
     pub(super) max_load_factor: f64,
     pub(super) prompt_prefix_bytes: usize,
+    pub(super) max_sessions: usize,
+    pub(super) idle_ttl_seconds: u64,
 }
 
 impl Default for Sticky {
@@ -152,6 +160,85 @@ impl Default for Sticky {
             ],
             max_load_factor: 0.0,
             prompt_prefix_bytes: 1024,
+            max_sessions: 10_000,
+            idle_ttl_seconds: 600,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Routing {
+    pub(super) strategy: String,
+    pub(super) fallback: String,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            strategy: "strict".into(),
+            fallback: "compatible_only".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RateLimits {
+    pub(super) global_requests_per_minute: u32,
+    pub(super) per_ip_requests_per_minute: u32,
+    pub(super) per_endpoint_requests_per_minute: u32,
+    pub(super) health_requests_per_minute: u32,
+    pub(super) burst_size: u32,
+    pub(super) cleanup_interval_ms: u64,
+    pub(super) trust_proxy_headers: bool,
+    pub(super) trusted_proxy_cidrs: Vec<String>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            global_requests_per_minute: 0,
+            per_ip_requests_per_minute: 0,
+            per_endpoint_requests_per_minute: 0,
+            health_requests_per_minute: 0,
+            burst_size: 50,
+            cleanup_interval_ms: 300_000,
+            trust_proxy_headers: false,
+            trusted_proxy_cidrs: [
+                "127.0.0.0/8",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Cors {
+    pub(super) enabled: bool,
+    pub(super) allowed_origins: Vec<String>,
+    pub(super) allowed_methods: Vec<String>,
+    pub(super) allowed_headers: Vec<String>,
+    pub(super) exposed_headers: Vec<String>,
+    pub(super) allow_credentials: bool,
+    pub(super) max_age_seconds: u64,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Cors {
+            enabled: false,
+            allowed_origins: vec!["*".into()],
+            allowed_methods: ["GET", "POST", "OPTIONS"].map(String::from).to_vec(),
+            allowed_headers: vec!["*".into()],
+            exposed_headers: Vec::new(),
+            allow_credentials: false,
+            max_age_seconds: 300,
         }
     }
 }
@@ -227,6 +314,9 @@ mod tests {
         assert_eq!(format!("{:?}", empty.proxy), format!("{:?}", doc.proxy));
         assert_eq!(format!("{:?}", empty.health), format!("{:?}", doc.health));
         assert_eq!(format!("{:?}", empty.sticky), format!("{:?}", doc.sticky));
+        assert_eq!(empty.routing, doc.routing);
+        assert_eq!(format!("{:?}", empty.rate_limits), format!("{:?}", doc.rate_limits));
+        assert_eq!(format!("{:?}", empty.cors), format!("{:?}", doc.cors));
         assert_eq!(empty.models_refresh_interval, doc.models_refresh_interval);
         assert_eq!(empty.model_aliases, doc.model_aliases);
         assert_eq!(empty.log_level, doc.log_level);

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    Config, ConfigError, DriverChoice, HealthConfig, Origin, ProxyConfig, ServerConfig,
-    StickyConfig, file, keys,
+    Config, ConfigError, DriverChoice, HealthConfig, Origin, ProxyConfig, RoutingConfig,
+    ServerConfig, StickyConfig, file, keys,
 };
 use crate::http1::HEADER_CAP;
 use crate::log::{AccessFormat, Level};
-use crate::routing::{Balancer, KeySource};
+use crate::routing::{Balancer, Fallback, KeySource, Strategy};
 
 /// `[server]`, inbound API keys included.
 pub(super) fn server(s: file::Server, at: Origin<'_>) -> Result<ServerConfig, ConfigError> {
@@ -177,12 +177,40 @@ pub(super) fn sticky(st: file::Sticky, at: Origin<'_>) -> Result<StickyConfig, C
     {
         return Err(at.err("sticky.max_load_factor", "must be 0 (off) or at least 1.0"));
     }
+    if st.max_sessions == 0 {
+        return Err(at.err("sticky.max_sessions", "must be at least 1"));
+    }
     Ok(StickyConfig {
         enabled: st.enabled,
         key_sources,
         max_load_factor: st.max_load_factor,
         prompt_prefix_bytes: st.prompt_prefix_bytes,
+        max_sessions: st.max_sessions,
+        idle_ttl: (st.idle_ttl_seconds > 0).then(|| Duration::from_secs(st.idle_ttl_seconds)),
     })
+}
+
+/// `[routing]`.
+pub(super) fn routing(r: file::Routing, at: Origin<'_>) -> Result<RoutingConfig, ConfigError> {
+    let strategy = Strategy::parse(&r.strategy).ok_or_else(|| {
+        at.err(
+            "routing.strategy",
+            format!(
+                "unknown strategy {:?}; expected \"strict\", \"optimistic\" or \"discovery\"",
+                r.strategy
+            ),
+        )
+    })?;
+    let fallback = Fallback::parse(&r.fallback).ok_or_else(|| {
+        at.err(
+            "routing.fallback",
+            format!(
+                "unknown fallback {:?}; expected \"compatible_only\", \"all\" or \"none\"",
+                r.fallback
+            ),
+        )
+    })?;
+    Ok(RoutingConfig { strategy, fallback })
 }
 
 /// `[models]`: how often each endpoint's model list is read again.
