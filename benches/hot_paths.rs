@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the per-request decisions, calling the request path's
 //! own functions (`ringway::bench`): balancer picks, sticky key derivation + rendezvous
-//! placement, request-head parsing, routing with the model lookup, head rewriting.
+//! placement, the seen-key memory, request-head parsing, routing with the model lookup, head rewriting.
 //! `cargo bench --bench hot_paths`.
 
 use std::hint::black_box;
@@ -51,6 +51,35 @@ fn sticky(c: &mut Criterion) {
     group.finish();
 }
 
+/// The seen-key memory behind the sticky outcome labels: one `observe` per request with a
+/// key. `hits`: 1,000 conversations cycled (each key found); `misses`: a new key every
+/// time, in a full table (each evicts the least recently seen of its bucket).
+fn seen_keys(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sticky_seen_keys");
+    let fleet = Fleet::new(4);
+    let keys: Vec<u64> = (0..1000u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
+    for &k in &keys {
+        fleet.observe(k, 1);
+    }
+    let mut i = 0;
+    group.bench_function("hits", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            fleet.observe(black_box(keys[i]), 1)
+        })
+    });
+    let mut next = 1u64 << 40;
+    group.bench_function("misses", |b| {
+        b.iter(|| {
+            next = next.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            fleet.observe(black_box(next), 2)
+        })
+    });
+    group.finish();
+}
+
 fn request_head(c: &mut Criterion) {
     let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:40114\r\n\
         User-Agent: OpenAI/Python 1.54.0\r\nAccept: application/json\r\n\
@@ -84,6 +113,7 @@ criterion_group!(
     benches,
     balancers,
     sticky,
+    seen_keys,
     request_head,
     routing_and_rewriting
 );

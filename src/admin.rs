@@ -439,16 +439,16 @@ fn time(at_unix_ms: u64) -> Value {
     }
 }
 
-/// `/internal/stats/sticky`: Olla's fields, where they apply to a proxy without a
-/// session table (`active_sessions`, `max_sessions` and `idle_ttl_seconds` are null,
-/// nothing is ever evicted, an insertion is a conversation's first turn), plus repins and
-/// the keys by source.
+/// `/internal/stats/sticky`: Olla's fields (from the seen-key memory; evictions count
+/// the keys forgotten to make room and those that expired, as Olla's do), plus repins,
+/// requests without a key and the keys by source.
 fn sticky_stats(shard: &Shard) -> Value {
     let sticky = &shard.config.sticky;
     if !sticky.enabled {
         return json!({ "enabled": false });
     }
     let m = &shard.metrics;
+    let seen = &shard.upstreams.seen;
     let misses = m.total(|c| &c.sticky_misses);
     let by_source: serde_json::Map<String, Value> = KeySource::ALL
         .iter()
@@ -470,11 +470,11 @@ fn sticky_stats(shard: &Shard) -> Value {
         "repins": m.total(|c| &c.sticky_repins),
         "no_key": m.total(|c| &c.sticky_no_key),
         "by_key_source": by_source,
-        "insertions": misses,
-        "evictions": 0,
-        "active_sessions": null,
-        "max_sessions": null,
-        "idle_ttl_seconds": null,
+        "insertions": m.total(|c| &c.sticky_insertions),
+        "evictions": m.total(|c| &c.sticky_evictions) + seen.expired(),
+        "active_sessions": seen.active(crate::clock::now_ms()),
+        "max_sessions": seen.capacity(),
+        "idle_ttl_seconds": sticky.idle_ttl.map_or(0, |t| t.as_secs()),
     })
 }
 

@@ -56,7 +56,7 @@ impl Fleet {
             .map(|_| Some(vec![model("llama3.1:8b"), model("qwen2.5:7b")]))
             .collect();
         Fleet {
-            upstreams: Upstreams::new(&configs),
+            upstreams: Upstreams::new(&configs, &crate::config::Config::embedded_default().sticky),
             catalog: Catalog::new(lists, vec![0; n]),
             cursor: Cell::new(0),
             now: clock::now_ms(),
@@ -112,6 +112,17 @@ impl Fleet {
     /// Classifies the request's route, finds its model and the endpoints serving it, as
     /// the `route` phase does (`routing::classify`, `api::inspect`, `resolve_model`).
     /// Returns how many endpoints serve the model.
+    /// Records in the seen-key memory (default size: 10,000 keys, 600 s) that the
+    /// request with session key `key` is served by its home, endpoint `chosen`; its
+    /// outcome label ("hit", "miss", "repin").
+    pub fn observe(&self, key: u64, chosen: usize) -> &'static str {
+        let seen = self
+            .upstreams
+            .seen
+            .observe(key, chosen, Some(chosen), self.now);
+        seen.outcome.name()
+    }
+
     pub fn route(&self, target: &[u8], body: &[u8]) -> Option<usize> {
         let Route::Forward { scope, .. } = crate::routing::classify(target) else {
             return None;

@@ -32,7 +32,28 @@ pub(crate) async fn run(
             checks::watch(ep, &config, &stop, &discovery).await;
         });
     }
+    monoio::spawn(sweep_seen_keys(upstreams.clone(), stop.clone()));
     // The watchers notice the stop within one sleep slice; a probe in progress is
     // abandoned with the runtime.
     stop.wait().await;
+}
+
+/// Once a second: forgets the sticky keys that expired, and unpins those recorded on an
+/// endpoint that stopped being routable since the last pass (Olla's purge of dead
+/// endpoints: their next request is a `repin`).
+async fn sweep_seen_keys(upstreams: Arc<Upstreams>, stop: Arc<StopSignal>) {
+    let endpoints = &upstreams.endpoints;
+    let mut was_routable = vec![true; endpoints.len()];
+    while !stop.is_triggered() {
+        monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = crate::clock::now_ms();
+        let routable: Vec<bool> = endpoints
+            .iter()
+            .map(|ep| ep.health().is_routable(now))
+            .collect();
+        let went_down =
+            |i: usize| was_routable.get(i) == Some(&true) && routable.get(i) == Some(&false);
+        upstreams.seen.sweep(now, went_down);
+        was_routable = routable;
+    }
 }

@@ -143,6 +143,9 @@ pub(crate) struct ShardCounters {
     pub(crate) sticky_hits: Counter,
     pub(crate) sticky_misses: Counter,
     pub(crate) sticky_repins: Counter,
+    /// Keys recorded in the seen-key table, and keys it forgot to make room.
+    pub(crate) sticky_insertions: Counter,
+    pub(crate) sticky_evictions: Counter,
     /// Sticky routing was on but the request yielded no key.
     pub(crate) sticky_no_key: Counter,
     /// Requests keyed by each source, indexed by `KeySource as usize`.

@@ -97,7 +97,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let local_addr = listeners[0]
         .local_addr()
         .map_err(|e| StartError::Bind(config.server.listen, e))?;
-    let upstreams = Arc::new(Upstreams::new(&config.endpoints));
+    let upstreams = Arc::new(Upstreams::new(&config.endpoints, &config.sticky));
     let metrics = Arc::new(Metrics::new(shards, config.endpoints.len()));
     let access_log = match config.access_log {
         Some(format) => {

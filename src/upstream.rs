@@ -12,9 +12,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::config::{EndpointConfig, Secret};
+use crate::config::{EndpointConfig, Secret, StickyConfig};
 use crate::endpoint_type::EndpointType;
 use crate::routing::balancer::Candidate;
+use crate::routing::seen::SeenKeys;
 pub(crate) use conn::EndpointConn;
 use health::Health;
 
@@ -95,14 +96,16 @@ impl Candidate for Endpoint {
     }
 }
 
-/// All endpoints, shared read-only by the shards.
+/// All endpoints, shared read-only by the shards, and the sticky sessions' memory of
+/// which endpoint each key was last served by.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     pub(crate) endpoints: Box<[Endpoint]>,
+    pub(crate) seen: SeenKeys,
 }
 
 impl Upstreams {
-    pub(crate) fn new(configs: &[EndpointConfig]) -> Upstreams {
+    pub(crate) fn new(configs: &[EndpointConfig], sticky: &StickyConfig) -> Upstreams {
         let endpoints = configs
             .iter()
             .enumerate()
@@ -139,7 +142,11 @@ impl Upstreams {
                 shared: Shared::default(),
             })
             .collect();
-        Upstreams { endpoints }
+        let ttl = sticky.idle_ttl.map_or(0, |t| t.as_millis() as u64);
+        Upstreams {
+            endpoints,
+            seen: SeenKeys::new(sticky.max_sessions, ttl),
+        }
     }
 }
 

@@ -180,6 +180,15 @@ pub(super) fn sticky(st: file::Sticky, at: Origin<'_>) -> Result<StickyConfig, C
     if st.max_sessions == 0 {
         return Err(at.err("sticky.max_sessions", "must be at least 1"));
     }
+    if st.idle_ttl_seconds > crate::routing::seen::MAX_TTL_MS / 1000 {
+        return Err(at.err(
+            "sticky.idle_ttl_seconds",
+            format!(
+                "must be at most {} (12 days)",
+                crate::routing::seen::MAX_TTL_MS / 1000
+            ),
+        ));
+    }
     Ok(StickyConfig {
         enabled: st.enabled,
         key_sources,

@@ -32,7 +32,7 @@ fn endpoints() -> &'static Upstreams {
             "the fuzz target's endpoint",
         )
         .expect("a valid config");
-        Upstreams::new(&config.endpoints)
+        Upstreams::new(&config.endpoints, &config.sticky)
     })
 }
 

@@ -180,7 +180,7 @@ pub(super) async fn forward<'s>(
                 } else {
                     ep.health().record_success();
                 }
-                let sticky = sticky_report(plan.key, plan.opener, plan.home, ep.index);
+                let sticky = sticky_report(shard, plan.key, plan.home, ep.index, now);
                 return Ok(Upstream {
                     ep,
                     conn,
@@ -281,22 +281,34 @@ pub(crate) fn select_backend<'e>(
     Some(&endpoints[i])
 }
 
-/// The sticky outcome of serving a request on `chosen`.
+/// The sticky outcome of serving a request on `chosen` at `now`, from the seen-key
+/// memory, which records it.
 fn sticky_report(
+    shard: &Shard,
     key: Option<SessionKey>,
-    opener: bool,
     home: Option<usize>,
     chosen: usize,
+    now: Instant,
 ) -> StickyReport {
-    match key {
-        None => StickyReport {
+    let Some(key) = key else {
+        return StickyReport {
             outcome: Outcome::Disabled,
             source: None,
-        },
-        Some(key) => StickyReport {
-            outcome: sticky::outcome(opener, home, chosen),
-            source: Some(key.source),
-        },
+        };
+    };
+    let seen = shard
+        .upstreams
+        .seen
+        .observe(key.hash, chosen, home, clock::mono_ms(now));
+    if seen.inserted {
+        shard.counters().sticky_insertions.bump();
+    }
+    if seen.evicted {
+        shard.counters().sticky_evictions.bump();
+    }
+    StickyReport {
+        outcome: seen.outcome,
+        source: Some(key.source),
     }
 }
 
@@ -511,7 +523,7 @@ mod tests {
             "test",
         )
         .unwrap();
-        let upstreams = Upstreams::new(&config.endpoints);
+        let upstreams = Upstreams::new(&config.endpoints, &config.sticky);
         let ep = &upstreams.endpoints[0];
         let connect = || ProxyError::Connect {
             endpoint: "a".into(),

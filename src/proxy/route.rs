@@ -40,8 +40,6 @@ pub(super) struct Forward<'c> {
     /// The model is an alias: what to send each endpoint instead.
     pub(super) alias: Option<Alias<'c>>,
     pub(super) key: Option<SessionKey>,
-    /// The request opens a conversation (no backend can hold its prefix yet).
-    pub(super) opener: bool,
     /// The key's home: its best endpoint among all the route's, up or down.
     pub(super) home: Option<usize>,
 }
@@ -216,7 +214,6 @@ fn plan_forward<'c>(
         serving,
         alias,
         key,
-        opener: facts.chat && !facts.continues,
         home,
     })
 }

@@ -1,7 +1,7 @@
 //! Sticky sessions, part of `select_backend`: every turn of a conversation goes to the
 //! backend whose KV cache already holds it.
 //!
-//! There is no session table. A request's **key** comes from the first configured source
+//! No table decides placement. A request's **key** comes from the first configured source
 //! that yields one (`sticky.key_sources`): the `X-Olla-Session-ID`/`X-Session-ID` header,
 //! the conversation's opening (model, system prompt, first user message: the same on every
 //! turn, whatever the JSON formatting; see `api.rs`), the `Authorization` header with the
@@ -11,14 +11,14 @@
 //! the same backend for the same key without talking to each other; when a backend leaves,
 //! only the keys it won move, each to its runner-up.
 //!
-//! Outcomes (`X-Olla-Sticky-Session`), defined without a table:
-//! - `miss`: the request opens a conversation (chat messages without an assistant turn),
-//!   so no backend can hold its prefix yet;
-//! - `hit`: a later request served by the key's **home**, the backend it scores highest on
-//!   among all endpoints of the route, healthy or not;
-//! - `repin`: served by another backend because the home is down, its breaker is open,
-//!   it failed this request, or it was skipped as overloaded (`sticky.max_load_factor`);
-//! - `disabled`: sticky routing is off, or no key could be derived (key source `none`).
+//! Outcomes (`X-Olla-Sticky-Session`) are Olla's, given by the memory of seen keys
+//! (`seen`), which placement never reads: `miss` for a new key, `hit` for a key seen
+//! before and served by its recorded backend or its **home** (the backend it scores
+//! highest on among all endpoints of the route, healthy or not), `repin` for a seen key
+//! served elsewhere (the home is down, its breaker is open, it failed this request, or it
+//! was skipped as overloaded: `sticky.max_load_factor`), `disabled` when sticky routing
+//! is off or no key could be derived (key source `none`). Keys are scoped to the model,
+//! as Olla's are.
 //!
 //! When the home comes back, its conversations go back to it (`hit` again): it still
 //! holds their prefix up to the turn it missed, so only the turns served elsewhere are
@@ -98,15 +98,19 @@ pub(crate) struct KeyInputs<'a> {
 
 /// The key from the first source in `sources` that yields one.
 pub(crate) fn derive_key(sources: &[KeySource], inputs: &KeyInputs<'_>) -> Option<SessionKey> {
+    // Every key is scoped to the model (the opening already holds it), as Olla's are: one
+    // session id used with two models is two conversations.
+    let model = || xxh3_64(inputs.facts.model.unwrap_or_default()).rotate_left(1);
     sources.iter().find_map(|&source| {
         let hash = match source {
-            KeySource::SessionHeader => xxh3_64(inputs.session_id.filter(|v| !v.is_empty())?),
+            KeySource::SessionHeader => {
+                xxh3_64(inputs.session_id.filter(|v| !v.is_empty())?) ^ model()
+            }
             KeySource::PrefixHash => inputs.facts.opening?,
             KeySource::AuthHeader => {
-                let auth = inputs.authorization.filter(|v| !v.is_empty())?;
-                xxh3_64(auth) ^ xxh3_64(inputs.facts.model.unwrap_or_default()).rotate_left(1)
+                xxh3_64(inputs.authorization.filter(|v| !v.is_empty())?) ^ model()
             }
-            KeySource::Ip => xxh3_64(inputs.client_ip.as_bytes()),
+            KeySource::Ip => xxh3_64(inputs.client_ip.as_bytes()) ^ model(),
         };
         Some(SessionKey { hash, source })
     })
@@ -169,18 +173,6 @@ pub(crate) fn rendezvous<C: Candidate>(
         }
     }
     best_within.or(best).map(|(i, _)| i)
-}
-
-/// The outcome of a request with a key, served by `chosen`, whose home is `home`;
-/// `opener` when the request opens a conversation.
-pub(crate) fn outcome(opener: bool, home: Option<usize>, chosen: usize) -> Outcome {
-    if opener {
-        Outcome::Miss
-    } else if home == Some(chosen) {
-        Outcome::Hit
-    } else {
-        Outcome::Repin
-    }
 }
 
 #[cfg(test)]
@@ -341,12 +333,5 @@ mod tests {
         for (i, source) in KeySource::ALL.into_iter().enumerate() {
             assert_eq!(source as usize, i);
         }
-    }
-
-    #[test]
-    fn outcomes() {
-        assert_eq!(outcome(true, Some(1), 2), Outcome::Miss);
-        assert_eq!(outcome(false, Some(1), 1), Outcome::Hit);
-        assert_eq!(outcome(false, Some(1), 2), Outcome::Repin);
     }
 }

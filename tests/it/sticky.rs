@@ -180,14 +180,15 @@ fn a_dead_backends_conversations_move_once_then_come_home() {
     assert_eq!(turn("hit"), home);
     assert_eq!(turn("hit"), home);
 
-    // The home dies: the conversation moves, once, and stays where it moved.
+    // The home dies: the conversation moves, once (a repin), and stays where it moved
+    // (hits on its stand-in, as Olla labels them).
     let home_index = NAMES.iter().position(|n| *n == home).unwrap();
     let mut mocks = mocks;
     mocks.remove(home_index).stop();
     let elsewhere = turn("repin");
     assert_ne!(elsewhere, home);
     for _ in 0..3 {
-        assert_eq!(turn("repin"), elsewhere);
+        assert_eq!(turn("hit"), elsewhere);
     }
 
     // The home returns: the conversation goes back to it (it still holds the prefix up to
@@ -325,4 +326,118 @@ fn a_failed_over_request_counts_its_sticky_outcome_once() {
             + stats["repins"].as_u64().unwrap(),
         2
     );
+}
+
+/// `X-Olla-Sticky-Session` of one request on a new connection (so on either shard).
+fn outcome_of(proxy: &ringway::Server, body: &str, headers: &str) -> (String, String) {
+    let r = one_shot(
+        proxy.local_addr(),
+        post("/v1/chat/completions", body, headers).as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    (
+        r.header("X-Olla-Sticky-Session").unwrap().to_string(),
+        r.header("X-Olla-Endpoint").unwrap().to_string(),
+    )
+}
+
+fn sticky_stats(proxy: &ringway::Server) -> serde_json::Value {
+    one_shot(
+        proxy.local_addr(),
+        b"GET /internal/stats/sticky HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .json()
+}
+
+#[test]
+fn outcomes_as_olla_means_them_across_two_shards() {
+    let mocks = four_mocks();
+    let proxy = proxy(&endpoints(&NAMES, &mocks), "shards = 2", "");
+    // An identical repeat: new once, then seen, whichever shard takes the connection.
+    let body = Conversation::new(SYSTEM, "Repeat me.").body("llama3.2:latest", 0);
+    let (first, home) = outcome_of(&proxy, &body, "");
+    assert_eq!(first, "miss");
+    for _ in 0..6 {
+        assert_eq!(outcome_of(&proxy, &body, ""), ("hit".into(), home.clone()));
+    }
+    // One session id over different bodies: the header keys it.
+    let session = "X-Olla-Session-ID: run-7\r\n";
+    let turn = |i: usize, model: &str| {
+        let body = Conversation::new(SYSTEM, &format!("turn {i}")).body(model, i);
+        outcome_of(&proxy, &body, session).0
+    };
+    assert_eq!(turn(0, "llama3.2:latest"), "miss");
+    for i in 1..5 {
+        assert_eq!(turn(i, "llama3.2:latest"), "hit");
+    }
+    // The same session id with another model is another key, as in Olla.
+    assert_eq!(turn(5, "qwen2.5:7b"), "miss");
+    assert_eq!(turn(6, "qwen2.5:7b"), "hit");
+
+    let stats = sticky_stats(&proxy);
+    for field in [
+        "active_sessions",
+        "insertions",
+        "hits",
+        "misses",
+        "repins",
+        "evictions",
+        "max_sessions",
+        "idle_ttl_seconds",
+    ] {
+        assert!(stats[field].is_u64(), "{field}: {stats}");
+    }
+    assert_eq!(
+        (&stats["misses"], &stats["hits"], &stats["insertions"]),
+        (&3.into(), &11.into(), &3.into()),
+        "{stats}"
+    );
+    assert_eq!(stats["active_sessions"], 3);
+    assert_eq!(stats["max_sessions"], 10_000);
+    assert_eq!(stats["idle_ttl_seconds"], 600);
+}
+
+#[test]
+fn a_full_memory_forgets_the_least_recent_key_and_idle_keys_expire() {
+    let mocks = four_mocks();
+    let proxy = proxy(
+        &endpoints(&NAMES, &mocks),
+        "shards = 2",
+        "[sticky]\nmax_sessions = 3\nidle_ttl_seconds = 2",
+    );
+    let session = |id: usize| {
+        // Keys are ordered by when they were last seen, to the millisecond.
+        std::thread::sleep(Duration::from_millis(3));
+        format!("X-Olla-Session-ID: s{id}\r\n")
+    };
+    let body = Conversation::new(SYSTEM, "hello").body("llama3.2:latest", 0);
+    for id in 0..3 {
+        assert_eq!(outcome_of(&proxy, &body, &session(id)).0, "miss");
+    }
+    // s0 seen again, so s1 is the least recent when s3 needs room.
+    assert_eq!(outcome_of(&proxy, &body, &session(0)).0, "hit");
+    assert_eq!(outcome_of(&proxy, &body, &session(3)).0, "miss");
+    let stats = sticky_stats(&proxy);
+    assert_eq!(
+        (
+            &stats["evictions"],
+            &stats["active_sessions"],
+            &stats["max_sessions"]
+        ),
+        (&1.into(), &3.into(), &3.into()),
+        "{stats}"
+    );
+    assert_eq!(
+        outcome_of(&proxy, &body, &session(1)).0,
+        "miss",
+        "forgotten"
+    );
+    assert_eq!(outcome_of(&proxy, &body, &session(0)).0, "hit");
+
+    // Idle for longer than the TTL: forgotten (and swept from the count).
+    std::thread::sleep(Duration::from_millis(3_100));
+    assert!(eventually(Duration::from_secs(3), || sticky_stats(&proxy)
+        ["active_sessions"]
+        == 0));
+    assert_eq!(outcome_of(&proxy, &body, &session(0)).0, "miss");
 }
