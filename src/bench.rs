@@ -129,7 +129,12 @@ impl Fleet {
         };
         let model = crate::api::inspect(body, 1024).model?;
         let endpoints = &self.upstreams.endpoints;
-        let (serving, _) = resolve_model(&self.catalog, &[], endpoints, scope, model).ok()?;
+        let routing = crate::config::RoutingConfig {
+            strategy: crate::routing::Strategy::Strict,
+            fallback: crate::routing::Fallback::CompatibleOnly,
+        };
+        let (serving, _) =
+            resolve_model(&self.catalog, &[], endpoints, scope, model, routing).ok()?;
         Some(serving.len())
     }
 

@@ -37,7 +37,7 @@ pub(crate) use heads::{UpstreamTarget, upstream_head};
 #[cfg(feature = "fuzzing")]
 pub(crate) use {
     access::{RequestId, StickyReport},
-    heads::{Answering, Reframe, Routing, own_head, response_head, strategy_line},
+    heads::{Answering, Reframe, Routing, own_head, placement_line, response_head},
     route::model_span,
 };
 #[cfg(feature = "bench")]

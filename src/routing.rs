@@ -4,6 +4,7 @@
 //! scope; `sticky` derives session keys and places them by rendezvous hashing.
 
 pub(crate) mod balancer;
+pub(crate) mod decision;
 pub(crate) mod seen;
 pub(crate) mod sticky;
 

@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use crate::api;
 use crate::config::Config;
+use crate::config::RoutingConfig;
 use crate::http1::{self, Header, is_field_text};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{
     Answering, Reframe, RequestId, Routing, StickyReport, UpstreamTarget, model_span, own_head,
-    response_head, strategy_line, upstream_head,
+    placement_line, response_head, upstream_head,
 };
+use crate::routing::decision::Decision;
 use crate::routing::sticky::Outcome;
 use crate::routing::{Balancer, KeySource, Scope};
+use crate::routing::{Fallback, Strategy};
 use crate::upstream::Upstreams;
 
 /// Between the request's bytes and the response's in an input.
@@ -130,9 +133,14 @@ pub fn head_writer(data: &[u8]) {
                 ep,
                 ttfb: Duration::from_millis(7),
                 model: model.clone(),
-                strategy: strategy_line(source.is_some(), Balancer::RoundRobin),
-                model_routed: model.is_some(),
-                failover: decode,
+                decision: model.is_some().then(|| {
+                    Decision::found(RoutingConfig {
+                        strategy: Strategy::Optimistic,
+                        fallback: Fallback::All,
+                    })
+                }),
+                placement: placement_line(source.is_some(), Balancer::RoundRobin),
+                attempts: if decode { 2 } else { 1 },
                 sticky: StickyReport {
                     outcome: if source.is_some() {
                         Outcome::Hit

@@ -13,11 +13,13 @@ use super::heads::{self, UpstreamTarget};
 use super::request::{Body, Request};
 use super::route::{Forward, Want};
 use crate::clock;
+use crate::config::RoutingConfig;
 use crate::deadline::Deadline;
 use crate::endpoint_set::EndpointSet;
 use crate::http1::{self, BodyProgress, Framing, ResponseHead, Watched};
 use crate::log::{debug, warning};
 use crate::routing::Balancer;
+use crate::routing::decision::Decision;
 use crate::routing::sticky::{self, Outcome, SessionKey};
 use crate::shard::Shard;
 use crate::upstream::conn::{SendError, Sent};
@@ -132,6 +134,7 @@ pub(super) async fn forward<'s>(
                 &tried,
                 endpoints,
                 last_error,
+                shard.config.routing,
             ));
         };
         if let (Some(alias), Some(span)) = (&plan.alias, model.clone()) {
@@ -224,6 +227,7 @@ fn none_left(
     tried: &EndpointSet,
     endpoints: &[Endpoint],
     last_error: Option<ProxyError>,
+    routing: RoutingConfig,
 ) -> ProxyError {
     match last_error {
         None if plan.serving.is_some() => {
@@ -235,6 +239,7 @@ fn none_left(
                 .unwrap_or_default();
             ProxyError::ModelUnavailable {
                 model: String::from_utf8_lossy(model).into_owned(),
+                decision: Decision::missing(routing, true),
             }
         }
         None => ProxyError::NoEndpoint { scope: plan.scope },

@@ -148,9 +148,9 @@ async fn serve(
         ep: upstream.ep,
         ttfb,
         model: upstream.model.clone(),
-        strategy: heads::strategy_line(plan.key.is_some(), shard.config.proxy.balancer),
-        model_routed: plan.serving.is_some(),
-        failover: upstream.attempts > 1,
+        decision: plan.decision,
+        placement: heads::placement_line(plan.key.is_some(), shard.config.proxy.balancer),
+        attempts: upstream.attempts,
         sticky,
         session: request.head.session_id,
     };

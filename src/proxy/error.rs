@@ -7,6 +7,7 @@ use http::StatusCode;
 
 use crate::http1::{ChunkError, HeadError};
 use crate::routing::Scope;
+use crate::routing::decision::Decision;
 
 #[derive(Debug)]
 pub(crate) enum ProxyError {
@@ -25,7 +26,6 @@ pub(crate) enum ProxyError {
     InvalidModel,
     NotFound,
     UnknownProvider,
-    MethodNotAllowed,
     /// An operator page asked for from elsewhere than loopback.
     Forbidden,
     /// `server.api_keys` is set and the request carries none of them.
@@ -36,10 +36,12 @@ pub(crate) enum ProxyError {
     /// No endpoint lists the requested model.
     ModelNotFound {
         model: String,
+        decision: Decision,
     },
     /// The model is listed, but only by endpoints that are unavailable.
     ModelUnavailable {
         model: String,
+        decision: Decision,
     },
 
     // ---- the endpoint's side ----
@@ -93,6 +95,8 @@ pub(crate) struct Rescue {
     pub(crate) retry_after: Option<u32>,
     /// Whether to send `WWW-Authenticate: Bearer` (401).
     pub(crate) challenge: bool,
+    /// The model routing decision that refused the request (its `X-Olla-Routing-*`).
+    pub(crate) decision: Option<Decision>,
 }
 
 impl ProxyError {
@@ -127,6 +131,7 @@ impl ProxyError {
             keep_alive,
             retry_after: None,
             challenge: false,
+            decision: None,
         };
         const CLIENT: &str = "invalid_request_error";
         const SERVER: &str = "server_error";
@@ -220,22 +225,19 @@ impl ProxyError {
                     false,
                 )
             },
-            MethodNotAllowed => r(
-                StatusCode::METHOD_NOT_ALLOWED,
-                CLIENT,
-                "method_not_allowed",
-                "method not allowed on this path".into(),
-                true,
-            ),
-            ModelNotFound { model } => r(
-                StatusCode::NOT_FOUND,
-                CLIENT,
-                "model_not_found",
-                format!("the model '{model}' does not exist on any endpoint (see /v1/models)"),
-                true,
-            ),
-            ModelUnavailable { model } => Rescue {
+            ModelNotFound { model, decision } => Rescue {
+                decision: Some(*decision),
+                ..r(
+                    StatusCode::NOT_FOUND,
+                    CLIENT,
+                    "model_not_found",
+                    format!("the model '{model}' does not exist on any endpoint (see /v1/models)"),
+                    true,
+                )
+            },
+            ModelUnavailable { model, decision } => Rescue {
                 retry_after: Some(1),
+                decision: Some(*decision),
                 ..r(
                     StatusCode::SERVICE_UNAVAILABLE,
                     SERVER,

@@ -14,6 +14,7 @@ use crate::http1::{
     self, Framing, Header, HeaderKind, Lines, RequestHead, ResponseHead, Span, is_end_to_end,
     push_header,
 };
+use crate::routing::decision::Decision;
 use crate::routing::sticky::Outcome;
 use crate::routing::{Balancer, KeySource, Scope};
 use crate::upstream::Endpoint;
@@ -120,11 +121,12 @@ pub(crate) struct Routing<'a> {
     pub(crate) ttfb: Duration,
     /// The model sent to the endpoint: its span in the body as sent.
     pub(crate) model: Option<Range<usize>>,
-    /// The `X-Olla-Routing-Strategy` line ([`strategy_line`]).
-    pub(crate) strategy: &'static [u8],
-    /// The endpoints were those serving the body's model.
-    pub(crate) model_routed: bool,
-    pub(crate) failover: bool,
+    /// How the body's model chose the endpoints (`X-Olla-Routing-*`), if it names one.
+    pub(crate) decision: Option<Decision>,
+    /// The `X-Ringway-Placement` line ([`placement_line`]).
+    pub(crate) placement: &'static [u8],
+    /// Endpoints tried, this one included (`X-Ringway-Attempts` when above 1).
+    pub(crate) attempts: usize,
     pub(crate) sticky: StickyReport,
     /// The client's session header, echoed when it was the key: its span in the
     /// request's head.
@@ -204,14 +206,14 @@ pub(crate) fn response_head(
     if let Some(model) = routing.model.clone().and_then(|m| request.body.get(m)) {
         push_header(out, b"X-Olla-Model", model);
     }
-    out.extend_from_slice(routing.strategy);
-    out.extend_from_slice(if routing.failover {
-        b"X-Olla-Routing-Decision: failover\r\n"
-    } else {
-        b"X-Olla-Routing-Decision: routed\r\n"
-    });
+    if let Some(decision) = routing.decision {
+        decision.push_headers(out);
+    }
+    out.extend_from_slice(routing.placement);
+    if routing.attempts > 1 {
+        http1::push_header_decimal(out, b"X-Ringway-Attempts", routing.attempts as u64);
+    }
     let sticky = routing.sticky;
-    out.extend_from_slice(reason_line(sticky.outcome, routing.model_routed));
     out.extend_from_slice(sticky_line(sticky.outcome));
     out.extend_from_slice(source_line(sticky.source));
     if let (Some(KeySource::SessionHeader), Some(session)) = (sticky.source, routing.session) {
@@ -220,14 +222,14 @@ pub(crate) fn response_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// `X-Olla-Routing-Strategy`, whole: "sticky" for a request with a session key, else
-/// the balancer's name.
-pub(crate) fn strategy_line(sticky: bool, balancer: Balancer) -> &'static [u8] {
+/// `X-Ringway-Placement`, whole: how the endpoint was picked among those the route
+/// allows: "sticky" (rendezvous on the session key), else the balancer's name.
+pub(crate) fn placement_line(sticky: bool, balancer: Balancer) -> &'static [u8] {
     match (sticky, balancer) {
-        (true, _) => b"X-Olla-Routing-Strategy: sticky\r\n",
-        (false, Balancer::LeastConnections) => b"X-Olla-Routing-Strategy: least-connections\r\n",
-        (false, Balancer::RoundRobin) => b"X-Olla-Routing-Strategy: round-robin\r\n",
-        (false, Balancer::Priority) => b"X-Olla-Routing-Strategy: priority\r\n",
+        (true, _) => b"X-Ringway-Placement: sticky\r\n",
+        (false, Balancer::LeastConnections) => b"X-Ringway-Placement: least-connections\r\n",
+        (false, Balancer::RoundRobin) => b"X-Ringway-Placement: round-robin\r\n",
+        (false, Balancer::Priority) => b"X-Ringway-Placement: priority\r\n",
     }
 }
 
@@ -249,18 +251,6 @@ fn source_line(source: Option<KeySource>) -> &'static [u8] {
         Some(KeySource::PrefixHash) => b"X-Olla-Sticky-Key-Source: prefix_hash\r\n",
         Some(KeySource::AuthHeader) => b"X-Olla-Sticky-Key-Source: auth_header\r\n",
         Some(KeySource::Ip) => b"X-Olla-Sticky-Key-Source: ip\r\n",
-    }
-}
-
-/// `X-Olla-Routing-Reason`, whole: the sticky outcome, or for a request without a key,
-/// whether a model chose the endpoints.
-fn reason_line(outcome: Outcome, model_routed: bool) -> &'static [u8] {
-    match (outcome, model_routed) {
-        (Outcome::Hit, _) => b"X-Olla-Routing-Reason: sticky-hit\r\n",
-        (Outcome::Miss, _) => b"X-Olla-Routing-Reason: sticky-new\r\n",
-        (Outcome::Repin, _) => b"X-Olla-Routing-Reason: sticky-repin\r\n",
-        (Outcome::Disabled, true) => b"X-Olla-Routing-Reason: model-match\r\n",
-        (Outcome::Disabled, false) => b"X-Olla-Routing-Reason: any-endpoint\r\n",
     }
 }
 
@@ -287,6 +277,9 @@ pub(crate) fn own_head(
         push_header(out, b"WWW-Authenticate", b"Bearer realm=\"ringway\"");
     }
     push_header(out, b"X-Olla-Request-ID", id);
+    if let Some(decision) = rescue.and_then(|r| r.decision) {
+        decision.push_headers(out);
+    }
     connection_header(
         out,
         keep_alive,
@@ -346,9 +339,9 @@ mod tests {
             Balancer::RoundRobin,
             Balancer::Priority,
         ] {
-            assert_eq!(value(strategy_line(false, balancer)), balancer.name());
+            assert_eq!(value(placement_line(false, balancer)), balancer.name());
         }
-        assert_eq!(value(strategy_line(true, Balancer::RoundRobin)), "sticky");
+        assert_eq!(value(placement_line(true, Balancer::RoundRobin)), "sticky");
         for outcome in [
             Outcome::Hit,
             Outcome::Miss,
@@ -361,8 +354,5 @@ mod tests {
         for source in KeySource::ALL {
             assert_eq!(value(source_line(Some(source))), source.name());
         }
-        assert_eq!(value(reason_line(Outcome::Hit, false)), "sticky-hit");
-        assert_eq!(value(reason_line(Outcome::Disabled, true)), "model-match");
-        assert_eq!(value(reason_line(Outcome::Disabled, false)), "any-endpoint");
     }
 }

@@ -1,6 +1,6 @@
 //! The `route` phase: everything decided about a request before any endpoint is
 //! contacted, in one synchronous function, [`route`]: which route its path takes, whether
-//! it may (API key, method, loopback-only pages), and for a forwarded request the plan
+//! it may (API key, loopback-only pages), and for a forwarded request the plan
 //! the `attempt` phase carries out: the scope of endpoints, the model and the endpoints
 //! serving it, the alias targets, the sticky key and its home.
 
@@ -12,8 +12,10 @@ use super::request::Request;
 use crate::api;
 use crate::auth;
 use crate::config::Config;
+use crate::config::RoutingConfig;
 use crate::endpoint_set::EndpointSet;
 use crate::http1::{self, RequestHead};
+use crate::routing::decision::{Action, Decision};
 use crate::routing::sticky::{self, KeyInputs, SessionKey};
 use crate::routing::{self, Internal, Route, Scope};
 use crate::upstream::Endpoint;
@@ -35,8 +37,11 @@ pub(super) struct Forward<'c> {
     pub(super) strip: usize,
     /// The body's `model`: its span in the body.
     pub(super) model: Option<Range<usize>>,
-    /// The endpoints that serve the model; `None` when the body names none.
+    /// The endpoints that serve the model; `None` when the body names none, or when
+    /// the request falls back to any endpoint of the route.
     pub(super) serving: Option<EndpointSet>,
+    /// How the model chose the endpoints; `None` when the body names no model.
+    pub(super) decision: Option<Decision>,
     /// The model is an alias: what to send each endpoint instead.
     pub(super) alias: Option<Alias<'c>>,
     pub(super) key: Option<SessionKey>,
@@ -112,11 +117,9 @@ pub(super) fn route<'c>(
                 Err(e) => Plan::Refuse(e),
             }
         }
+        // Pages answer any method, as Olla's do (its router ignores the method).
         Route::Internal(page) => {
-            let method = head.method.get(buf);
-            if method != b"GET" && method != b"HEAD" {
-                Plan::Refuse(ProxyError::MethodNotAllowed)
-            } else if page.is_operator_page()
+            if page.is_operator_page()
                 && !config.server.internal_from_anywhere
                 && !peer.is_loopback()
             {
@@ -185,19 +188,36 @@ fn plan_forward<'c>(
     } else {
         None
     };
-    let (serving, alias) = match facts.model {
+    let routing = config.routing;
+    let (serving, alias, decision) = match facts.model {
         Some(name) => {
-            let (serving, alias) =
-                resolve_model(catalog, &config.model_aliases, endpoints, scope, name)?;
-            let alias = alias.map(|targets| Alias {
-                targets: targets
-                    .iter()
-                    .map(|t| (t.as_str(), catalog.listing(t.as_bytes())))
-                    .collect(),
-            });
-            (Some(serving), alias)
+            let aliases = &config.model_aliases;
+            match resolve_model(catalog, aliases, endpoints, scope, name, routing) {
+                Ok((serving, alias)) => {
+                    let alias = alias.map(|targets| Alias {
+                        targets: targets
+                            .iter()
+                            .map(|t| (t.as_str(), catalog.listing(t.as_bytes())))
+                            .collect(),
+                    });
+                    let fallback = Decision::missing(routing, true);
+                    if fallback.action() == Action::Fallback
+                        && !any_routable(endpoints, scope, serving, crate::clock::now_ms())
+                    {
+                        (None, None, Some(fallback))
+                    } else {
+                        (Some(serving), alias, Some(Decision::found(routing)))
+                    }
+                }
+                Err(ProxyError::ModelNotFound { decision, .. })
+                    if decision.action() == Action::Fallback =>
+                {
+                    (None, None, Some(decision))
+                }
+                Err(e) => return Err(e),
+            }
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let route = Want {
         scope,
@@ -212,20 +232,30 @@ fn plan_forward<'c>(
         strip: 0,
         model,
         serving,
+        decision,
         alias,
         key,
         home,
     })
 }
 
+/// Whether an endpoint of the route that serves the model is routable at `now`.
+fn any_routable(endpoints: &[Endpoint], scope: Scope, serving: EndpointSet, now: u64) -> bool {
+    endpoints.iter().any(|ep| {
+        serving.contains(ep.index) && scope.admits(ep.kind) && ep.health().is_routable(now)
+    })
+}
+
 /// The endpoints that can serve `model` (through an alias if it is one: its targets),
-/// or why none can.
+/// or why none can (with the decision of the `routing` strategy: a model no endpoint
+/// lists may fall back to any endpoint).
 pub(crate) fn resolve_model<'c>(
     catalog: &Catalog,
     aliases: &'c [(String, Vec<String>)],
     endpoints: &[Endpoint],
     scope: Scope,
     model: &[u8],
+    routing: RoutingConfig,
 ) -> Result<(EndpointSet, Option<&'c [String]>), ProxyError> {
     let alias = aliases
         .iter()
@@ -240,6 +270,7 @@ pub(crate) fn resolve_model<'c>(
     if serving.is_empty() {
         return Err(ProxyError::ModelNotFound {
             model: String::from_utf8_lossy(model).into_owned(),
+            decision: Decision::missing(routing, false),
         });
     }
     if !endpoints

@@ -17,6 +17,72 @@ fn chat_for(model: &str) -> String {
     post("/v1/chat/completions", &chat(model, false), "")
 }
 
+/// `X-Olla-Routing-Strategy`, `-Decision` and `-Reason`.
+fn routing_headers(r: &Response) -> [Option<&str>; 3] {
+    ["Strategy", "Decision", "Reason"].map(|h| r.header(&format!("X-Olla-Routing-{h}")))
+}
+
+#[test]
+fn requests_without_a_model_get_no_routing_decision() {
+    let one = with_models("one", &["llama3.2:latest"]);
+    let proxy = proxy(&[Ep::new("one", &one)], "", "");
+    let r = one_shot(
+        proxy.local_addr(),
+        b"GET /api/version HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(routing_headers(&r), [None; 3]);
+    assert_eq!(r.header("X-Ringway-Placement"), Some("least-connections"));
+}
+
+#[test]
+fn the_optimistic_strategy_falls_back_to_any_endpoint_when_told_to() {
+    let big = with_models("big", &["llama3.1:70b"]);
+    let small = with_models("small", &["qwen2.5:7b"]);
+    let eps = [Ep::new("big", &big), Ep::new("small", &small)];
+    let fallback_all = "[routing]\nstrategy = \"optimistic\"\nfallback = \"all\"";
+    let proxy_all = proxy(&eps, "", fallback_all);
+    let r = one_shot(proxy_all.local_addr(), chat_for("gpt-9").as_bytes());
+    // Forwarded: the endpoint answers for itself (the mock knows no such model).
+    assert!(r.header("X-Olla-Endpoint").is_some(), "{}", r.text());
+    assert_eq!(
+        routing_headers(&r),
+        ["optimistic", "fallback", "model_not_found_fallback"].map(Some)
+    );
+    let r = one_shot(proxy_all.local_addr(), chat_for("qwen2.5:7b").as_bytes());
+    assert_eq!(
+        (r.header("X-Olla-Endpoint"), routing_headers(&r)),
+        (
+            Some("small"),
+            ["optimistic", "routed", "model_found"].map(Some)
+        )
+    );
+    // Optimistic without "all" refuses as strict does, with its own reasons.
+    let proxy_none = proxy(
+        &eps,
+        "",
+        "[routing]\nstrategy = \"optimistic\"\nfallback = \"none\"",
+    );
+    let r = one_shot(proxy_none.local_addr(), chat_for("gpt-9").as_bytes());
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        routing_headers(&r),
+        ["optimistic", "rejected", "model_not_found"].map(Some)
+    );
+    // The model's only endpoint goes down: with "all", any routable endpoint serves it.
+    big.stop();
+    assert!(eventually(Duration::from_secs(3), || {
+        let r = one_shot(proxy_all.local_addr(), chat_for("llama3.1:70b").as_bytes());
+        r.header("X-Olla-Endpoint") == Some("small")
+            && r.header("X-Olla-Routing-Reason") == Some("all_healthy_fallback")
+    }));
+    assert!(eventually(Duration::from_secs(3), || {
+        let r = one_shot(proxy_none.local_addr(), chat_for("llama3.1:70b").as_bytes());
+        r.status == 503
+            && r.header("X-Olla-Routing-Reason") == Some("model_unavailable_no_fallback")
+    }));
+}
+
 #[test]
 fn requests_go_to_endpoints_serving_their_model() {
     let big = with_models("big", &["llama3.1:70b", "llama3.2:latest"]);
@@ -36,7 +102,10 @@ fn requests_go_to_endpoints_serving_their_model() {
             r.text()
         );
         assert_eq!(r.header("X-Olla-Model"), Some("llama3.1:70b"));
-        assert_eq!(r.header("X-Olla-Routing-Reason"), Some("model-match"));
+        assert_eq!(
+            routing_headers(&r),
+            ["strict", "routed", "model_found"].map(Some)
+        );
         let r = client.request(chat_for("qwen2.5:7b").as_bytes());
         assert_eq!(r.header("X-Olla-Endpoint"), Some("small"));
     }
@@ -71,6 +140,10 @@ fn unknown_models_get_404_and_unavailable_ones_503() {
     let r = one_shot(proxy.local_addr(), chat_for("gpt-9").as_bytes());
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "model_not_found");
+    assert_eq!(
+        routing_headers(&r),
+        ["strict", "rejected", "model_not_found"].map(Some)
+    );
     assert!(
         r.json()["error"]["message"]
             .as_str()
@@ -91,6 +164,10 @@ fn unknown_models_get_404_and_unavailable_ones_503() {
     }));
     let r = one_shot(proxy.local_addr(), chat_for("llama3.1:70b").as_bytes());
     assert_eq!(r.header("Retry-After"), Some("1"));
+    assert_eq!(
+        routing_headers(&r),
+        ["strict", "rejected", "model_unavailable"].map(Some)
+    );
     assert_eq!(
         one_shot(proxy.local_addr(), chat_for("qwen2.5:7b").as_bytes()).status,
         200

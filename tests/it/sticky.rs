@@ -314,7 +314,8 @@ fn a_failed_over_request_counts_its_sticky_outcome_once() {
         post("/v1/chat/completions", &body, "").as_bytes(),
     );
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("X-Olla-Routing-Decision"), Some("failover"));
+    assert_eq!(r.header("X-Ringway-Attempts"), Some("2"));
+    assert_eq!(r.header("X-Olla-Routing-Decision"), Some("routed"));
     let stats = one_shot(
         proxy.local_addr(),
         b"GET /internal/stats/sticky HTTP/1.1\r\nHost: t\r\n\r\n",
