@@ -158,7 +158,8 @@ fn forty_conversations_sharing_a_system_prompt_spread_over_four_backends() {
 fn a_dead_backends_conversations_move_once_then_come_home() {
     let mocks: Vec<MockServer> = ["gpu-0", "gpu-1", "gpu-2"].into_iter().map(mock).collect();
     let addrs: Vec<_> = mocks.iter().map(|m| m.addr()).collect();
-    let proxy = proxy(&endpoints(&NAMES[..3], &mocks), "", "");
+    // Two shards: each turn opens its own connection, so consecutive turns land on either.
+    let proxy = proxy(&endpoints(&NAMES[..3], &mocks), "shards = 2", "");
     let mut conversation = Conversation::new(SYSTEM, "Tell me about rendezvous hashing.");
     let mut turn = |expected_outcome: &str| {
         let r = one_shot(
