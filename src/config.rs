@@ -23,6 +23,15 @@ pub use limits::{Cidr, CorsConfig, RateLimitConfig};
 /// The documented example configuration, which is also the default when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/ringway.toml");
 
+/// Where configuration reads environment variables (`api_key_env`, `${VAR}` in
+/// credentials): the process's, or a test's own.
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process's environment (a variable that is not UTF-8 counts as unset).
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// A configuration problem: where it came from, which key, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -106,6 +115,9 @@ pub struct Config {
     /// Where the access log goes: a file (appended to), or stdout.
     pub access_log_path: Option<std::path::PathBuf>,
     pub endpoints: Vec<EndpointConfig>,
+    /// What the file asks for that ringway accepted but does not do (an endpoint header
+    /// its `auth` replaces...), one sentence each: printed at start.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,10 +241,15 @@ pub struct EndpointConfig {
     pub base_path: String,
     /// Path checked by the health checker (after `base_path`).
     pub health_path: String,
+    /// Path of its model list (after `base_path`): `models_path`, or the type's.
+    pub models_path: String,
     pub check_interval: Duration,
     pub check_timeout: Duration,
     /// Credentials ringway sends to this endpoint: header name and value.
     pub auth: Option<(String, Secret)>,
+    /// Static headers sent on every request to it (`headers`), by name; never one that
+    /// `auth` sets.
+    pub headers: Vec<(String, Secret)>,
 }
 
 impl ServerConfig {
@@ -259,12 +276,31 @@ impl Config {
         Config::from_toml(&text, &origin)
     }
 
-    /// Parses and validates configuration text; `origin` names it in errors. Each section
-    /// is checked on its own, in the file's order, then the rules between sections.
+    /// Parses and validates configuration text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_in(text, origin, &process_env)
+    }
+
+    /// [`Config::from_toml`] reading the environment from `env`.
+    pub(crate) fn from_toml_in(
+        text: &str,
+        origin: &str,
+        env: Env<'_>,
+    ) -> Result<Config, ConfigError> {
         let at = Origin(origin);
         let raw: file::Root =
             toml::from_str(text).map_err(|e| at.err("", e.to_string().trim_end()))?;
+        Config::from_raw(raw, at, env, Vec::new())
+    }
+
+    /// Validates the file as parsed. Each section is checked on its own, in the file's
+    /// order, then the rules between sections; `warnings` so far come along.
+    fn from_raw(
+        raw: file::Root,
+        at: Origin<'_>,
+        env: Env<'_>,
+        mut warnings: Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let server = validate::server(raw.server, at)?;
         let proxy = validate::proxy(raw.proxy, at)?;
         let health = validate::health(raw.health, at)?;
@@ -275,9 +311,9 @@ impl Config {
         let models_refresh_interval = validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
-        let endpoints = endpoints::endpoints(raw.endpoints, &health, at)?;
+        let endpoints = endpoints::endpoints(raw.endpoints, &health, at, env, &mut warnings)?;
         let config = Config {
-            origin: origin.to_string(),
+            origin: at.0.to_string(),
             server,
             proxy,
             health,
@@ -291,6 +327,7 @@ impl Config {
             access_log,
             access_log_path,
             endpoints,
+            warnings,
         };
         validate::across_sections(&config)?;
         Ok(config)

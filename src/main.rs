@@ -51,6 +51,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in &config.warnings {
+        eprintln!("ringway: warning: {}: {warning}", config.origin);
+    }
     if cli.check_config {
         println!(
             "{}: OK: listen {}, {} shard(s), balancer {}, {} endpoint(s)",

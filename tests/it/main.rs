@@ -2,6 +2,7 @@
 //! with ports from the OS. One test binary, one module per concern.
 
 mod balancing;
+mod credentials;
 mod failover;
 mod forwarding;
 mod hardening;
