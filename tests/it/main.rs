@@ -10,5 +10,6 @@ mod harness;
 mod hostile;
 mod limits;
 mod models;
+mod olla;
 mod process;
 mod sticky;
