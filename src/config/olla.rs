@@ -736,19 +736,11 @@ struct Endpoint {
     headers: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(default)]
 struct ModelRegistry {
     #[serde(deserialize_with = "or_default")]
     routing_strategy: RoutingStrategy,
-}
-
-impl Default for ModelRegistry {
-    fn default() -> Self {
-        ModelRegistry {
-            routing_strategy: RoutingStrategy::default(),
-        }
-    }
 }
 
 #[derive(Deserialize)]
