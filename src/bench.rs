@@ -42,9 +42,11 @@ impl Fleet {
                     authority: addr.to_string(),
                     base_path: String::new(),
                     health_path: "/".into(),
+                    models_path: "/api/tags".into(),
                     check_interval: Duration::from_secs(5),
                     check_timeout: Duration::from_secs(2),
                     auth: None,
+                    headers: Vec::new(),
                 }
             })
             .collect();

@@ -2,11 +2,14 @@
 //! keys rejected) is turned into the validated [`Config`] the rest of ringway uses
 //! (durations, socket addresses, resolved endpoints), one section at a time (`validate`,
 //! `keys`, `endpoints`). Every error names the key and where the configuration came from.
+//! Olla's YAML file (`olla`) is translated into the same raw form first, so the same
+//! checks apply to it.
 
 mod endpoints;
 mod file;
 mod keys;
 mod limits;
+mod olla;
 mod validate;
 
 use std::fmt;
@@ -22,6 +25,36 @@ pub use limits::{Cidr, CorsConfig, RateLimitConfig};
 
 /// The documented example configuration, which is also the default when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/ringway.toml");
+
+/// Which language a configuration file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFormat {
+    /// ringway's own TOML (`config/ringway.toml`).
+    Toml,
+    /// Olla's YAML (`config.yaml`), with its `OLLA_*` environment overrides.
+    Olla,
+}
+
+impl ConfigFormat {
+    /// By the file's extension: `.yaml` and `.yml` are Olla's, anything else TOML.
+    pub fn of_path(path: &Path) -> ConfigFormat {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml") => {
+                ConfigFormat::Olla
+            }
+            _ => ConfigFormat::Toml,
+        }
+    }
+}
+
+/// Where configuration reads environment variables (`api_key_env`, `${VAR}` in
+/// credentials, Olla's `OLLA_*` overrides): the process's, or a test's own.
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process's environment (a variable that is not UTF-8 counts as unset).
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
 
 /// A configuration problem: where it came from, which key, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +139,10 @@ pub struct Config {
     /// Where the access log goes: a file (appended to), or stdout.
     pub access_log_path: Option<std::path::PathBuf>,
     pub endpoints: Vec<EndpointConfig>,
+    /// What the file asks for that ringway accepted but does not do (Olla keys it has
+    /// no use for, an endpoint header its `auth` replaces...), one sentence each naming
+    /// the key: printed at start.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,10 +266,15 @@ pub struct EndpointConfig {
     pub base_path: String,
     /// Path checked by the health checker (after `base_path`).
     pub health_path: String,
+    /// Path of its model list (after `base_path`): `models_path`, or the type's.
+    pub models_path: String,
     pub check_interval: Duration,
     pub check_timeout: Duration,
     /// Credentials ringway sends to this endpoint: header name and value.
     pub auth: Option<(String, Secret)>,
+    /// Static headers sent on every request to it (`headers`), by name; never one that
+    /// `auth` sets.
+    pub headers: Vec<(String, Secret)>,
 }
 
 impl ServerConfig {
@@ -251,20 +293,66 @@ impl Config {
             .expect("the embedded default configuration is valid")
     }
 
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file, in the format its extension says
+    /// ([`ConfigFormat::of_path`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_as(path, ConfigFormat::of_path(path))
+    }
+
+    /// Reads and validates a configuration file written in `format`.
+    pub fn load_as(path: &Path, format: ConfigFormat) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Origin(&origin).err("", format!("cannot read the file: {e}")))?;
-        Config::from_toml(&text, &origin)
+        match format {
+            ConfigFormat::Toml => Config::from_toml(&text, &origin),
+            ConfigFormat::Olla => Config::from_olla_yaml(&text, &origin),
+        }
     }
 
-    /// Parses and validates configuration text; `origin` names it in errors. Each section
-    /// is checked on its own, in the file's order, then the rules between sections.
+    /// Parses and validates configuration text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_in(text, origin, &process_env)
+    }
+
+    /// [`Config::from_toml`] reading the environment from `env`.
+    pub(crate) fn from_toml_in(
+        text: &str,
+        origin: &str,
+        env: Env<'_>,
+    ) -> Result<Config, ConfigError> {
         let at = Origin(origin);
         let raw: file::Root =
             toml::from_str(text).map_err(|e| at.err("", e.to_string().trim_end()))?;
+        Config::from_raw(raw, at, env, Vec::new())
+    }
+
+    /// Parses Olla's YAML configuration (its `config.yaml`), applies the `OLLA_*`
+    /// environment overrides Olla documents, and validates the result as ringway's own
+    /// (`olla.rs` says what maps to what); `origin` names it in errors and warnings.
+    pub fn from_olla_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::from_olla_yaml_in(text, origin, &process_env)
+    }
+
+    /// [`Config::from_olla_yaml`] reading the environment from `env`.
+    pub(crate) fn from_olla_yaml_in(
+        text: &str,
+        origin: &str,
+        env: Env<'_>,
+    ) -> Result<Config, ConfigError> {
+        let at = Origin(origin);
+        let (raw, warnings) = olla::translate(text, at, env)?;
+        Config::from_raw(raw, at, env, warnings).map_err(olla::rename_key)
+    }
+
+    /// Validates the file as parsed. Each section is checked on its own, in the file's
+    /// order, then the rules between sections; `warnings` so far come along.
+    fn from_raw(
+        raw: file::Root,
+        at: Origin<'_>,
+        env: Env<'_>,
+        mut warnings: Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let server = validate::server(raw.server, at)?;
         let proxy = validate::proxy(raw.proxy, at)?;
         let health = validate::health(raw.health, at)?;
@@ -275,9 +363,9 @@ impl Config {
         let models_refresh_interval = validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
-        let endpoints = endpoints::endpoints(raw.endpoints, &health, at)?;
+        let endpoints = endpoints::endpoints(raw.endpoints, &health, at, env, &mut warnings)?;
         let config = Config {
-            origin: origin.to_string(),
+            origin: at.0.to_string(),
             server,
             proxy,
             health,
@@ -291,6 +379,7 @@ impl Config {
             access_log,
             access_log_path,
             endpoints,
+            warnings,
         };
         validate::across_sections(&config)?;
         Ok(config)

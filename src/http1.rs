@@ -107,7 +107,9 @@ impl HeaderKind {
     }
 }
 
-fn classify(name: &[u8]) -> HeaderKind {
+/// What a header of this name means to a proxy (parsing calls it once per header; the
+/// configuration, to refuse endpoint headers ringway sets itself).
+pub(crate) fn classify(name: &[u8]) -> HeaderKind {
     use HeaderKind::*;
     // Dispatch on length and first letter, so a header that is none of these (most are)
     // costs no comparison.

@@ -59,8 +59,9 @@ mod stop;
 mod upstream;
 
 pub use config::{
-    Cidr, Config, ConfigError, CorsConfig, DEFAULT_CONFIG, DriverChoice, EndpointConfig,
-    HealthConfig, ProxyConfig, RateLimitConfig, RoutingConfig, Secret, ServerConfig, StickyConfig,
+    Cidr, Config, ConfigError, ConfigFormat, CorsConfig, DEFAULT_CONFIG, DriverChoice,
+    EndpointConfig, HealthConfig, ProxyConfig, RateLimitConfig, RoutingConfig, Secret,
+    ServerConfig, StickyConfig,
 };
 pub use endpoint_type::EndpointType;
 pub use log::{AccessFormat, Level, set_level};

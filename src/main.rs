@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use ringway::{Config, ConfigError, Level};
+use clap::{Parser, Subcommand, ValueEnum};
+use ringway::{Config, ConfigError, ConfigFormat, Level};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -13,9 +13,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "ringway", version, about, long_about = None)]
 struct Cli {
-    /// Configuration file (TOML). Without it, the embedded default (config/ringway.toml).
+    /// Configuration file: ringway's TOML, or Olla's YAML (a `.yaml`/`.yml` file). Without
+    /// it, the embedded default (config/ringway.toml).
     #[arg(short, long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
+    /// The language of --config, when its extension does not say it.
+    #[arg(long, value_name = "FORMAT", global = true)]
+    config_format: Option<Format>,
     /// Address to listen on, overriding server.listen.
     #[arg(long, value_name = "ADDR", global = true)]
     listen: Option<String>,
@@ -30,6 +34,15 @@ struct Cli {
     check_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--config-format`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// ringway's own TOML.
+    Toml,
+    /// Olla's YAML, with its OLLA_* environment overrides.
+    Olla,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +64,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in &config.warnings {
+        eprintln!("ringway: warning: {}: {warning}", config.origin);
+    }
     if cli.check_config {
         println!(
             "{}: OK: listen {}, {} shard(s), balancer {}, {} endpoint(s)",
@@ -123,9 +139,18 @@ pub(crate) fn stop_on_signal(server: &ringway::Server) {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::embedded_default(),
+    let mut config = match (&cli.config, cli.config_format) {
+        (Some(path), None) => Config::load(path)?,
+        (Some(path), Some(Format::Toml)) => Config::load_as(path, ConfigFormat::Toml)?,
+        (Some(path), Some(Format::Olla)) => Config::load_as(path, ConfigFormat::Olla)?,
+        (None, Some(_)) => {
+            return Err(ConfigError {
+                origin: "the command line".into(),
+                key: "--config-format".into(),
+                message: "needs --config".into(),
+            });
+        }
+        (None, None) => Config::embedded_default(),
     };
     if let Some(listen) = &cli.listen {
         config.set_listen(listen)?;

@@ -36,13 +36,18 @@ pub(crate) struct Endpoint {
     pub(crate) base_path: Box<[u8]>,
     pub(crate) url: Box<str>,
     pub(crate) health_path: Box<str>,
+    pub(crate) models_path: Box<str>,
     pub(crate) check_interval: Duration,
     pub(crate) check_timeout: Duration,
-    /// `Name: value\r\n` carrying ringway's credentials for the endpoint, if any.
-    pub(crate) auth_line: Option<Secret>,
-    /// The name of that line's header: a client's header of this name never reaches the
-    /// endpoint (ringway's line replaces it).
-    pub(crate) auth_header: Option<Box<[u8]>>,
+    /// The header lines ringway adds to every request to the endpoint (health checks and
+    /// model lists included), whole, `Name: value\r\n` each: its credentials, then its
+    /// static `headers`. Empty when it has neither.
+    pub(crate) own_lines: Secret,
+    /// The names of those headers: a client's header of one of these names never reaches
+    /// the endpoint (ringway's line replaces it).
+    pub(crate) own_names: Box<[Box<[u8]>]>,
+    /// Whether those lines carry credentials of its own: the client's then never go along.
+    pub(crate) has_auth: bool,
     /// `X-Olla-Endpoint` and `X-Olla-Backend-Type`, whole, for every response it serves.
     pub(crate) olla_lines: Box<[u8]>,
     shared: Shared,
@@ -120,18 +125,17 @@ impl Upstreams {
                 base_path: c.base_path.as_bytes().into(),
                 url: c.url.as_str().into(),
                 health_path: c.health_path.as_str().into(),
+                models_path: c.models_path.as_str().into(),
                 check_interval: c.check_interval,
                 check_timeout: c.check_timeout,
-                auth_header: c.auth.as_ref().map(|(name, _)| name.as_bytes().into()),
-                auth_line: c.auth.as_ref().map(|(name, value)| {
-                    let mut line = Vec::new();
-                    crate::http1::push_header(
-                        &mut line,
-                        name.as_bytes(),
-                        value.expose().as_bytes(),
-                    );
-                    Secret::new(String::from_utf8(line).expect("checked ASCII"))
-                }),
+                own_lines: own_lines(c),
+                own_names: c
+                    .auth
+                    .iter()
+                    .chain(&c.headers)
+                    .map(|(name, _)| name.as_bytes().into())
+                    .collect(),
+                has_auth: c.auth.is_some(),
                 olla_lines: format!(
                     "X-Olla-Endpoint: {}\r\nX-Olla-Backend-Type: {}\r\n",
                     c.name,
@@ -148,6 +152,15 @@ impl Upstreams {
             seen: SeenKeys::new(sticky.max_sessions, ttl),
         }
     }
+}
+
+/// The endpoint's own header lines, built once: credentials first, then static headers.
+fn own_lines(c: &EndpointConfig) -> Secret {
+    let mut lines = Vec::new();
+    for (name, value) in c.auth.iter().chain(&c.headers) {
+        crate::http1::push_header(&mut lines, name.as_bytes(), value.expose().as_bytes());
+    }
+    Secret::new(String::from_utf8(lines).expect("names and values checked by the config"))
 }
 
 /// Opens a connection to the endpoint, trying its addresses in order.

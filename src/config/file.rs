@@ -290,6 +290,32 @@ pub(super) struct Endpoint {
     pub(super) api_key: Option<String>,
     pub(super) api_key_env: Option<String>,
     pub(super) api_key_header: Option<String>,
+    /// Olla's shape of credentials; not with `api_key*`.
+    pub(super) auth: Option<Auth>,
+    /// Static headers for every request to the endpoint.
+    #[serde(default)]
+    pub(super) headers: std::collections::BTreeMap<String, String>,
+    /// Default: the endpoint type's model-list path.
+    pub(super) models_path: Option<String>,
+}
+
+/// An endpoint's `auth` block, as Olla writes it: `type` is "bearer" (`token`),
+/// "api_key" (`key`, sent in `header`) or "basic" (`username`, `password`); each value
+/// inline or from its `_file`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Auth {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    pub(super) token: Option<String>,
+    pub(super) token_file: Option<String>,
+    pub(super) key: Option<String>,
+    pub(super) key_file: Option<String>,
+    pub(super) header: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) username_file: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) password_file: Option<String>,
 }
 
 fn openai_compatible() -> String {

@@ -61,7 +61,7 @@ impl Discovery {
 
 /// Reads an endpoint's model list.
 async fn discover(ep: &Endpoint, within: Duration) -> Result<Vec<Model>, String> {
-    let path = ep.kind.models_path();
+    let path = &*ep.models_path;
     let (status, body) = fetch(ep, path, within, Some(MAX_LIST)).await?;
     if !(200..300).contains(&status) {
         return Err(format!("{path} answered {status}"));

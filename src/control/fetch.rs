@@ -36,9 +36,7 @@ pub(super) async fn fetch(
     request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     request.extend_from_slice(&ep.authority);
     request.extend_from_slice(b"\r\nUser-Agent: ringway\r\nAccept: */*\r\nConnection: close\r\n");
-    if let Some(auth) = &ep.auth_line {
-        request.extend_from_slice(auth.expose().as_bytes());
-    }
+    request.extend_from_slice(ep.own_lines.expose().as_bytes());
     request.extend_from_slice(b"\r\n");
     let len = request.len();
     match deadline

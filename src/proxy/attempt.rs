@@ -152,7 +152,7 @@ pub(super) async fn forward<'s>(
             scope: plan.scope,
             strip: plan.strip,
             // An endpoint with credentials of its own never gets the client's.
-            forward_auth: proxy.forward_client_auth && ep.auth_line.is_none(),
+            forward_auth: proxy.forward_client_auth && !ep.has_auth,
         };
         let body_len = request.body.bytes(&client.conn.buf).len();
         client.to_endpoint.clear();

@@ -33,8 +33,9 @@ pub(crate) struct UpstreamTarget<'a> {
 
 /// Appends the head of the request for the endpoint: request line with the rewritten
 /// path, `Host`, the client's end-to-end headers (credentials only if `forward_auth`),
-/// `X-Forwarded-*`, the endpoint's own credentials, and the framing ringway produces
-/// itself (`Content-Length`; the body is always sent whole).
+/// `X-Forwarded-*`, the endpoint's own lines (credentials and static headers, which
+/// replace any client copy), and the framing ringway produces itself (`Content-Length`;
+/// the body is always sent whole).
 pub(crate) fn upstream_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -67,15 +68,19 @@ pub(crate) fn upstream_head(
     out.extend_from_slice(b"\r\n");
     let mut forwarded_for: Option<&[u8]> = None;
     let mut lines = Lines::new(buf);
+    // A header the endpoint's own lines set (none, for most endpoints).
+    let own = |h: &Header| {
+        let name = h.name.get(buf);
+        ep.own_names
+            .iter()
+            .any(|own| name.eq_ignore_ascii_case(own))
+    };
     for h in headers {
         let copy = match h.kind {
-            HeaderKind::Other => !ep
-                .auth_header
-                .as_ref()
-                .is_some_and(|name| h.name.get(buf).eq_ignore_ascii_case(name)),
+            HeaderKind::Other => !own(h),
             HeaderKind::RequestId | HeaderKind::SessionId => true,
             // Never with credentials of the endpoint's own (`forward_auth` is then off).
-            HeaderKind::Authorization | HeaderKind::ApiKey => to.forward_auth,
+            HeaderKind::Authorization | HeaderKind::ApiKey => to.forward_auth && !own(h),
             HeaderKind::XForwardedFor => {
                 forwarded_for = Some(h.value.get(buf));
                 false
@@ -100,9 +105,7 @@ pub(crate) fn upstream_head(
     if let Some(host) = head.host {
         push_header(out, b"X-Forwarded-Host", host.get(buf));
     }
-    if let Some(auth) = &ep.auth_line {
-        out.extend_from_slice(auth.expose().as_bytes());
-    }
+    out.extend_from_slice(ep.own_lines.expose().as_bytes());
     let expects_body = matches!(head.method.get(buf), b"POST" | b"PUT" | b"PATCH");
     if body_len > 0 || head.body != Framing::Empty || expects_body {
         out.extend_from_slice(b"Content-Length: ");

@@ -2,6 +2,7 @@
 //! with ports from the OS. One test binary, one module per concern.
 
 mod balancing;
+mod credentials;
 mod failover;
 mod forwarding;
 mod hardening;
@@ -9,5 +10,6 @@ mod harness;
 mod hostile;
 mod limits;
 mod models;
+mod olla;
 mod process;
 mod sticky;
