@@ -136,6 +136,15 @@ async fn serve(
     let upstream = match attempt::forward(shard, client, deadline, request, &plan).await {
         Ok(upstream) => upstream,
         Err(e) => {
+            // The model failed on the endpoints tried (none tried: not the model's
+            // failure; an alias's body was rewritten, its span is stale).
+            let none_tried = matches!(
+                e,
+                ProxyError::ModelUnavailable { .. } | ProxyError::NoEndpoint { .. }
+            );
+            if !none_tried && plan.alias.is_none() {
+                record.unserved_model = plan.model.clone();
+            }
             let by = Writing::now(shard, deadline);
             let keep_alive = send_error(client, by, &mut record, Some(&request.head), &e).await;
             return (record, keep_alive, Instant::now());
