@@ -108,8 +108,7 @@ async fn serve(
         }
         Plan::Page(page) => {
             let target = request.head.target.get(&client.conn.buf);
-            let query = target.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
-            let (status, content_type, body) = admin::render(page, shard, query);
+            let (status, content_type, body) = admin::render(page, shard, target);
             record.page = true;
             let head = Some(&request.head);
             let keep_alive = respond(

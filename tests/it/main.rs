@@ -9,5 +9,6 @@ mod harness;
 mod hostile;
 mod limits;
 mod models;
+mod olla_pages;
 mod process;
 mod sticky;
