@@ -141,7 +141,7 @@ pub(super) fn page(shard: &Shard, query: &[u8]) -> Value {
             ago.map(|a| Timestamp(now_unix - a).to_string()),
         )
     };
-    let average = |sum_us: u64, n: u64| if n == 0 { 0 } else { sum_us / n };
+    let average = |sum_us: u64, n: u64| sum_us.checked_div(n).unwrap_or(0);
     let list: Vec<Value> = models
         .iter()
         .map(|s| {
@@ -193,10 +193,7 @@ pub(super) fn page(shard: &Shard, query: &[u8]) -> Value {
     let successes: u64 = models.iter().map(|s| s.successes).sum();
     let bytes: u64 = models.iter().map(|s| s.bytes).sum();
     let hour_ago = now_mono.saturating_sub(3_600_000);
-    let active = models
-        .iter()
-        .filter(|s| s.last_ms > 0 && s.last_ms - 1 >= hour_ago)
-        .count();
+    let active = models.iter().filter(|s| s.last_ms > hour_ago).count();
     let least = models
         .iter()
         .filter(|s| s.requests() > 0)

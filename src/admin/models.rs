@@ -44,9 +44,9 @@ fn views<'c>(catalog: &'c Catalog) -> Vec<View<'c>> {
             let mut facts = entries.first()?.facts.clone();
             for other in &entries[1..] {
                 let o = &other.facts;
-                let fill = |mine: &mut Box<str>, theirs: &Box<str>| {
+                let fill = |mine: &mut Box<str>, theirs: &str| {
                     if mine.is_empty() {
-                        *mine = theirs.clone();
+                        *mine = theirs.into();
                     }
                 };
                 fill(&mut facts.family, &o.family);
@@ -95,7 +95,7 @@ fn aliases(shard: &Shard, name: &str) -> Vec<String> {
 
 /// `/olla/models`: the format the query asks for, or a 400 naming the formats.
 pub(super) fn list(shard: &Shard, query: &[u8]) -> (StatusCode, &'static [u8], Vec<u8>) {
-    let format = query_param(query, b"format").map(|f| decoded(f));
+    let format = query_param(query, b"format").map(decoded);
     let body = match format.as_deref() {
         None | Some("unified") => unified(shard, query),
         Some("openai") => models_openai(shard, Scope::Any),
@@ -123,7 +123,7 @@ fn to_vec(v: &Value) -> Vec<u8> {
 /// state is "offline"); filtered by `endpoint` (a name), `family`, `type` (llm, vlm,
 /// embeddings) or `capability`, and `available` (loaded somewhere, or not).
 fn unified(shard: &Shard, query: &[u8]) -> Value {
-    let param = |name: &[u8]| query_param(query, name).map(|v| decoded(v));
+    let param = |name: &[u8]| query_param(query, name).map(decoded);
     let include_unavailable = param(b"include_unavailable").as_deref() == Some("true");
     let endpoint = param(b"endpoint");
     let family = param(b"family");
