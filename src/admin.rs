@@ -1,6 +1,13 @@
 //! Pages ringway answers itself (the `route` phase's `Plan::Page`): liveness,
 //! version, the merged model lists (OpenAI, Ollama and Olla shapes) and the operator
-//! status pages, in the JSON shapes Olla's clients and scripts read.
+//! status pages, in the JSON shapes Olla's clients and scripts read. Olla's model pages
+//! are in `admin/models.rs`, the per-model statistics in `admin/model_stats.rs`, the
+//! process page in `admin/process.rs`.
+
+mod format;
+mod model_stats;
+mod models;
+mod process;
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -20,13 +27,14 @@ type PerShard = fn(&ShardCounters) -> &Counter;
 
 const JSON: &[u8] = b"application/json";
 
-/// Status, content type and body of an internal page; `query` is the request's query
-/// string.
+/// Status, content type and body of an internal page; `target` is the request's path
+/// and query.
 pub(crate) fn render(
     page: Internal,
     shard: &Shard,
-    query: &[u8],
+    target: &[u8],
 ) -> (StatusCode, &'static [u8], Vec<u8>) {
+    let query = target.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
     if page == Internal::Metrics {
         return (
             StatusCode::OK,
@@ -41,19 +49,11 @@ pub(crate) fn render(
         Internal::Models => status_models(shard),
         Internal::ModelsOpenAi(scope) => models_openai(shard, scope),
         Internal::ModelsOllama(scope) => models_ollama(shard, scope),
-        Internal::ModelsUnified => match query_param(query, b"format") {
-            Some(b"openai") => models_openai(shard, Scope::Any),
-            Some(b"ollama") => models_ollama(shard, Scope::Any),
-            Some(b"unified") | None => models_unified(shard),
-            Some(other) => {
-                let message = format!(
-                    "unknown format '{}'; expected unified, openai or ollama",
-                    String::from_utf8_lossy(other)
-                );
-                let body = crate::api::error_body(&message, "invalid_request_error", "bad_request");
-                return (StatusCode::BAD_REQUEST, JSON, body);
-            }
-        },
+        Internal::ModelsUnified => return models::list(shard, query),
+        Internal::ModelById => return models::by_id(shard, target),
+        Internal::ModelsLmStudio => models::lmstudio(shard),
+        Internal::ModelStats => model_stats::page(shard, query),
+        Internal::Process => process::page(shard),
         // Liveness only: the process is up and this shard answers.
         Internal::Health => json!({ "status": "healthy" }),
         Internal::Version => json!({
@@ -339,26 +339,6 @@ fn models_ollama(shard: &Shard, scope: Scope) -> Value {
         })
         .collect();
     json!({ "models": models })
-}
-
-/// `/olla/models`: every available model with the endpoints that serve it.
-fn models_unified(shard: &Shard) -> Value {
-    let catalog = shard.catalog();
-    let models: Vec<Value> = merged(shard, Scope::Any)
-        .into_iter()
-        .map(|(name, on, _)| {
-            let family = catalog.entry(on[0], &name).map(|m| m.family());
-            let endpoints: Vec<Value> = on
-                .iter()
-                .map(|&i| {
-                    let ep = &shard.upstreams.endpoints[i];
-                    json!({ "name": &*ep.name, "type": ep.kind.name(), "url": &*ep.url })
-                })
-                .collect();
-            json!({ "id": name, "name": name, "family": family, "endpoints": endpoints })
-        })
-        .collect();
-    json!({ "object": "list", "total": models.len(), "models": models })
 }
 
 /// `/internal/status/models`: Olla's shape.

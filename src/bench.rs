@@ -50,10 +50,7 @@ impl Fleet {
                 }
             })
             .collect();
-        let model = |name: &str| Model {
-            name: name.into(),
-            raw: serde_json::Value::Null,
-        };
+        let model = |name: &str| Model::new(name.into(), serde_json::Value::Null);
         let lists = (0..n)
             .map(|_| Some(vec![model("llama3.1:8b"), model("qwen2.5:7b")]))
             .collect();

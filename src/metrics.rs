@@ -2,10 +2,12 @@
 //! owns one block of counters and is its only writer; readers (the status and metrics
 //! pages) sum the blocks of all shards.
 
-use std::sync::OnceLock;
+pub(crate) mod models;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::routing::KeySource;
+pub(crate) use models::ModelStats;
 
 /// A counter with a single writer (its shard). An increment is a plain load and store, no
 /// atomic read-modify-write; readers on other threads see a recent value.
@@ -69,61 +71,6 @@ pub(crate) struct EndpointCounters {
     pub(crate) duration: Histogram,
 }
 
-/// Models one shard counts responses for; beyond this many distinct models the rest go
-/// uncounted (the catalogue is the list of names, so this is plenty).
-const MODEL_SLOTS: usize = 256;
-
-/// Responses by model and status class, in a fixed open-addressed table keyed by the
-/// model name's hash. Single writer (the shard); readers look up the catalogue's names.
-/// The table (12 KiB) is allocated by its shard on the first response it counts: a shard
-/// that has served nothing, and an idle process, hold none.
-#[derive(Debug, Default)]
-pub(crate) struct ModelCounters {
-    slots: OnceLock<Box<[ModelSlot]>>,
-}
-
-#[derive(Debug, Default)]
-struct ModelSlot {
-    /// Hash of the model name; 0 = free.
-    hash: AtomicU64,
-    responses: [Counter; 5],
-}
-
-impl ModelCounters {
-    fn find(slots: &[ModelSlot], hash: u64, claim: bool) -> Option<&ModelSlot> {
-        let hash = hash.max(1);
-        (0..MODEL_SLOTS).find_map(|i| {
-            let slot = &slots[(hash as usize).wrapping_add(i) % MODEL_SLOTS];
-            match slot.hash.load(Relaxed) {
-                h if h == hash => Some(slot),
-                0 if claim => {
-                    slot.hash.store(hash, Relaxed);
-                    Some(slot)
-                }
-                _ => None,
-            }
-        })
-    }
-
-    /// Counts a response of status class `class` (0 = 1xx ... 4 = 5xx) for `model`.
-    pub(crate) fn record(&self, model: &[u8], class: usize) {
-        let slots = self
-            .slots
-            .get_or_init(|| (0..MODEL_SLOTS).map(|_| ModelSlot::default()).collect());
-        if let Some(slot) = Self::find(slots, xxhash_rust::xxh3::xxh3_64(model), true) {
-            slot.responses[class].bump();
-        }
-    }
-
-    pub(crate) fn get(&self, model: &[u8], class: usize) -> u64 {
-        let Some(slots) = self.slots.get() else {
-            return 0;
-        };
-        Self::find(slots, xxhash_rust::xxh3::xxh3_64(model), false)
-            .map_or(0, |slot| slot.responses[class].get())
-    }
-}
-
 /// One shard's counters, on cache lines of their own.
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -139,7 +86,8 @@ pub(crate) struct ShardCounters {
     /// Connections refused at `server.max_connections`.
     pub(crate) refused_connections: Counter,
     pub(crate) endpoints: Box<[EndpointCounters]>,
-    pub(crate) models: ModelCounters,
+    /// Per-model statistics (`/internal/stats/models`, `ringway_model_responses_total`).
+    pub(crate) models: ModelStats,
     pub(crate) sticky_hits: Counter,
     pub(crate) sticky_misses: Counter,
     pub(crate) sticky_repins: Counter,
@@ -182,24 +130,5 @@ impl Metrics {
     /// The sum over all shards of one counter.
     pub(crate) fn total(&self, counter: impl Fn(&ShardCounters) -> &Counter) -> u64 {
         self.shards.iter().map(|s| counter(s).get()).sum()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_counters_start_empty_and_count_once_used() {
-        let models = ModelCounters::default();
-        assert_eq!(models.get(b"llama3.2:latest", 1), 0);
-        assert!(models.slots.get().is_none(), "reading allocates nothing");
-        models.record(b"llama3.2:latest", 1);
-        models.record(b"llama3.2:latest", 1);
-        models.record(b"qwen2.5:7b", 4);
-        assert_eq!(models.get(b"llama3.2:latest", 1), 2);
-        assert_eq!(models.get(b"llama3.2:latest", 4), 0);
-        assert_eq!(models.get(b"qwen2.5:7b", 4), 1);
-        assert_eq!(models.get(b"mistral", 1), 0);
     }
 }

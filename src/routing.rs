@@ -117,8 +117,17 @@ pub(crate) enum Internal {
     ModelsOpenAi(Scope),
     /// A model list in Ollama's shape (`/api/tags`).
     ModelsOllama(Scope),
-    /// `/olla/models` (`?format=unified|openai|ollama`).
+    /// `/olla/models` (`?format=unified|openai|ollama|lmstudio|vllm`).
     ModelsUnified,
+    /// `/olla/models/{id}`: one model of the unified list, by id or alias.
+    ModelById,
+    /// LM Studio's `/api/v0/models` shape, of the LM Studio endpoints
+    /// (`/olla/lmstudio/api/v0/models`).
+    ModelsLmStudio,
+    /// `/internal/stats/models`: per-model request statistics.
+    ModelStats,
+    /// `/internal/process`: the process's memory, threads and open files.
+    Process,
     /// `/internal/debug/panic`: a test hook (`ServerConfig::debug_panic_route`), 404
     /// unless enabled.
     DebugPanic,
@@ -136,6 +145,8 @@ impl Internal {
                 | Internal::StickyStats
                 | Internal::Metrics
                 | Internal::DebugPanic
+                | Internal::ModelStats
+                | Internal::Process
         )
     }
 
@@ -171,6 +182,9 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/olla/models" => return Route::Internal(Internal::ModelsUnified),
         _ => {}
     }
+    if path.starts_with(b"/olla/models/") {
+        return Route::Internal(Internal::ModelById);
+    }
     if path.starts_with(b"/v1/") {
         return Route::Forward {
             scope: Scope::OpenAi,
@@ -205,6 +219,13 @@ pub(crate) fn classify(target: &[u8]) -> Route {
             (b"/api/tags", Scope::Type(EndpointType::Ollama)) => {
                 Route::Internal(Internal::ModelsOllama(scope))
             }
+            // LM Studio's own lists: its OpenAI one under /api, and its richer v0 one.
+            (b"/api/v1/models", Scope::Type(EndpointType::LmStudio)) => {
+                Route::Internal(Internal::ModelsOpenAi(scope))
+            }
+            (b"/api/v0/models", Scope::Type(EndpointType::LmStudio)) => {
+                Route::Internal(Internal::ModelsLmStudio)
+            }
             _ => Route::Forward { scope, strip },
         };
     }
@@ -214,6 +235,8 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/internal/status/endpoints" => Route::Internal(Internal::Endpoints),
         b"/internal/status/models" => Route::Internal(Internal::Models),
         b"/internal/stats/sticky" => Route::Internal(Internal::StickyStats),
+        b"/internal/stats/models" => Route::Internal(Internal::ModelStats),
+        b"/internal/process" => Route::Internal(Internal::Process),
         b"/internal/metrics" => Route::Internal(Internal::Metrics),
         b"/internal/debug/panic" => Route::Internal(Internal::DebugPanic),
         b"/version" => Route::Internal(Internal::Version),
@@ -244,8 +267,11 @@ mod tests {
             (Scope::Type(EndpointType::Ollama), "/api/generate")
         );
         assert_eq!(
-            forward("/olla/lmstudio/api/v0/models"),
-            (Scope::Type(EndpointType::LmStudio), "/api/v0/models")
+            forward("/olla/lmstudio/api/v0/chat/completions"),
+            (
+                Scope::Type(EndpointType::LmStudio),
+                "/api/v0/chat/completions"
+            )
         );
         assert_eq!(
             forward("/olla/openai/v1/chat/completions?stream=1"),
@@ -304,6 +330,45 @@ mod tests {
         ] {
             assert_eq!(classify(path.as_bytes()), Route::NotFound, "{path}");
         }
+    }
+
+    #[test]
+    fn olla_model_pages_and_operator_pages() {
+        let lm = Scope::Type(EndpointType::LmStudio);
+        let pages = [
+            ("/olla/models/llama3.2:latest", Internal::ModelById),
+            (
+                "/olla/models/Qwen/Qwen2.5-7B-Instruct?x=1",
+                Internal::ModelById,
+            ),
+            ("/olla/lmstudio/api/v1/models", Internal::ModelsOpenAi(lm)),
+            ("/olla/lm-studio/api/v1/models", Internal::ModelsOpenAi(lm)),
+            ("/olla/lm_studio/api/v0/models", Internal::ModelsLmStudio),
+            ("/olla/lmstudio/api/v0/models?x", Internal::ModelsLmStudio),
+            ("/olla/lmstudio/v1/models", Internal::ModelsOpenAi(lm)),
+            (
+                "/internal/stats/models?include_endpoints=true",
+                Internal::ModelStats,
+            ),
+            ("/internal/process", Internal::Process),
+        ];
+        for (path, page) in pages {
+            assert_eq!(classify(path.as_bytes()), Route::Internal(page), "{path}");
+        }
+        assert!(Internal::Process.is_operator_page());
+        assert!(Internal::ModelStats.is_operator_page());
+        assert!(!Internal::ModelById.is_operator_page());
+        assert!(!Internal::ModelsLmStudio.is_operator_page());
+        // Only LM Studio's scope has the /api lists; elsewhere they are forwarded.
+        assert!(matches!(
+            classify(b"/olla/vllm/api/v0/models"),
+            Route::Forward { .. }
+        ));
+        assert_eq!(
+            classify(b"/olla/models/"),
+            Route::Internal(Internal::ModelById),
+            "answered 400, as Olla does"
+        );
     }
 
     #[test]

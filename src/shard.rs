@@ -123,6 +123,12 @@ impl Shard {
         self.catalog.borrow()
     }
 
+    /// The catalogue as it is, without taking in an update: for what a request's end
+    /// records about the catalogue its route used.
+    pub(crate) fn catalog_now(&self) -> std::cell::Ref<'_, Arc<Catalog>> {
+        self.catalog.borrow()
+    }
+
     /// This shard's own counters.
     pub(crate) fn counters(&self) -> &ShardCounters {
         self.metrics.shard(self.id)

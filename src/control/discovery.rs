@@ -81,10 +81,7 @@ pub(crate) fn parse_list(kind: EndpointType, body: &[u8]) -> Option<Vec<Model>> 
         .filter_map(|item| {
             let name = item.get(name_key).or_else(|| item.get("model"))?.as_str()?;
             // LM Studio lists embedding models alongside chat models; both are routable.
-            Some(Model {
-                name: name.to_string(),
-                raw: item.clone(),
-            })
+            Some(Model::new(name.to_string(), item.clone()))
         })
         .collect();
     Some(models)

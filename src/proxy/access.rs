@@ -6,10 +6,13 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use xxhash_rust::xxh3::xxh3_64;
+
 use super::client::Client;
-use crate::clock::unix_ms;
+use crate::clock::{mono_ms, unix_ms};
 use crate::http1::{RequestHead, Span};
 use crate::log::{AccessFormat, Timestamp};
+use crate::metrics::models::{self, ModelRequest, Routed};
 use crate::routing::KeySource;
 use crate::routing::sticky::Outcome;
 use crate::shard::Shard;
@@ -29,6 +32,9 @@ pub(super) struct Record {
     pub(super) client_gone: bool,
     /// Bytes of the response written to the client.
     pub(super) bytes: u64,
+    /// A request for a model that no endpoint served (every attempt failed): the
+    /// model's span in the body, for its per-model failure count.
+    pub(super) unserved_model: Option<Range<usize>>,
 }
 
 /// How an endpoint served a request.
@@ -60,6 +66,7 @@ impl Record {
             page: false,
             client_gone: false,
             bytes: 0,
+            unserved_model: None,
         }
     }
 }
@@ -81,6 +88,7 @@ pub(super) fn finish(
     now: Instant,
 ) {
     let counters = shard.counters();
+    let duration = now.saturating_duration_since(seen.started);
     if seen.head.is_some() {
         counters.requests.bump();
     }
@@ -95,11 +103,7 @@ pub(super) fn finish(
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         ep.responses[class].bump();
         ep.ttfb.observe(served.ttfb);
-        ep.duration
-            .observe(now.saturating_duration_since(seen.started));
-        if let Some(model) = served.model.clone().and_then(|m| seen.body.get(m)) {
-            counters.models.record(model, class);
-        }
+        ep.duration.observe(duration);
         if served.attempts > 1 {
             counters.failovers.bump();
         }
@@ -115,9 +119,53 @@ pub(super) fn finish(
             counters.sticky_by_source[source as usize].bump();
         }
     }
+    model_stats(shard, client, seen, record, duration, now);
     if let Some(log) = shard.access_log.as_deref().filter(|_| !record.page) {
         log.write(line(shard, client, seen, record, log.format, now));
     }
+}
+
+/// The per-model statistics of a request naming a model that an endpoint served, or
+/// that failed on every endpoint tried (ringway's own 5xx).
+fn model_stats(
+    shard: &Shard,
+    client: &Client,
+    seen: &Seen<'_>,
+    record: &Record,
+    duration: Duration,
+    now: Instant,
+) {
+    let Some(status) = record.status else { return };
+    let (span, served) = match (&record.served, &record.unserved_model) {
+        (Some(served), _) => (served.model.clone(), Some(served)),
+        (None, Some(span)) if status >= 500 => (Some(span.clone()), None),
+        _ => return,
+    };
+    let Some(model) = span.and_then(|m| seen.body.get(m)) else {
+        return;
+    };
+    let hash = xxh3_64(model);
+    // Hits, misses and fallbacks as Olla names them: each served request is one.
+    let served = served.map(|s| {
+        let routed = if !shard.catalog_now().lists(hash, model, s.endpoint) {
+            Routed::Fallback
+        } else if s.attempts > 1 {
+            Routed::Miss
+        } else {
+            Routed::Hit
+        };
+        (s.endpoint, routed)
+    });
+    let outcome = ModelRequest {
+        class: served.map(|_| usize::from(status / 100).clamp(1, 5) - 1),
+        served,
+        ok: served.is_some() && status < 500,
+        bytes: record.bytes,
+        latency_us: duration.as_micros() as u64,
+        client: models::client_hash(client.peer.ip()),
+        at_ms: mono_ms(now),
+    };
+    shard.counters().models.record(hash, model, &outcome);
 }
 
 /// The access-log line of a request.

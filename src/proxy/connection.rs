@@ -108,8 +108,7 @@ async fn serve(
         }
         Plan::Page(page) => {
             let target = request.head.target.get(&client.conn.buf);
-            let query = target.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
-            let (status, content_type, body) = admin::render(page, shard, query);
+            let (status, content_type, body) = admin::render(page, shard, target);
             record.page = true;
             let head = Some(&request.head);
             let keep_alive = respond(
@@ -136,6 +135,15 @@ async fn serve(
     let upstream = match attempt::forward(shard, client, deadline, request, &plan).await {
         Ok(upstream) => upstream,
         Err(e) => {
+            // The model failed on the endpoints tried (none tried: not the model's
+            // failure; an alias's body was rewritten, its span is stale).
+            let none_tried = matches!(
+                e,
+                ProxyError::ModelUnavailable { .. } | ProxyError::NoEndpoint { .. }
+            );
+            if !none_tried && plan.alias.is_none() {
+                record.unserved_model = plan.model.clone();
+            }
             let by = Writing::now(shard, deadline);
             let keep_alive = send_error(client, by, &mut record, Some(&request.head), &e).await;
             return (record, keep_alive, Instant::now());

@@ -11,10 +11,13 @@
 //! rejecting requests; a list that was read once is kept while the endpoint is down, so a
 //! model found only on down endpoints is "unavailable" (503) rather than "unknown" (404).
 
+pub(crate) mod facts;
+
 use serde_json::Value;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::endpoint_set::EndpointSet;
+pub(crate) use facts::Facts;
 
 /// Ollama's implicit tag: `llama3` is `llama3:latest`.
 const LATEST: &[u8] = b":latest";
@@ -25,22 +28,25 @@ pub(crate) struct Model {
     pub(crate) name: String,
     /// The endpoint's own entry (an `/api/tags` or `/v1/models` element).
     pub(crate) raw: Value,
+    /// What the entry says about the model, derived when the list was read.
+    pub(crate) facts: Facts,
 }
 
 impl Model {
-    /// The model family: Ollama's `details.family`, else the name up to the first
-    /// `:`, `-`, `.` or digit ("llama3.1:8b" → "llama").
+    /// A model as an endpoint lists it; derives its facts (on the control thread).
+    pub(crate) fn new(name: String, raw: Value) -> Model {
+        let facts = Facts::of(&name, &raw);
+        Model { name, raw, facts }
+    }
+
+    /// The model family: the list's own (Ollama's `details.family`, LM Studio's `arch`),
+    /// else the name's leading known family ("llama3.1:8b" → "llama"), else "unknown"
+    /// (as Olla groups it).
     pub(crate) fn family(&self) -> String {
-        if let Some(f) = self.raw["details"]["family"]
-            .as_str()
-            .filter(|f| !f.is_empty())
-        {
-            return f.to_string();
+        match &*self.facts.family {
+            "" => "unknown".to_string(),
+            f => f.to_string(),
         }
-        let base = self.name.rsplit('/').next().unwrap_or(&self.name);
-        let end =
-            base.find(|c: char| c == ':' || c == '-' || c == '.' || c == '_' || c.is_ascii_digit());
-        base[..end.unwrap_or(base.len())].to_ascii_lowercase()
     }
 }
 
@@ -97,8 +103,14 @@ impl Catalog {
 
     /// The endpoints known to list `model`, matching Ollama's implicit tag both ways
     /// (`llama3` is `llama3:latest`).
+    #[inline]
     pub(crate) fn listing(&self, model: &[u8]) -> EndpointSet {
-        if let Some(on) = self.find(xxh3_64(model), |name| name == model) {
+        self.listing_hashed(xxh3_64(model), model)
+    }
+
+    /// [`Catalog::listing`] with the model's XXH3 hash already at hand.
+    fn listing_hashed(&self, hash: u64, model: &[u8]) -> EndpointSet {
+        if let Some(on) = self.find(hash, |name| name == model) {
             return on;
         }
         let found = match model.strip_suffix(LATEST) {
@@ -114,6 +126,17 @@ impl Catalog {
             None => None,
         };
         found.unwrap_or_default()
+    }
+
+    /// Whether endpoint `ep` lists the model named `model`, of XXH3 hash `hash`. For
+    /// statistics: matched by hash alone (a 64-bit collision among listed names is
+    /// negligible there), by name only for Ollama's implicit `:latest` tag.
+    pub(crate) fn lists(&self, hash: u64, model: &[u8], ep: usize) -> bool {
+        let first = self.index.partition_point(|l| l.hash < hash);
+        match self.index.get(first).filter(|l| l.hash == hash) {
+            Some(listed) => listed.on.contains(ep),
+            None => self.listing_hashed(hash, model).contains(ep),
+        }
     }
 
     fn find(&self, hash: u64, is: impl Fn(&[u8]) -> bool) -> Option<EndpointSet> {
@@ -154,10 +177,7 @@ mod tests {
     use super::*;
 
     fn model(name: &str) -> Model {
-        Model {
-            name: name.into(),
-            raw: Value::Null,
-        }
+        Model::new(name.into(), Value::Null)
     }
 
     #[test]
@@ -189,6 +209,11 @@ mod tests {
             "the unknown endpoint may serve it"
         );
         assert_eq!(catalog.serving(b"nope"), set(&[2]));
+        let lists =
+            |model: &str, ep| catalog.lists(xxh3_64(model.as_bytes()), model.as_bytes(), ep);
+        assert!(lists("qwen2.5:7b", 0) && !lists("qwen2.5:7b", 1) && !lists("qwen2.5:7b", 2));
+        assert!(lists("llama3.2", 0), "the implicit tag");
+        assert!(!lists("nope", 2), "an unknown list lists nothing");
         let names: Vec<&str> = catalog.models().iter().map(|m| m.0).collect();
         assert_eq!(names, ["llama3.2:latest", "mistral", "qwen2.5:7b"]);
     }

@@ -11,5 +11,6 @@ mod hostile;
 mod limits;
 mod models;
 mod olla;
+mod olla_pages;
 mod process;
 mod sticky;

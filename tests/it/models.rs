@@ -238,22 +238,22 @@ fn model_lists_merge_the_available_endpoints() {
         ["mistral:7b", "qwen2.5:7b"]
     );
     let unified = client.get("/olla/models").json();
-    let qwen = unified["models"]
+    let qwen = unified["data"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["id"] == "qwen2.5:7b")
         .unwrap()
         .clone();
-    assert_eq!(qwen["endpoints"].as_array().unwrap().len(), 2);
+    assert_eq!(qwen["olla"]["availability"].as_array().unwrap().len(), 2);
+    // Olla's Ollama format lists the Ollama endpoints' models only.
     assert_eq!(
         ids(
             client.get("/olla/models?format=ollama").json(),
             "models",
             "name"
-        )
-        .len(),
-        3
+        ),
+        ["llama3.2:latest", "qwen2.5:7b"]
     );
     assert_eq!(client.get("/olla/models?format=xml").status, 400);
 

@@ -331,10 +331,12 @@ pub(crate) fn handle(
             };
         }
         Route::Version => json!({"version": "0.0.0-mock"}),
+        // vLLM's shape (a plain OpenAI list plus root, parent and max_model_len).
         Route::Models => json!({"object": "list", "data": model_list(sh, |m| json!({
-            "id": m, "object": "model", "created": created, "owned_by": "ringway-mock"}))}),
+            "id": m, "object": "model", "created": created, "owned_by": "ringway-mock",
+            "root": m, "parent": null, "max_model_len": 8192}))}),
         Route::LmModels => json!({"object": "list", "data": model_list(sh, |m| json!({
-            "id": m, "object": "model", "type": "llm", "publisher": "ringway-mock", "arch": family(m),
+            "id": m, "object": "model", "type": lm_type(m), "publisher": "ringway-mock", "arch": family(m),
             "compatibility_type": "gguf", "quantization": "Q4_K_M", "state": "loaded",
             "max_context_length": 8192}))}),
         Route::Tags => json!({"models": model_list(sh, |m| json!({
@@ -366,6 +368,15 @@ fn family(model: &str) -> &str {
         .find(|c: char| !c.is_ascii_alphabetic())
         .unwrap_or(model.len());
     if end == 0 { "llama" } else { &model[..end] }
+}
+
+/// LM Studio's `type`: embedding models are told apart from chat models.
+fn lm_type(model: &str) -> &'static str {
+    if model.contains("embed") {
+        "embeddings"
+    } else {
+        "llm"
+    }
 }
 
 fn details(model: &str) -> Value {
