@@ -263,18 +263,9 @@ pub(crate) fn handle(
         | Fail::Early401
         | Fail::Early413 => {}
     }
-    if let Some(key) = &sh.config.api_key {
-        let bearer = req
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("authorization"));
-        let given = bearer.and_then(|h| h.value.strip_prefix(b"Bearer "));
-        if !is_health_check(req) && given != Some(key.as_bytes()) {
-            let e = error_json(
-                "invalid API key",
-                "invalid_request_error",
-                "invalid_api_key",
-            );
+    if !is_health_check(req) {
+        if let Some(message) = unauthorised(sh, req) {
+            let e = error_json(&message, "invalid_request_error", "invalid_api_key");
             return reply_json(out, 401, &e);
         }
     }
@@ -343,6 +334,30 @@ pub(crate) fn handle(
         _ => return model_route(sh, route, meta, body, out),
     };
     reply_json(out, 200, &v)
+}
+
+/// Why a request lacks the credential `api_key` or `require_header` asks for (None when
+/// it has it). The first header of each name counts, its value trimmed.
+fn unauthorised(sh: &Shared, req: &httparse::Request<'_, '_>) -> Option<String> {
+    let first = |name: &str| {
+        let h = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name));
+        h.map(|h| h.value.trim_ascii())
+    };
+    if let Some(key) = &sh.config.api_key {
+        let given = first("authorization").and_then(|v| v.strip_prefix(b"Bearer "));
+        if given != Some(key.as_bytes()) {
+            return Some("invalid API key".to_owned());
+        }
+    }
+    match &sh.config.require_header {
+        Some((name, value)) if first(name) != Some(value.as_bytes()) => {
+            Some(format!("missing or invalid {name} header"))
+        }
+        _ => None,
+    }
 }
 
 fn bad_chunk(bytes: &'static [u8]) -> Reply {

@@ -640,6 +640,54 @@ fn multi_threaded_server_counts_all_threads() {
 }
 
 #[test]
+fn required_header_gates_all_but_health_checks() {
+    let m = mock("auth", |c| {
+        c.require_header = Some(("X-Tenant-ID".into(), "tenant-abc".into()));
+    });
+    let a = m.addr();
+    let body = json!({"model": Q, "stream": false});
+    let r = post(a, CHAT, body.clone());
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+    assert_eq!(
+        r.json()["error"]["message"],
+        "missing or invalid X-Tenant-ID header"
+    );
+    assert_eq!(
+        post_h(a, CHAT, &[("x-tenant-id", "wrong")], body.clone()).status,
+        401
+    );
+    assert_eq!(
+        post_h(a, CHAT, &[("X-Tenant-ID", " tenant-abc")], body).status,
+        200
+    );
+    assert_eq!(get(a, "/v1/models").status, 401, "model lists need it too");
+    assert_eq!(get(a, "/health").status, 200, "health checks do not");
+    m.stop();
+
+    // The same from the command line, with a bearer token as Olla's auth tests use it.
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--models",
+        "mock-model",
+        "--require-header",
+        "Authorization",
+        "--require-value",
+        "Bearer t-1",
+    ];
+    let (mut child, addr) = run_binary(&args);
+    let statuses = addr.map(|a| {
+        let chat = json!({"model": "mock-model"});
+        let good = post_h(a, CHAT, &[("Authorization", "Bearer t-1")], chat.clone());
+        [post(a, CHAT, chat).status, good.status]
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(statuses.unwrap(), [401, 200]);
+}
+
+#[test]
 fn binary_prints_address_and_serves() {
     let args = [
         "--listen",
