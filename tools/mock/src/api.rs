@@ -408,6 +408,13 @@ struct Body<'a> {
     max_completion_tokens: Option<usize>,
     options: Option<Options>,
     input: Option<Value>,
+    stream_options: Option<StreamOptions>,
+}
+
+/// OpenAI's `stream_options`: `include_usage` asks for a last chunk with the usage.
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -507,6 +514,8 @@ pub(crate) struct StreamSpec {
     started: Instant,
     /// `X-Mock-Token-Bytes`: token events are padded to at least this many bytes.
     pad_to: usize,
+    /// `stream_options.include_usage` (OpenAI routes): a usage chunk before `[DONE]`.
+    usage: bool,
 }
 
 impl StreamSpec {
@@ -546,6 +555,17 @@ impl StreamSpec {
             }
         };
         out.extend_from_slice(end);
+        if self.usage {
+            // As OpenAI and vLLM send it: the chunk's usual fields, no choices, the usage.
+            out.extend_from_slice(b"\n\n");
+            out.extend_from_slice(&self.prefix[..self.meta_len - 1]); // up to `"choices":[`
+            let (p, n) = (self.prompt, self.tokens);
+            w!(
+                out,
+                r#"],"usage":{{"prompt_tokens":{p},"completion_tokens":{n},"total_tokens":{}}}}}"#,
+                p + n
+            );
+        }
         out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
     }
 }
@@ -620,6 +640,8 @@ fn completion(
         prompt,
         started: Instant::now(),
         pad_to: meta.token_bytes,
+        usage: !ollama
+            && (req.stream_options.as_ref()).is_some_and(|o| o.include_usage == Some(true)),
     };
     // Streams render the shared prefix once; full responses render straight into `out`.
     let buf = if stream { &mut spec.prefix } else { &mut *out };

@@ -48,6 +48,33 @@ fn openai_shapes() {
     assert_eq!(ev[3]["choices"][0]["finish_reason"], "stop");
     assert_eq!(ev[4], "[DONE]");
 
+    // stream_options.include_usage: a last chunk with the usage and no choices, in the
+    // same write as the finish event.
+    let usage = json!({"include_usage": true});
+    for path in [CHAT, "/v1/completions"] {
+        let body = json!({"model": Q, "stream": true, "max_tokens": 3, "stream_options": usage});
+        let r = post(a, path, body);
+        assert_eq!(r.chunks.len(), 4, "{path}");
+        let ev = sse(&r);
+        assert_eq!(ev.len(), 6, "{path}");
+        assert_eq!(ev[3]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(ev[4]["choices"], json!([]), "{path}");
+        assert_eq!(ev[4]["model"], Q);
+        let u = &ev[4]["usage"];
+        assert_eq!(u["completion_tokens"], 3);
+        assert!(u["prompt_tokens"].as_u64().unwrap() > 0);
+        let total = u["prompt_tokens"].as_u64().unwrap() + 3;
+        assert_eq!(u["total_tokens"].as_u64(), Some(total));
+        assert_eq!(ev[5], "[DONE]");
+    }
+    let ev = sse(&post(
+        a,
+        CHAT,
+        json!({"model": Q, "stream": true, "max_tokens": 1,
+        "stream_options": {"include_usage": false}}),
+    ));
+    assert!(ev.iter().all(|e| e.get("usage").is_none()), "{ev:?}");
+
     let v = post(a, "/v1/completions", json!({"model": Q, "max_tokens": 2})).json();
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], "Hello from");
