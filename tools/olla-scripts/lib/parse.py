@@ -358,6 +358,7 @@ def main():
     for r in rows:
         if r.get("skipped"):
             print(f"{r['script']:<44} {'-':>6} {'-':>6} {'-':>5}  not run")
+            print(f"    ({r['note']})"[:220])
             continue
         p = sum(c["passed"] for c in r["checks"])
         print(f"{r['script']:<44} {p:>6} {len(r['checks']) - p:>6} {str(r['exit']):>5}")
