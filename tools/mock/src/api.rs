@@ -263,18 +263,9 @@ pub(crate) fn handle(
         | Fail::Early401
         | Fail::Early413 => {}
     }
-    if let Some(key) = &sh.config.api_key {
-        let bearer = req
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("authorization"));
-        let given = bearer.and_then(|h| h.value.strip_prefix(b"Bearer "));
-        if !is_health_check(req) && given != Some(key.as_bytes()) {
-            let e = error_json(
-                "invalid API key",
-                "invalid_request_error",
-                "invalid_api_key",
-            );
+    if !is_health_check(req) {
+        if let Some(message) = unauthorised(sh, req) {
+            let e = error_json(&message, "invalid_request_error", "invalid_api_key");
             return reply_json(out, 401, &e);
         }
     }
@@ -347,6 +338,30 @@ pub(crate) fn handle(
     reply_json(out, 200, &v)
 }
 
+/// Why a request lacks the credential `api_key` or `require_header` asks for (None when
+/// it has it). The first header of each name counts, its value trimmed.
+fn unauthorised(sh: &Shared, req: &httparse::Request<'_, '_>) -> Option<String> {
+    let first = |name: &str| {
+        let h = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name));
+        h.map(|h| h.value.trim_ascii())
+    };
+    if let Some(key) = &sh.config.api_key {
+        let given = first("authorization").and_then(|v| v.strip_prefix(b"Bearer "));
+        if given != Some(key.as_bytes()) {
+            return Some("invalid API key".to_owned());
+        }
+    }
+    match &sh.config.require_header {
+        Some((name, value)) if first(name) != Some(value.as_bytes()) => {
+            Some(format!("missing or invalid {name} header"))
+        }
+        _ => None,
+    }
+}
+
 fn bad_chunk(bytes: &'static [u8]) -> Reply {
     Reply::RawHold(bytes, BAD_CHUNK_HOLD)
 }
@@ -404,6 +419,13 @@ struct Body<'a> {
     max_completion_tokens: Option<usize>,
     options: Option<Options>,
     input: Option<Value>,
+    stream_options: Option<StreamOptions>,
+}
+
+/// OpenAI's `stream_options`: `include_usage` asks for a last chunk with the usage.
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -503,6 +525,8 @@ pub(crate) struct StreamSpec {
     started: Instant,
     /// `X-Mock-Token-Bytes`: token events are padded to at least this many bytes.
     pad_to: usize,
+    /// `stream_options.include_usage` (OpenAI routes): a usage chunk before `[DONE]`.
+    usage: bool,
 }
 
 impl StreamSpec {
@@ -542,6 +566,17 @@ impl StreamSpec {
             }
         };
         out.extend_from_slice(end);
+        if self.usage {
+            // As OpenAI and vLLM send it: the chunk's usual fields, no choices, the usage.
+            out.extend_from_slice(b"\n\n");
+            out.extend_from_slice(&self.prefix[..self.meta_len - 1]); // up to `"choices":[`
+            let (p, n) = (self.prompt, self.tokens);
+            w!(
+                out,
+                r#"],"usage":{{"prompt_tokens":{p},"completion_tokens":{n},"total_tokens":{}}}}}"#,
+                p + n
+            );
+        }
         out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
     }
 }
@@ -616,6 +651,8 @@ fn completion(
         prompt,
         started: Instant::now(),
         pad_to: meta.token_bytes,
+        usage: !ollama
+            && (req.stream_options.as_ref()).is_some_and(|o| o.include_usage == Some(true)),
     };
     // Streams render the shared prefix once; full responses render straight into `out`.
     let buf = if stream { &mut spec.prefix } else { &mut *out };

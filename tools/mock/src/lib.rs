@@ -48,6 +48,10 @@ pub struct MockConfig {
     /// Like `vllm serve --api-key`: every route but health checks answers 401 unless
     /// the request carries `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// Like an API gateway that wants a credential in a header of its own: every route but
+    /// health checks answers 401 unless the request carries this header with exactly this
+    /// value (Olla's auth test backend, `test/cmd/mockbackend --require-header`).
+    pub require_header: Option<(String, String)>,
 }
 
 impl Default for MockConfig {
@@ -61,6 +65,7 @@ impl Default for MockConfig {
             threads: 1,
             kv_cache: None,
             api_key: None,
+            require_header: None,
         }
     }
 }

@@ -49,6 +49,13 @@ struct Args {
     /// `vllm serve --api-key`).
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
+    /// Require this header, with the value of --require-value, on every route but health
+    /// checks (401 otherwise).
+    #[arg(long, value_name = "NAME", requires = "require_value")]
+    require_header: Option<String>,
+    /// The exact value --require-header must carry (surrounding spaces ignored).
+    #[arg(long, value_name = "VALUE", requires = "require_header")]
+    require_value: Option<String>,
 }
 
 impl Args {
@@ -80,6 +87,7 @@ fn main() -> std::io::Result<()> {
     config.first_token_delay = Duration::from_millis(args.first_token_delay_ms);
     config.threads = args.threads;
     config.api_key = args.api_key;
+    config.require_header = args.require_header.zip(args.require_value);
     let server = ringway_mock::spawn(args.listen, config)?;
     // Benchmark scripts parse this exact line.
     let mut stdout = std::io::stdout().lock();

@@ -48,6 +48,33 @@ fn openai_shapes() {
     assert_eq!(ev[3]["choices"][0]["finish_reason"], "stop");
     assert_eq!(ev[4], "[DONE]");
 
+    // stream_options.include_usage: a last chunk with the usage and no choices, in the
+    // same write as the finish event.
+    let usage = json!({"include_usage": true});
+    for path in [CHAT, "/v1/completions"] {
+        let body = json!({"model": Q, "stream": true, "max_tokens": 3, "stream_options": usage});
+        let r = post(a, path, body);
+        assert_eq!(r.chunks.len(), 4, "{path}");
+        let ev = sse(&r);
+        assert_eq!(ev.len(), 6, "{path}");
+        assert_eq!(ev[3]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(ev[4]["choices"], json!([]), "{path}");
+        assert_eq!(ev[4]["model"], Q);
+        let u = &ev[4]["usage"];
+        assert_eq!(u["completion_tokens"], 3);
+        assert!(u["prompt_tokens"].as_u64().unwrap() > 0);
+        let total = u["prompt_tokens"].as_u64().unwrap() + 3;
+        assert_eq!(u["total_tokens"].as_u64(), Some(total));
+        assert_eq!(ev[5], "[DONE]");
+    }
+    let ev = sse(&post(
+        a,
+        CHAT,
+        json!({"model": Q, "stream": true, "max_tokens": 1,
+        "stream_options": {"include_usage": false}}),
+    ));
+    assert!(ev.iter().all(|e| e.get("usage").is_none()), "{ev:?}");
+
     let v = post(a, "/v1/completions", json!({"model": Q, "max_tokens": 2})).json();
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], "Hello from");
@@ -637,6 +664,54 @@ fn multi_threaded_server_counts_all_threads() {
     let addr = m.addr();
     drop(m);
     assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn required_header_gates_all_but_health_checks() {
+    let m = mock("auth", |c| {
+        c.require_header = Some(("X-Tenant-ID".into(), "tenant-abc".into()));
+    });
+    let a = m.addr();
+    let body = json!({"model": Q, "stream": false});
+    let r = post(a, CHAT, body.clone());
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+    assert_eq!(
+        r.json()["error"]["message"],
+        "missing or invalid X-Tenant-ID header"
+    );
+    assert_eq!(
+        post_h(a, CHAT, &[("x-tenant-id", "wrong")], body.clone()).status,
+        401
+    );
+    assert_eq!(
+        post_h(a, CHAT, &[("X-Tenant-ID", " tenant-abc")], body).status,
+        200
+    );
+    assert_eq!(get(a, "/v1/models").status, 401, "model lists need it too");
+    assert_eq!(get(a, "/health").status, 200, "health checks do not");
+    m.stop();
+
+    // The same from the command line, with a bearer token as Olla's auth tests use it.
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--models",
+        "mock-model",
+        "--require-header",
+        "Authorization",
+        "--require-value",
+        "Bearer t-1",
+    ];
+    let (mut child, addr) = run_binary(&args);
+    let statuses = addr.map(|a| {
+        let chat = json!({"model": "mock-model"});
+        let good = post_h(a, CHAT, &[("Authorization", "Bearer t-1")], chat.clone());
+        [post(a, CHAT, chat).status, good.status]
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(statuses.unwrap(), [401, 200]);
 }
 
 #[test]
