@@ -209,6 +209,8 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         let scope = match segment {
             b"proxy" => Scope::Any,
             _ => match EndpointType::from_prefix(segment) {
+                // OpenAI routing is inclusive, as in Olla: every type speaks it.
+                Some(EndpointType::OpenAiCompatible) => Scope::OpenAi,
                 Some(t) => Scope::Type(t),
                 None => return Route::UnknownProvider,
             },
@@ -275,10 +277,7 @@ mod tests {
         );
         assert_eq!(
             forward("/olla/openai/v1/chat/completions?stream=1"),
-            (
-                Scope::Type(EndpointType::OpenAiCompatible),
-                "/v1/chat/completions?stream=1"
-            )
+            (Scope::OpenAi, "/v1/chat/completions?stream=1")
         );
         assert_eq!(
             forward("/olla/proxy/v1/embeddings"),

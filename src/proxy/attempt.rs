@@ -242,7 +242,10 @@ fn none_left(
                 decision: Decision::missing(routing, true),
             }
         }
-        None => ProxyError::NoEndpoint { scope: plan.scope },
+        None => ProxyError::NoEndpoint {
+            scope: plan.scope,
+            decision: None,
+        },
         Some(last) if tried.len() == 1 => last,
         Some(last) => ProxyError::AllFailed {
             tried: tried

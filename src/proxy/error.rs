@@ -45,9 +45,11 @@ pub(crate) enum ProxyError {
     },
 
     // ---- the endpoint's side ----
-    /// No endpoint in the route's scope is available.
+    /// No endpoint in the route's scope is available; when the body names a model that
+    /// only endpoints outside the scope serve, the decision that refused it.
     NoEndpoint {
         scope: Scope,
+        decision: Option<Decision>,
     },
     /// Every eligible endpoint was tried and failed; `tried` names them.
     AllFailed {
@@ -246,8 +248,9 @@ impl ProxyError {
                     true,
                 )
             },
-            NoEndpoint { scope } => Rescue {
+            NoEndpoint { scope, decision } => Rescue {
                 retry_after: Some(1),
+                decision: *decision,
                 ..r(
                     StatusCode::SERVICE_UNAVAILABLE,
                     SERVER,
@@ -354,7 +357,13 @@ mod tests {
         assert!(ProxyError::Unauthorized.rescue().unwrap().challenge);
         assert_eq!(status(ProxyError::TooManyConnections), 503);
         assert_eq!(status(ProxyError::RequestTimeout), 504);
-        assert_eq!(status(ProxyError::NoEndpoint { scope: Scope::Any }), 503);
+        assert_eq!(
+            status(ProxyError::NoEndpoint {
+                scope: Scope::Any,
+                decision: None,
+            }),
+            503
+        );
         assert_eq!(
             status(ProxyError::ResponseTimeout {
                 endpoint: "a".into()

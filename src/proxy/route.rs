@@ -278,7 +278,10 @@ pub(crate) fn resolve_model<'c>(
         .any(|ep| serving.contains(ep.index) && scope.admits(ep.kind))
     {
         // Served, but not by the kind of endpoint this route goes to.
-        return Err(ProxyError::NoEndpoint { scope });
+        return Err(ProxyError::NoEndpoint {
+            scope,
+            decision: Some(Decision::missing(routing, true)),
+        });
     }
     Ok((serving, alias))
 }
