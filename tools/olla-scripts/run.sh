@@ -213,9 +213,11 @@ if [[ ! -f "$stamp" ]]; then
 fi
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-RINGWAY_BIN="${RINGWAY_BIN:-$TARGET_DIR/release/ringway}"
-RINGWAY_MOCK_BIN="${RINGWAY_MOCK_BIN:-$TARGET_DIR/release/ringway-mock}"
-if [[ ! -x "$RINGWAY_BIN" || ! -x "$RINGWAY_MOCK_BIN" ]]; then
+# Built (or found up to date) from this checkout unless both binaries are given: a stale
+# binary would report an older ringway's gaps.
+if [[ -z "${RINGWAY_BIN:-}" || -z "${RINGWAY_MOCK_BIN:-}" ]]; then
+    RINGWAY_BIN="$TARGET_DIR/release/ringway"
+    RINGWAY_MOCK_BIN="$TARGET_DIR/release/ringway-mock"
     log "building ringway and ringway-mock (release)"
     (cd "$REPO" && cargo build --release -q --bin ringway -p ringway -p ringway-mock) \
         || die "cargo build failed"
