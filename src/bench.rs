@@ -128,7 +128,7 @@ impl Fleet {
         };
         let model = crate::api::inspect(body, 1024).model?;
         let endpoints = &self.upstreams.endpoints;
-        let routing = crate::config::RoutingConfig {
+        let routing = crate::routing::RoutingConfig {
             strategy: crate::routing::Strategy::Strict,
             fallback: crate::routing::Fallback::CompatibleOnly,
         };

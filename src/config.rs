@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::endpoint_type::EndpointType;
 use crate::http1::HeadLimits;
 use crate::log::{AccessFormat, Level};
-use crate::routing::{Balancer, Fallback, KeySource, Strategy};
+use crate::routing::{Balancer, KeySource, RoutingConfig};
 pub use limits::{Cidr, CorsConfig, RateLimitConfig};
 
 /// The documented example configuration, which is also the default when no file is given.
@@ -227,14 +227,6 @@ pub struct StickyConfig {
     pub max_sessions: usize,
     /// A key unseen for this long is forgotten; `None` = only by `max_sessions`.
     pub idle_ttl: Option<Duration>,
-}
-
-/// `[routing]`: what a request for a model no routable endpoint serves gets (Olla's
-/// `model_registry.routing_strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoutingConfig {
-    pub strategy: Strategy,
-    pub fallback: Fallback,
 }
 
 #[derive(Debug, Clone)]

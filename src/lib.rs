@@ -60,11 +60,10 @@ mod upstream;
 
 pub use config::{
     Cidr, Config, ConfigError, ConfigFormat, CorsConfig, DEFAULT_CONFIG, DriverChoice,
-    EndpointConfig, HealthConfig, ProxyConfig, RateLimitConfig, RoutingConfig, Secret,
-    ServerConfig, StickyConfig,
+    EndpointConfig, HealthConfig, ProxyConfig, RateLimitConfig, Secret, ServerConfig, StickyConfig,
 };
 pub use endpoint_type::EndpointType;
 pub use log::{AccessFormat, Level, set_level};
-pub use routing::{Balancer, Fallback, KeySource, Strategy};
+pub use routing::{Balancer, Fallback, KeySource, RoutingConfig, Strategy};
 pub use runtime::{Server, StartError, ThreadDied, start};
 pub use stop::Stopper;

@@ -13,6 +13,14 @@ pub use sticky::KeySource;
 
 use crate::endpoint_type::EndpointType;
 
+/// The validated `[routing]` section: what a request for a model no routable endpoint serves gets (Olla's
+/// `model_registry.routing_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutingConfig {
+    pub strategy: Strategy,
+    pub fallback: Fallback,
+}
+
 /// What a request for a model gets when no routable endpoint serves it (Olla's
 /// `model_registry.routing_strategy.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use crate::api;
 use crate::config::Config;
-use crate::config::RoutingConfig;
 use crate::http1::{self, Header, is_field_text};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{
     Answering, Reframe, RequestId, Routing, StickyReport, UpstreamTarget, model_span, own_head,
     placement_line, response_head, upstream_head,
 };
+use crate::routing::RoutingConfig;
 use crate::routing::decision::Decision;
 use crate::routing::sticky::Outcome;
 use crate::routing::{Balancer, KeySource, Scope};

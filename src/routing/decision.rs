@@ -4,8 +4,7 @@
 //! fell back or was rejected. Requests without a model get none of the three, as in
 //! Olla.
 
-use super::{Fallback, Strategy};
-use crate::config::RoutingConfig;
+use super::{Fallback, RoutingConfig, Strategy};
 
 /// Why the endpoints were (or could not be) chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
