@@ -219,7 +219,7 @@ if [[ -z "${RINGWAY_BIN:-}" || -z "${RINGWAY_MOCK_BIN:-}" ]]; then
     RINGWAY_BIN="$TARGET_DIR/release/ringway"
     RINGWAY_MOCK_BIN="$TARGET_DIR/release/ringway-mock"
     log "building ringway and ringway-mock (release)"
-    (cd "$REPO" && cargo build --release -q --bin ringway -p ringway -p ringway-mock) \
+    (cd "$REPO" && cargo build --release -q -p ringway --bin ringway && cargo build --release -q -p ringway-mock) \
         || die "cargo build failed"
 fi
 export RINGWAY_BIN RINGWAY_MOCK_BIN
