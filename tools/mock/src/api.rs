@@ -201,10 +201,13 @@ enum Route {
 fn route(path: &str) -> Option<(&'static str, Route)> {
     use Route::*;
     Some(match path {
-        "/v1/chat/completions" => ("POST", Chat),
-        "/v1/completions" => ("POST", Completion),
-        "/v1/embeddings" => ("POST", Embeddings),
-        "/v1/models" => ("GET", Models),
+        // OpenAI's API, also under LM Studio's REST prefixes and lemonade's /api/v1.
+        "/v1/chat/completions" | "/api/v0/chat/completions" | "/api/v1/chat/completions" => {
+            ("POST", Chat)
+        }
+        "/v1/completions" | "/api/v0/completions" | "/api/v1/completions" => ("POST", Completion),
+        "/v1/embeddings" | "/api/v0/embeddings" | "/api/v1/embeddings" => ("POST", Embeddings),
+        "/v1/models" | "/api/v1/models" => ("GET", Models),
         "/api/chat" => ("POST", OChat),
         "/api/generate" => ("POST", OGenerate),
         "/api/embed" => ("POST", OEmbed),

@@ -145,6 +145,15 @@ fn ollama_and_lmstudio_shapes() {
     let v = get(a, "/api/v0/models").json();
     assert_eq!(v["data"][1]["id"], Q);
     assert_eq!(v["data"][1]["state"], "loaded");
+    // OpenAI's API under LM Studio's REST prefixes (and lemonade's /api/v1).
+    for prefix in ["/api/v0", "/api/v1"] {
+        let v = post(
+            a,
+            &format!("{prefix}/chat/completions"),
+            json!({"model": Q, "stream": false}),
+        );
+        assert_eq!(v.json()["object"], "chat.completion", "{prefix}");
+    }
     m.stop();
 }
 
