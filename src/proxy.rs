@@ -22,6 +22,7 @@
 //! `access::Record`), so nothing is reset by hand.
 
 mod access;
+mod admission;
 mod attempt;
 mod client;
 mod connection;
@@ -37,7 +38,7 @@ pub(crate) use heads::{UpstreamTarget, upstream_head};
 #[cfg(feature = "fuzzing")]
 pub(crate) use {
     access::{RequestId, StickyReport},
-    heads::{Answering, Reframe, Routing, own_head, response_head, strategy_line},
+    heads::{Answering, OwnLines, Reframe, Routing, own_head, response_head, strategy_line},
     route::model_span,
 };
 #[cfg(feature = "bench")]

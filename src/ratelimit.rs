@@ -47,7 +47,8 @@ pub(crate) enum Limit {
 }
 
 impl Limit {
-    pub(crate) const ALL: [Limit; 4] = [Limit::Global, Limit::Client, Limit::Health, Limit::Endpoint];
+    pub(crate) const ALL: [Limit; 4] =
+        [Limit::Global, Limit::Client, Limit::Health, Limit::Endpoint];
 
     /// The configuration key that sets it.
     pub(crate) fn key(self) -> &'static str {
@@ -135,9 +136,9 @@ impl Bucket {
 
     /// Returns a token taken for a request that another limit then refused.
     fn give_back(&self, rate: &Rate) {
-        let _ = self
-            .0
-            .fetch_update(Relaxed, Relaxed, |tat| Some(tat.saturating_sub(rate.interval)));
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |tat| {
+            Some(tat.saturating_sub(rate.interval))
+        });
     }
 
     fn instant(&self) -> u64 {
@@ -487,7 +488,10 @@ mod tests {
         // 60 a minute: a token a second; bursts of 3.
         let l = limiter("per_ip_requests_per_minute = 60\nburst_size = 3");
         let t0 = 5 * SECOND;
-        assert_eq!(run(&l, "10.0.0.1", t0, 5), [Ok(2), Ok(1), Ok(0), Err(1), Err(1)]);
+        assert_eq!(
+            run(&l, "10.0.0.1", t0, 5),
+            [Ok(2), Ok(1), Ok(0), Err(1), Err(1)]
+        );
         // Half a second on: still none; Retry-After rounds the half second up.
         assert_eq!(run(&l, "10.0.0.1", t0 + SECOND / 2, 1), [Err(1)]);
         // One second on: one token back, and only one.
@@ -534,7 +538,9 @@ mod tests {
         // An IPv4-mapped address is the IPv4 client.
         assert_eq!(run(&l, "::ffff:203.0.113.1", SECOND, 1), [Err(1)]);
         // /internal/health has its own buckets, at its own rate.
-        let l = limiter("per_ip_requests_per_minute = 60\nhealth_requests_per_minute = 120\nburst_size = 1");
+        let l = limiter(
+            "per_ip_requests_per_minute = 60\nhealth_requests_per_minute = 120\nburst_size = 1",
+        );
         assert_eq!(run(&l, "203.0.113.1", SECOND, 2), [Ok(0), Err(1)]);
         assert!(matches!(
             l.admit_health(ip("203.0.113.1"), SECOND),
@@ -551,7 +557,9 @@ mod tests {
 
     #[test]
     fn the_global_bucket_refuses_without_charging_the_client() {
-        let l = limiter("global_requests_per_minute = 60\nper_ip_requests_per_minute = 60\nburst_size = 2");
+        let l = limiter(
+            "global_requests_per_minute = 60\nper_ip_requests_per_minute = 60\nburst_size = 2",
+        );
         assert_eq!(run(&l, "10.0.0.1", SECOND, 1), [Ok(1)]);
         assert_eq!(run(&l, "10.0.0.2", SECOND, 1), [Ok(1)]);
         // The global bucket is empty: the third client is refused...
@@ -576,7 +584,10 @@ mod tests {
         assert_eq!(l.admit_request(ip("10.0.0.1"), SECOND), Verdict::Unlimited);
         assert_eq!(l.take_endpoint(0, SECOND), Ok(()));
         let refusal = l.take_endpoint(0, SECOND).unwrap_err();
-        assert_eq!((refusal.limit, refusal.retry_after_s()), (Limit::Endpoint, 1));
+        assert_eq!(
+            (refusal.limit, refusal.retry_after_s()),
+            (Limit::Endpoint, 1)
+        );
         assert_eq!(l.take_endpoint(1, SECOND), Ok(()));
         assert_eq!(l.take_endpoint(0, 2 * SECOND), Ok(()));
         assert_eq!(l.take_endpoint(7, SECOND), Ok(()), "an unknown index");
@@ -601,7 +612,8 @@ mod tests {
     fn a_full_window_gives_up_the_bucket_closest_to_full() {
         let l = limiter("per_ip_requests_per_minute = 60\nburst_size = 1");
         // Addresses whose keys share one window, found by search.
-        let window = |a: IpAddr| address_key(a, Table::Client as u64) as usize % (CLIENT_SLOTS / WINDOW);
+        let window =
+            |a: IpAddr| address_key(a, Table::Client as u64) as usize % (CLIENT_SLOTS / WINDOW);
         let first = ip("198.51.100.0");
         let mates: Vec<IpAddr> = (1..u32::MAX)
             .map(|n| IpAddr::V4((u32::from(std::net::Ipv4Addr::new(198, 51, 0, 0)) + n).into()))
@@ -619,7 +631,10 @@ mod tests {
         }
         let now = SECOND * 100 + SECOND / 2;
         for c in &clients {
-            assert!(matches!(l.admit_request(*c, now), Verdict::Refused(_)), "{c}");
+            assert!(
+                matches!(l.admit_request(*c, now), Verdict::Refused(_)),
+                "{c}"
+            );
         }
         // A ninth client takes over the first one's slot...
         assert!(matches!(
@@ -629,12 +644,18 @@ mod tests {
         // ...which starts afresh; the others keep theirs.
         assert!(matches!(l.admit_request(first, now), Verdict::Admitted(_)));
         for c in &clients[2..] {
-            assert!(matches!(l.admit_request(*c, now), Verdict::Refused(_)), "{c}");
+            assert!(
+                matches!(l.admit_request(*c, now), Verdict::Refused(_)),
+                "{c}"
+            );
         }
         // Once refilled, a slot is anyone's, and its client simply gets another.
         let later = now + 10 * SECOND;
         for c in mates.iter().chain([&first]) {
-            assert!(matches!(l.admit_request(*c, later), Verdict::Admitted(_)), "{c}");
+            assert!(
+                matches!(l.admit_request(*c, later), Verdict::Admitted(_)),
+                "{c}"
+            );
         }
     }
 
@@ -679,9 +700,15 @@ mod tests {
         assert_eq!(behind(&["203.0.113.7"], None), "203.0.113.7");
         // The client wrote the left part: the last proxy's entry is what counts.
         assert_eq!(behind(&["1.1.1.1, 203.0.113.7"], None), "203.0.113.7");
-        assert_eq!(behind(&["1.1.1.1, 203.0.113.7, 10.0.0.9"], None), "203.0.113.7");
+        assert_eq!(
+            behind(&["1.1.1.1, 203.0.113.7, 10.0.0.9"], None),
+            "203.0.113.7"
+        );
         // Several headers are one list.
-        assert_eq!(behind(&["1.1.1.1", "203.0.113.7, 10.0.0.9"], None), "203.0.113.7");
+        assert_eq!(
+            behind(&["1.1.1.1", "203.0.113.7, 10.0.0.9"], None),
+            "203.0.113.7"
+        );
         assert_eq!(behind(&["203.0.113.7", "10.0.0.9"], None), "203.0.113.7");
         // Every hop a trusted proxy: the farthest.
         assert_eq!(behind(&["10.0.0.5, 10.0.0.9"], None), "10.0.0.5");

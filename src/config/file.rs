@@ -315,7 +315,10 @@ mod tests {
         assert_eq!(format!("{:?}", empty.health), format!("{:?}", doc.health));
         assert_eq!(format!("{:?}", empty.sticky), format!("{:?}", doc.sticky));
         assert_eq!(empty.routing, doc.routing);
-        assert_eq!(format!("{:?}", empty.rate_limits), format!("{:?}", doc.rate_limits));
+        assert_eq!(
+            format!("{:?}", empty.rate_limits),
+            format!("{:?}", doc.rate_limits)
+        );
         assert_eq!(format!("{:?}", empty.cors), format!("{:?}", doc.cors));
         assert_eq!(empty.models_refresh_interval, doc.models_refresh_interval);
         assert_eq!(empty.model_aliases, doc.model_aliases);

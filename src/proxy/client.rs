@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
+use super::heads::OwnLines;
 use crate::http1::{Conn, Header};
 
 /// A client connection: what lasts across its requests. Its buffers are reused by each
@@ -23,6 +24,9 @@ pub(super) struct Client {
     pub(super) to_endpoint: Vec<u8>,
     /// The response for the client: its head, and the first body bytes.
     pub(super) out: Vec<u8>,
+    /// The current request's lines for its answers (rate limits, CORS); written by the
+    /// `admission` step, empty while neither is on.
+    pub(super) own_lines: OwnLines,
     /// Requests read on this connection so far.
     pub(super) requests: u64,
     /// When the connection was accepted (the first head's timeout runs from here), then
@@ -40,6 +44,7 @@ impl Client {
             response_headers: Vec::with_capacity(32),
             to_endpoint: Vec::with_capacity(2048),
             out: Vec::with_capacity(2048),
+            own_lines: OwnLines::default(),
             requests: 0,
             idle_since: accepted,
         }

@@ -73,6 +73,10 @@ pub(crate) fn upstream_head(
                 .as_ref()
                 .is_some_and(|name| h.name.get(buf).eq_ignore_ascii_case(name)),
             HeaderKind::RequestId | HeaderKind::SessionId => true,
+            // Read by ringway's CORS (`cors.rs`) when it is on, and forwarded all the same.
+            HeaderKind::Origin
+            | HeaderKind::AccessControlRequestMethod
+            | HeaderKind::AccessControlRequestHeaders => true,
             // Never with credentials of the endpoint's own (`forward_auth` is then off).
             HeaderKind::Authorization | HeaderKind::ApiKey => to.forward_auth,
             HeaderKind::XForwardedFor => {
@@ -131,10 +135,50 @@ pub(crate) struct Routing<'a> {
     pub(crate) session: Option<Span>,
 }
 
-/// The request a response answers: the client connection's buffer and the body as sent.
+/// The request a response answers: the client connection's buffer, the body as sent,
+/// and ringway's own lines for its answers.
 pub(crate) struct Answering<'a> {
     pub(crate) buf: &'a [u8],
     pub(crate) body: &'a [u8],
+    pub(crate) own: &'a OwnLines,
+}
+
+/// Lines ringway adds to every answer to one request, whole (`X-RateLimit-*` from
+/// `[rate_limits]`, CORS from `[cors]`), and which of an endpoint's headers they
+/// replace. Always empty while both are off.
+#[derive(Debug, Default)]
+pub(crate) struct OwnLines {
+    pub(crate) bytes: Vec<u8>,
+    /// CORS is on: ringway alone speaks it, so an endpoint's `Access-Control-*` headers
+    /// are dropped (a second `Access-Control-Allow-Origin` makes browsers refuse the
+    /// answer, and an endpoint's own could allow what ringway's policy does not).
+    pub(crate) cors: bool,
+    /// The lines carry `X-RateLimit-*`: an endpoint's are dropped.
+    pub(crate) rate_limit: bool,
+}
+
+impl OwnLines {
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.cors = false;
+        self.rate_limit = false;
+    }
+
+    /// Whether an endpoint's header `name` gives way to these lines.
+    fn replaces(&self, name: &[u8]) -> bool {
+        let prefixed = |prefix: &[u8]| {
+            name.len() > prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        (self.cors && prefixed(b"access-control-"))
+            || (self.rate_limit
+                && [
+                    &b"x-ratelimit-limit"[..],
+                    b"x-ratelimit-remaining",
+                    b"x-ratelimit-reset",
+                ]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n)))
+    }
 }
 
 /// How the response goes to the client.
@@ -176,13 +220,18 @@ pub(crate) fn response_head(
     }
     let mut has_length = false;
     let mut lines = Lines::new(upstream_buf);
+    let own = request.own;
+    let replacing = own.cors | own.rate_limit;
     for h in headers {
         let copy = match h.kind {
             HeaderKind::ContentLength => {
                 has_length = true;
                 !how.decode
             }
-            _ => is_end_to_end(upstream_buf, headers, h, response.connection_names_headers),
+            _ => {
+                is_end_to_end(upstream_buf, headers, h, response.connection_names_headers)
+                    && !(replacing && own.replaces(h.name.get(upstream_buf)))
+            }
         };
         if copy {
             lines.push(out, h);
@@ -217,6 +266,7 @@ pub(crate) fn response_head(
     if let (Some(KeySource::SessionHeader), Some(session)) = (sticky.source, routing.session) {
         push_header(out, b"X-Olla-Session-ID", session.get(request.buf));
     }
+    out.extend_from_slice(&own.bytes);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -265,7 +315,7 @@ fn reason_line(outcome: Outcome, model_routed: bool) -> &'static [u8] {
 }
 
 /// The head of an answer ringway writes itself (an error, a page). `request` is the
-/// request's head when one was read.
+/// request's head when one was read; `own` its [`OwnLines`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn own_head(
     out: &mut Vec<u8>,
@@ -276,6 +326,7 @@ pub(crate) fn own_head(
     keep_alive: bool,
     request: Option<&RequestHead>,
     rescue: Option<&Rescue>,
+    own: &[u8],
 ) {
     http1::push_status_line(out, status);
     push_header(out, b"Content-Type", content_type);
@@ -287,11 +338,22 @@ pub(crate) fn own_head(
         push_header(out, b"WWW-Authenticate", b"Bearer realm=\"ringway\"");
     }
     push_header(out, b"X-Olla-Request-ID", id);
+    out.extend_from_slice(own);
     connection_header(
         out,
         keep_alive,
         request.is_some_and(|h| h.minor_version == 0),
     );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The whole answer to a CORS preflight: 204, no body, and `own` (its lines from
+/// `cors.rs`).
+pub(crate) fn preflight(out: &mut Vec<u8>, id: &[u8], keep_alive: bool, http10: bool, own: &[u8]) {
+    http1::push_status_line(out, StatusCode::NO_CONTENT);
+    out.extend_from_slice(own);
+    push_header(out, b"X-Olla-Request-ID", id);
+    connection_header(out, keep_alive, http10);
     out.extend_from_slice(b"\r\n");
 }
 

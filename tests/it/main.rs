@@ -10,4 +10,5 @@ mod hostile;
 mod limits;
 mod models;
 mod process;
+mod ratelimit;
 mod sticky;
