@@ -310,6 +310,12 @@ impl RateLimiter {
         }
     }
 
+    /// Whether requests are limited by client or globally, or `/internal/health` is:
+    /// if not, [`Self::admit_request`] and [`Self::admit_health`] find nothing to do.
+    pub(crate) fn limits_clients(&self) -> bool {
+        self.global.is_some() || self.client.is_some() || self.health.is_some()
+    }
+
     /// Whether endpoints are limited: if not, [`Self::take_endpoint`] always admits.
     pub(crate) fn limits_endpoints(&self) -> bool {
         self.endpoint.is_some()
@@ -580,7 +586,7 @@ mod tests {
     #[test]
     fn endpoints_have_buckets_of_their_own() {
         let l = limiter("per_endpoint_requests_per_minute = 60\nburst_size = 1");
-        assert!(l.limits_endpoints());
+        assert!(l.limits_endpoints() && !l.limits_clients());
         assert_eq!(l.admit_request(ip("10.0.0.1"), SECOND), Verdict::Unlimited);
         assert_eq!(l.take_endpoint(0, SECOND), Ok(()));
         let refusal = l.take_endpoint(0, SECOND).unwrap_err();

@@ -10,7 +10,6 @@
 //! model) is limited like any other, and guessing keys is too.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use super::client::Client;
 use super::error::ProxyError;
@@ -19,7 +18,7 @@ use super::request::Request;
 use crate::clock;
 use crate::http1::{self, Header, HeaderKind, RequestHead};
 use crate::ratelimit::{self, Quota, RateLimiter, Verdict};
-use crate::routing::{self, Internal, Route};
+use crate::routing::{Internal, Route};
 use crate::shard::Shard;
 
 /// What becomes of a request before it is routed.
@@ -32,8 +31,14 @@ pub(super) enum Admission {
     Refused(ProxyError),
 }
 
-/// Admits `request`, writing its lines into `client.own_lines`.
-pub(super) fn admit(shard: &Shard, client: &mut Client, request: &Request) -> Admission {
+/// Admits `request`, whose target `routing::classify` made `route` of, writing its
+/// lines into `client.own_lines`.
+pub(super) fn admit(
+    shard: &Shard,
+    client: &mut Client,
+    request: &Request,
+    route: Route,
+) -> Admission {
     let Client {
         conn,
         headers,
@@ -57,10 +62,10 @@ pub(super) fn admit(shard: &Shard, client: &mut Client, request: &Request) -> Ad
         cors.actual(origin, method, &mut own_lines.bytes);
         own_lines.cors = true;
     }
-    let Some(limits) = shard.limits.as_deref() else {
+    let Some(limits) = shard.limits.as_deref().filter(|l| l.limits_clients()) else {
         return Admission::Admitted;
     };
-    let health = match routing::classify(head.target.get(buf)) {
+    let health = match route {
         Route::Forward { .. } => false,
         Route::Internal(Internal::Health) => true,
         _ => return Admission::Admitted,
@@ -75,11 +80,11 @@ pub(super) fn admit(shard: &Shard, client: &mut Client, request: &Request) -> Ad
     match verdict {
         Verdict::Unlimited => Admission::Admitted,
         Verdict::Admitted(quota) => {
-            push_quota(own_lines, &quota);
+            push_quota(own_lines, &quota, now);
             Admission::Admitted
         }
         Verdict::Refused(refusal) => {
-            push_quota(own_lines, &refusal.quota);
+            push_quota(own_lines, &refusal.quota, now);
             shard.counters().rate_limited[refusal.limit as usize].bump();
             Admission::Refused(ProxyError::RateLimited {
                 limit: refusal.limit,
@@ -135,13 +140,23 @@ fn client_ip(limits: &RateLimiter, peer: IpAddr, headers: &[Header], buf: &[u8])
 
 /// `X-RateLimit-Limit` (requests a minute), `-Remaining` (requests admitted right now)
 /// and `-Reset` (the Unix time, in seconds, at which the bucket is full again), as
-/// Olla writes them.
-fn push_quota(own: &mut OwnLines, quota: &Quota) {
-    let out = &mut own.bytes;
-    http1::push_header_decimal(out, b"X-RateLimit-Limit", u64::from(quota.limit));
-    http1::push_header_decimal(out, b"X-RateLimit-Remaining", u64::from(quota.remaining));
-    let full = clock::unix_time().saturating_add(Duration::from_nanos(quota.full_in));
-    let reset = full.as_secs() + u64::from(full.subsec_nanos() > 0);
-    http1::push_header_decimal(out, b"X-RateLimit-Reset", reset);
+/// Olla writes them; `now` is when the bucket was read (`clock::mono_ns`). Composed in
+/// place and appended in one copy: they go on every answer.
+fn push_quota(own: &mut OwnLines, quota: &Quota, now: u64) {
+    let reset = clock::unix_ns_of(now.saturating_add(quota.full_in)).div_ceil(1_000_000_000);
+    let mut lines = [0u8; 128];
+    let mut len = 0;
+    let mut digits = [0u8; 20];
+    for (name, n) in [
+        (&b"X-RateLimit-Limit: "[..], u64::from(quota.limit)),
+        (b"X-RateLimit-Remaining: ", u64::from(quota.remaining)),
+        (b"X-RateLimit-Reset: ", reset),
+    ] {
+        for part in [name, http1::decimal(n, &mut digits), b"\r\n"] {
+            lines[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+    }
+    own.bytes.extend_from_slice(&lines[..len]);
     own.rate_limit = true;
 }

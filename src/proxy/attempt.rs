@@ -105,9 +105,8 @@ pub(super) async fn forward<'s>(
     let mut attempts = 0;
     let mut model = plan.model.clone();
     let mut last_error: Option<ProxyError> = None;
-    // Endpoints skipped at their rate limit (in `tried` too), and the soonest of them.
-    let mut limited = EndpointSet::default();
-    let mut soonest: Option<Refusal> = None;
+    // Endpoints skipped at their rate limit (in `tried` too), and the soonest refusal.
+    let mut limited: Option<(EndpointSet, Refusal)> = None;
     let mut now = request.started;
     loop {
         if attempts > 0 && now >= request.deadline {
@@ -129,7 +128,7 @@ pub(super) async fn forward<'s>(
             None
         };
         let Some(ep) = pick else {
-            if let (None, Some(refusal)) = (&last_error, soonest) {
+            if let (None, Some((_, refusal))) = (&last_error, limited) {
                 shard.counters().rate_limited[refusal.limit as usize].bump();
                 return Err(ProxyError::RateLimited {
                     limit: refusal.limit,
@@ -140,7 +139,7 @@ pub(super) async fn forward<'s>(
                 request,
                 &client.conn.buf,
                 plan,
-                &attempted(tried, &limited),
+                &attempted(tried, limited.as_ref().map(|(skipped, _)| skipped)),
                 endpoints,
                 last_error,
             ));
@@ -149,9 +148,10 @@ pub(super) async fn forward<'s>(
             // At its limit: another endpoint, if any, takes the request.
             if let Err(refusal) = limits.take_endpoint(ep.index, clock::mono_ns(now)) {
                 tried.insert(ep.index);
-                limited.insert(ep.index);
-                if soonest.is_none_or(|s| refusal.wait < s.wait) {
-                    soonest = Some(refusal);
+                let (skipped, soonest) = limited.get_or_insert((EndpointSet::default(), refusal));
+                skipped.insert(ep.index);
+                if refusal.wait < soonest.wait {
+                    *soonest = refusal;
                 }
                 continue;
             }
@@ -239,10 +239,10 @@ pub(super) async fn forward<'s>(
 }
 
 /// The endpoints `tried` that were really tried: not skipped at their rate limit.
-fn attempted(tried: EndpointSet, limited: &EndpointSet) -> EndpointSet {
-    if limited.is_empty() {
+fn attempted(tried: EndpointSet, limited: Option<&EndpointSet>) -> EndpointSet {
+    let Some(limited) = limited else {
         return tried;
-    }
+    };
     let mut really = EndpointSet::default();
     tried
         .iter()

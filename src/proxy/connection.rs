@@ -23,7 +23,7 @@ use crate::admin;
 use crate::deadline::{self, Deadline};
 use crate::http1::{self, Conn, RequestHead};
 use crate::log::debug;
-use crate::routing::Internal;
+use crate::routing::{self, Internal};
 use crate::shard::Shard;
 
 /// Serves one client connection until it closes, errs or times out.
@@ -98,9 +98,11 @@ async fn serve(
         // Answer this one, then close: the server is shutting down.
         request.head.keep_alive = false;
     }
+    // Classified once, for the admission step and for route.
+    let route = routing::classify(request.head.target.get(&client.conn.buf));
     if shard.cors.is_some() || shard.limits.is_some() {
         let by = Writing::now;
-        match admission::admit(shard, client, request) {
+        match admission::admit(shard, client, request, route) {
             Admission::Admitted => {}
             Admission::Preflight => {
                 let head = &request.head;
@@ -122,6 +124,7 @@ async fn serve(
         (client.peer.ip(), &client.peer_ip),
         &client.conn.buf,
         request,
+        route,
     );
     let plan = match plan {
         Plan::Page(Internal::DebugPanic) => {

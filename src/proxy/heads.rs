@@ -145,7 +145,7 @@ pub(crate) struct Answering<'a> {
 
 /// Lines ringway adds to every answer to one request, whole (`X-RateLimit-*` from
 /// `[rate_limits]`, CORS from `[cors]`), and which of an endpoint's headers they
-/// replace. Always empty while both are off.
+/// replace. Always empty while both are off; never holds bytes without a flag set.
 #[derive(Debug, Default)]
 pub(crate) struct OwnLines {
     pub(crate) bytes: Vec<u8>,
@@ -266,7 +266,9 @@ pub(crate) fn response_head(
     if let (Some(KeySource::SessionHeader), Some(session)) = (sticky.source, routing.session) {
         push_header(out, b"X-Olla-Session-ID", session.get(request.buf));
     }
-    out.extend_from_slice(&own.bytes);
+    if replacing {
+        out.extend_from_slice(&own.bytes);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -394,6 +396,93 @@ fn olla_headers(out: &mut Vec<u8>, id: &[u8], ep: &Endpoint, ttfb: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::HeadLimits;
+    use crate::upstream::Upstreams;
+
+    /// ringway's own lines replace an endpoint's headers of the same concern, and only
+    /// while its policy for that concern is on.
+    #[test]
+    fn own_lines_replace_the_endpoints_cors_and_rate_limit_headers() {
+        let config =
+            crate::config::parse_test("[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"")
+                .unwrap();
+        let upstreams = Upstreams::new(&config.endpoints);
+        let upstream: &[u8] = b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\n\
+            X-RateLimit-Remaining: 99\r\nVary: Accept\r\nContent-Length: 0\r\n\r\n";
+        let limits = HeadLimits {
+            max_bytes: 4096,
+            max_headers: 16,
+        };
+        let mut headers = Vec::new();
+        let response = http1::parse_response(upstream, &limits, false, &mut headers)
+            .unwrap()
+            .unwrap();
+        let id = RequestId::Generated([b'0'; 20]);
+        let head = |own: &OwnLines| {
+            let routing = Routing {
+                id: &id,
+                ep: &upstreams.endpoints[0],
+                ttfb: Duration::ZERO,
+                model: None,
+                strategy: strategy_line(false, Balancer::RoundRobin),
+                model_routed: false,
+                failover: false,
+                sticky: StickyReport {
+                    outcome: Outcome::Disabled,
+                    source: None,
+                },
+                session: None,
+            };
+            let how = Reframe {
+                keep_alive: true,
+                decode: false,
+                is_head: false,
+                http10: false,
+            };
+            let request = Answering {
+                buf: b"",
+                body: b"",
+                own,
+            };
+            let mut out = Vec::new();
+            response_head(
+                &mut out, upstream, &response, &headers, &how, &routing, &request,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let off = head(&OwnLines::default());
+        assert!(off.contains("Access-Control-Allow-Origin: *\r\n"), "{off}");
+        assert!(off.contains("X-RateLimit-Remaining: 99\r\n"), "{off}");
+        let on = OwnLines {
+            bytes: b"Vary: Origin\r\nAccess-Control-Allow-Origin: https://a\r\nX-RateLimit-Remaining: 3\r\n".to_vec(),
+            cors: true,
+            rate_limit: true,
+        };
+        let on = head(&on);
+        assert!(!on.contains("Access-Control-Allow-Origin: *"), "{on}");
+        assert!(!on.contains("X-RateLimit-Remaining: 99"), "{on}");
+        assert!(on.contains("Vary: Accept\r\n") && on.contains("Vary: Origin\r\n"));
+        assert!(on.ends_with("X-RateLimit-Remaining: 3\r\n\r\n"), "{on}");
+        // Rate limits alone leave an endpoint's CORS alone.
+        let limits_only = OwnLines {
+            bytes: b"X-RateLimit-Remaining: 3\r\n".to_vec(),
+            cors: false,
+            rate_limit: true,
+        };
+        let limits_only = head(&limits_only);
+        assert!(limits_only.contains("Access-Control-Allow-Origin: *\r\n"));
+        assert!(!limits_only.contains(": 99"));
+    }
+
+    #[test]
+    fn a_preflight_answer_has_no_body_framing() {
+        let mut out = Vec::new();
+        preflight(&mut out, b"id", true, false, b"Vary: Origin\r\n");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 204 No Content\r\nVary: Origin\r\nX-Olla-Request-ID: id\r\n\r\n"
+        );
+    }
 
     /// The whole lines written for speed say what the names say.
     #[test]
