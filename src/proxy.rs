@@ -15,6 +15,11 @@
 //!                                                               log line + metrics
 //! ```
 //!
+//! With `[cors]` or `[rate_limits]` on, an `admission` step comes between request and
+//! route: it answers CORS preflights, takes rate-limit tokens (429 beyond a limit), and
+//! writes the lines every answer to the request carries; `attempt` takes the endpoint's
+//! token when endpoints are limited.
+//!
 //! `heads.rs` writes every head (to the client, to the endpoint, ringway's own answers);
 //! `error.rs` maps every failure to its status and body in one place. A connection's
 //! state lasts across its requests (`connection::Client`: stream, peer, buffers); a
