@@ -172,6 +172,20 @@ fn prometheus(shard: &Shard) -> String {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", m.total(counter));
     }
+    family(
+        &mut out,
+        "ringway_rate_limited_total",
+        "counter",
+        "Requests answered 429 by [rate_limits], by the limit they ran into.",
+    );
+    for limit in crate::ratelimit::Limit::ALL {
+        let n = m.total(|c| &c.rate_limited[limit as usize]);
+        let _ = writeln!(
+            out,
+            "ringway_rate_limited_total{{limit=\"{}\"}} {n}",
+            limit.name()
+        );
+    }
     let per_endpoint: [(&str, &str, PerEndpoint<Counter>); 2] = [
         (
             "ringway_upstream_connect_errors_total",

@@ -25,7 +25,7 @@ pub(crate) use conn::{Conn, Watched, write_out, write_out_by};
 pub(crate) use request::{RequestHead, parse_request};
 pub(crate) use response::{ResponseHead, parse_response};
 pub(crate) use write::{
-    Lines, is_field_text, push_decimal, push_header, push_header_decimal, push_status_line,
+    Lines, decimal, is_field_text, push_decimal, push_header, push_header_decimal, push_status_line,
 };
 
 /// Most headers a head may carry; `server.max_headers` may lower it. The parsers hand
@@ -96,6 +96,10 @@ pub(crate) enum HeaderKind {
     Authorization,
     /// `X-Api-Key` (Anthropic style) or `Api-Key` (Azure style): a credential.
     ApiKey,
+    /// CORS (`cors.rs`): the page's origin, and what a preflight asks for.
+    Origin,
+    AccessControlRequestMethod,
+    AccessControlRequestHeaders,
 }
 
 impl HeaderKind {
@@ -121,6 +125,7 @@ pub(crate) fn classify(name: &[u8]) -> HeaderKind {
         (2, b't') if rest(b"te") => HopByHop,
         (4, b'h') if rest(b"host") => Host,
         (6, b'e') if rest(b"expect") => Expect,
+        (6, b'o') if rest(b"origin") => Origin,
         (7, b'u') if rest(b"upgrade") => HopByHop,
         (7, b't') if rest(b"trailer") => HopByHop,
         (7, b'a') if rest(b"api-key") => ApiKey,
@@ -140,6 +145,8 @@ pub(crate) fn classify(name: &[u8]) -> HeaderKind {
         (17, b'x') if rest(b"x-olla-session-id") => SessionId,
         (18, b'p') if rest(b"proxy-authenticate") => HopByHop,
         (19, b'p') if rest(b"proxy-authorization") => HopByHop,
+        (29, b'a') if rest(b"access-control-request-method") => AccessControlRequestMethod,
+        (30, b'a') if rest(b"access-control-request-headers") => AccessControlRequestHeaders,
         _ => Other,
     }
 }
@@ -426,6 +433,13 @@ mod tests {
             ("X-Olla-Session-ID", SessionId),
             ("Proxy-Authenticate", HopByHop),
             ("Proxy-Authorization", HopByHop),
+            ("Origin", Origin),
+            ("Access-Control-Request-Method", AccessControlRequestMethod),
+            (
+                "access-control-request-headers",
+                AccessControlRequestHeaders,
+            ),
+            ("Orig1n", Other),
             ("Content-Type", Other),
             ("Hosts", Other),
             ("Tost", Other),

@@ -30,7 +30,7 @@
 //!
 //! Modules, leaves first (none imports one below it): `clock`, `stop`, `deadline`,
 //! `endpoint_type`, `endpoint_set`, `log`, `http1`, `api`, `routing`, `metrics`, `config`,
-//! `auth`, `upstream`, `control`, `shard`, `admin`, `proxy`, `runtime`.
+//! `auth`, `cors`, `ratelimit`, `upstream`, `control`, `shard`, `admin`, `proxy`, `runtime`.
 
 mod admin;
 mod api;
@@ -41,6 +41,7 @@ pub mod bench;
 mod clock;
 mod config;
 mod control;
+mod cors;
 mod deadline;
 pub mod demo;
 mod endpoint_set;
@@ -52,6 +53,7 @@ mod http1;
 mod log;
 mod metrics;
 mod proxy;
+mod ratelimit;
 mod routing;
 mod runtime;
 mod shard;

@@ -85,6 +85,8 @@ pub(crate) struct ShardCounters {
     pub(crate) client_aborts: Counter,
     /// Connections refused at `server.max_connections`.
     pub(crate) refused_connections: Counter,
+    /// Requests refused with 429 by `[rate_limits]`, by `ratelimit::Limit as usize`.
+    pub(crate) rate_limited: [Counter; 4],
     pub(crate) endpoints: Box<[EndpointCounters]>,
     /// Per-model statistics (`/internal/stats/models`, `ringway_model_responses_total`).
     pub(crate) models: ModelStats,

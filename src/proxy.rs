@@ -15,6 +15,11 @@
 //!                                                               log line + metrics
 //! ```
 //!
+//! With `[cors]` or `[rate_limits]` on, an `admission` step comes between request and
+//! route: it answers CORS preflights, takes rate-limit tokens (429 beyond a limit), and
+//! writes the lines every answer to the request carries; `attempt` takes the endpoint's
+//! token when endpoints are limited.
+//!
 //! `heads.rs` writes every head (to the client, to the endpoint, ringway's own answers);
 //! `error.rs` maps every failure to its status and body in one place. A connection's
 //! state lasts across its requests (`connection::Client`: stream, peer, buffers); a
@@ -22,6 +27,7 @@
 //! `access::Record`), so nothing is reset by hand.
 
 mod access;
+mod admission;
 mod attempt;
 mod client;
 mod connection;
@@ -37,6 +43,7 @@ pub(crate) use heads::{UpstreamTarget, upstream_head};
 #[cfg(feature = "fuzzing")]
 pub(crate) use {
     access::{RequestId, StickyReport},
+    client::OwnLines,
     heads::{Answering, Reframe, Routing, own_head, placement_line, response_head},
     route::model_span,
 };

@@ -24,6 +24,7 @@ use crate::control;
 use crate::log::{AccessLog, error, info, warning};
 use crate::metrics::Metrics;
 use crate::proxy;
+use crate::ratelimit::RateLimiter;
 use crate::shard::{Shard, ShardParts};
 use crate::stop::{StopSignal, Stopper};
 use crate::upstream::Upstreams;
@@ -98,6 +99,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         .local_addr()
         .map_err(|e| StartError::Bind(config.server.listen, e))?;
     let upstreams = Arc::new(Upstreams::new(&config.endpoints, &config.sticky));
+    let limits = RateLimiter::new(&config.rate_limits, config.endpoints.len()).map(Arc::new);
     let metrics = Arc::new(Metrics::new(shards, config.endpoints.len()));
     let access_log = match config.access_log {
         Some(format) => {
@@ -135,6 +137,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
                 access_log: access_log.clone(),
                 catalog_updates,
                 process_tag,
+                limits: limits.clone(),
             },
             listener,
             stop: stop.clone(),

@@ -11,8 +11,10 @@ use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Waker};
 
 use crate::config::Config;
+use crate::cors::Cors;
 use crate::log::AccessLog;
 use crate::metrics::{Metrics, ShardCounters};
+use crate::ratelimit::RateLimiter;
 use crate::upstream::Upstreams;
 use crate::upstream::health::Breaker;
 use crate::upstream::models::Catalog;
@@ -34,6 +36,10 @@ pub(crate) struct Shard {
     catalog_updates: mpsc::Receiver<Arc<Catalog>>,
     /// How request failures open an endpoint's circuit breaker.
     pub(crate) breaker: Breaker,
+    /// `[rate_limits]`'s buckets, shared by all shards; `None` when no limit is set.
+    pub(crate) limits: Option<Arc<RateLimiter>>,
+    /// `[cors]`; `None` when it is off.
+    pub(crate) cors: Option<Cors>,
     /// Where the balancer starts scanning: just after this shard's previous pick.
     pub(crate) next_pick: Cell<usize>,
     pub(crate) next_request: Cell<u64>,
@@ -58,6 +64,7 @@ pub(crate) struct ShardParts {
     pub(crate) access_log: Option<Arc<AccessLog>>,
     pub(crate) catalog_updates: mpsc::Receiver<Arc<Catalog>>,
     pub(crate) process_tag: u32,
+    pub(crate) limits: Option<Arc<RateLimiter>>,
 }
 
 impl Shard {
@@ -69,6 +76,8 @@ impl Shard {
             driver: parts.driver,
             pool: Pool::new(endpoints, proxy.pool_idle_timeout, proxy.pool_max_idle),
             breaker: Breaker::new(&parts.config.health),
+            limits: parts.limits,
+            cors: Cors::new(&parts.config.cors),
             metrics: parts.metrics,
             access_log: parts.access_log,
             catalog: RefCell::new(Arc::new(Catalog::new(

@@ -144,6 +144,22 @@ pub(super) fn cors(c: file::Cors, at: Origin<'_>) -> Result<CorsConfig, ConfigEr
     field("allowed_methods", &c.allowed_methods)?;
     field("allowed_headers", &c.allowed_headers)?;
     field("exposed_headers", &c.exposed_headers)?;
+    if c.enabled && c.allowed_origins.is_empty() {
+        return Err(at.err(
+            "cors.allowed_origins",
+            "must not be empty when cors is enabled: list the origins, or [\"*\"] for any",
+        ));
+    }
+    if let Some(i) = c
+        .allowed_origins
+        .iter()
+        .position(|o| o != "*" && o.matches('*').count() > 1)
+    {
+        return Err(at.err(
+            &format!("cors.allowed_origins[{i}]"),
+            "may hold one * at most (as in \"https://*.example.com\")",
+        ));
+    }
     if c.enabled && c.allow_credentials && c.allowed_origins.iter().any(|o| o == "*") {
         return Err(at.err(
             "cors.allow_credentials",
@@ -201,6 +217,10 @@ mod tests {
         assert_eq!(e.key, "rate_limits.burst_size");
         let e = parse("[cors]\nenabled = true\nallow_credentials = true").unwrap_err();
         assert_eq!(e.key, "cors.allow_credentials");
+        let e = parse("[cors]\nenabled = true\nallowed_origins = []").unwrap_err();
+        assert_eq!(e.key, "cors.allowed_origins");
+        let e = parse("[cors]\nallowed_origins = [\"https://a\", \"https://*.*.b\"]").unwrap_err();
+        assert_eq!(e.key, "cors.allowed_origins[1]");
         assert!(!parse("").unwrap().rate_limits.any());
         assert!(!parse("").unwrap().cors.enabled);
     }

@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::http1::{self, Header, is_field_text};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{
-    Answering, Reframe, RequestId, Routing, StickyReport, UpstreamTarget, model_span, own_head,
-    placement_line, response_head, upstream_head,
+    Answering, OwnLines, Reframe, RequestId, Routing, StickyReport, UpstreamTarget, model_span,
+    own_head, placement_line, response_head, upstream_head,
 };
 use crate::routing::RoutingConfig;
 use crate::routing::decision::Decision;
@@ -116,6 +116,7 @@ pub fn head_writer(data: &[u8]) {
         head.keep_alive,
         Some(&head),
         Some(&own),
+        b"X-RateLimit-Limit: 60\r\n",
     );
     check_head(&out, false);
 
@@ -157,7 +158,18 @@ pub fn head_writer(data: &[u8]) {
                 is_head: head.is_head,
                 http10: head.minor_version == 0,
             };
-            let answering = Answering { buf: request, body };
+            // With ringway's own lines (rate limits, CORS) every other time: the
+            // endpoint's headers of theirs give way.
+            let own = if decode {
+                own_lines()
+            } else {
+                OwnLines::default()
+            };
+            let answering = Answering {
+                buf: request,
+                body,
+                own: &own,
+            };
             let mut out = Vec::new();
             response_head(
                 &mut out,
@@ -178,7 +190,31 @@ pub fn head_writer(data: &[u8]) {
                 Some(span) => assert_eq!(olla_model, [&body[span]], "X-Olla-Model"),
                 None => assert!(olla_model.is_empty()),
             }
+            if decode {
+                let named = |n: &[u8]| {
+                    written
+                        .iter()
+                        .filter(|(w, _)| w.eq_ignore_ascii_case(n))
+                        .count()
+                };
+                assert_eq!(named(b"x-ratelimit-limit"), 1, "X-RateLimit-Limit");
+                assert_eq!(named(b"access-control-allow-origin"), 1, "the origin");
+                let cors = written.iter().filter(|(w, _)| {
+                    w.len() > 15 && w[..15].eq_ignore_ascii_case(b"access-control-")
+                });
+                assert_eq!(cors.count(), 1, "only ringway's CORS headers");
+            }
         }
+    }
+}
+
+/// ringway's own lines for a request's answers, rate limits and CORS both on.
+fn own_lines() -> OwnLines {
+    OwnLines {
+        bytes: b"Vary: Origin\r\nAccess-Control-Allow-Origin: *\r\nX-RateLimit-Limit: 60\r\n"
+            .to_vec(),
+        cors: true,
+        rate_limit: true,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::deadline::Deadline;
 use crate::endpoint_set::EndpointSet;
 use crate::http1::{self, BodyProgress, Framing, ResponseHead, Watched};
 use crate::log::{debug, warning};
+use crate::ratelimit::Refusal;
 use crate::routing::Balancer;
 use crate::routing::RoutingConfig;
 use crate::routing::decision::Decision;
@@ -106,6 +107,8 @@ pub(super) async fn forward<'s>(
     let mut attempts = 0;
     let mut model = plan.model.clone();
     let mut last_error: Option<ProxyError> = None;
+    // Endpoints skipped at their rate limit (in `tried` too), and the soonest refusal.
+    let mut limited: Option<(EndpointSet, Refusal)> = None;
     let mut now = request.started;
     loop {
         if attempts > 0 && now >= request.deadline {
@@ -127,16 +130,35 @@ pub(super) async fn forward<'s>(
             None
         };
         let Some(ep) = pick else {
+            if let (None, Some((_, refusal))) = (&last_error, limited) {
+                shard.counters().rate_limited[refusal.limit as usize].bump();
+                return Err(ProxyError::RateLimited {
+                    limit: refusal.limit,
+                    retry_after_s: refusal.retry_after_s(),
+                });
+            }
             return Err(none_left(
                 request,
                 &client.conn.buf,
                 plan,
-                &tried,
+                &attempted(tried, limited.as_ref().map(|(skipped, _)| skipped)),
                 endpoints,
                 last_error,
                 shard.config.routing,
             ));
         };
+        if let Some(limits) = shard.limits.as_deref().filter(|l| l.limits_endpoints()) {
+            // At its limit: another endpoint, if any, takes the request.
+            if let Err(refusal) = limits.take_endpoint(ep.index, clock::mono_ns(now)) {
+                tried.insert(ep.index);
+                let (skipped, soonest) = limited.get_or_insert((EndpointSet::default(), refusal));
+                skipped.insert(ep.index);
+                if refusal.wait < soonest.wait {
+                    *soonest = refusal;
+                }
+                continue;
+            }
+        }
         if let (Some(alias), Some(span)) = (&plan.alias, model.clone()) {
             // Send the endpoint the model name it knows.
             let escaped = serde_json::to_string(alias.target_for(ep.index)).expect("a string");
@@ -217,6 +239,19 @@ pub(super) async fn forward<'s>(
             }
         }
     }
+}
+
+/// The endpoints `tried` that were really tried: not skipped at their rate limit.
+fn attempted(tried: EndpointSet, limited: Option<&EndpointSet>) -> EndpointSet {
+    let Some(limited) = limited else {
+        return tried;
+    };
+    let mut really = EndpointSet::default();
+    tried
+        .iter()
+        .filter(|&i| !limited.contains(i))
+        .for_each(|i| really.insert(i));
+    really
 }
 
 /// Why no endpoint is left to try.

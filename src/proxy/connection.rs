@@ -11,6 +11,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use super::access::{self, Record, RequestId, Seen, Served};
+use super::admission::{self, Admission};
 use super::attempt;
 use super::client::Client;
 use super::error::{self, ProxyError, Rescue};
@@ -22,7 +23,7 @@ use crate::admin;
 use crate::deadline::{self, Deadline};
 use crate::http1::{self, Conn, RequestHead};
 use crate::log::debug;
-use crate::routing::Internal;
+use crate::routing::{self, Internal};
 use crate::shard::Shard;
 
 /// Serves one client connection until it closes, errs or times out.
@@ -46,6 +47,9 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
                     None => RequestId::generate(shard),
                 };
                 let mut record = Record::new(id);
+                if shard.cors.is_some() || shard.limits.is_some() {
+                    admission::refused_while_read(shard, &mut client, head.as_ref());
+                }
                 let by = Writing::now(shard, &mut deadline);
                 send_error(&mut client, by, &mut record, head.as_ref(), &error).await;
                 let seen = Seen {
@@ -94,6 +98,25 @@ async fn serve(
         // Answer this one, then close: the server is shutting down.
         request.head.keep_alive = false;
     }
+    // Classified once, for the admission step and for route.
+    let route = routing::classify(request.head.target.get(&client.conn.buf));
+    if shard.cors.is_some() || shard.limits.is_some() {
+        let by = Writing::now;
+        match admission::admit(shard, client, request, route) {
+            Admission::Admitted => {}
+            Admission::Preflight => {
+                let head = &request.head;
+                let keep_alive = preflight(client, by(shard, deadline), &mut record, head).await;
+                return (record, keep_alive, Instant::now());
+            }
+            Admission::Refused(e) => {
+                let head = Some(&request.head);
+                let keep_alive =
+                    send_error(client, by(shard, deadline), &mut record, head, &e).await;
+                return (record, keep_alive, Instant::now());
+            }
+        }
+    }
     let plan = route::route(
         &shard.config,
         &shard.catalog(),
@@ -101,6 +124,7 @@ async fn serve(
         (client.peer.ip(), &client.peer_ip),
         &client.conn.buf,
         request,
+        route,
     );
     let plan = match plan {
         Plan::Page(Internal::DebugPanic) => {
@@ -260,6 +284,7 @@ async fn respond(
         keep_alive,
         head,
         rescue,
+        &client.own_lines.bytes,
     );
     if !head.is_some_and(|h| h.is_head) {
         out.extend_from_slice(body);
@@ -270,6 +295,28 @@ async fn respond(
     let stream = &mut client.conn.stream;
     let written = http1::write_out_by(by.deadline, by.until, stream, out, 0..len).await;
     written.is_ok() && keep_alive
+}
+
+/// Answers a CORS preflight with 204 and the lines `admission` wrote for it. Returns
+/// whether the connection carries on.
+async fn preflight(
+    client: &mut Client,
+    by: Writing<'_, '_>,
+    record: &mut Record,
+    head: &RequestHead,
+) -> bool {
+    let out = &mut client.out;
+    out.clear();
+    let id = record.id.as_bytes(&client.conn.buf);
+    let http10 = head.minor_version == 0;
+    heads::preflight(out, id, head.keep_alive, http10, &client.own_lines.bytes);
+    // Counted, not logged: an answer of ringway's own, like its pages.
+    record.page = true;
+    record.status = Some(StatusCode::NO_CONTENT.as_u16());
+    let len = out.len();
+    let stream = &mut client.conn.stream;
+    let written = http1::write_out_by(by.deadline, by.until, stream, out, 0..len).await;
+    written.is_ok() && head.keep_alive
 }
 
 /// Answers a connection beyond `server.max_connections` with 503 and closes it. The

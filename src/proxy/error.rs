@@ -6,6 +6,7 @@
 use http::StatusCode;
 
 use crate::http1::{ChunkError, HeadError};
+use crate::ratelimit::Limit;
 use crate::routing::Scope;
 use crate::routing::decision::Decision;
 
@@ -32,6 +33,12 @@ pub(crate) enum ProxyError {
     Unauthorized,
     /// The shard already serves `server.max_connections` connections.
     TooManyConnections,
+    /// Beyond a limit of `[rate_limits]`: a client's, the global one, or every eligible
+    /// endpoint's.
+    RateLimited {
+        limit: Limit,
+        retry_after_s: u32,
+    },
 
     /// No endpoint lists the requested model.
     ModelNotFound {
@@ -227,6 +234,20 @@ impl ProxyError {
                     false,
                 )
             },
+            // OpenAI's own 429s say type "requests" (or "tokens"), code "rate_limit_exceeded".
+            RateLimited {
+                limit,
+                retry_after_s,
+            } => Rescue {
+                retry_after: Some(*retry_after_s),
+                ..r(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "requests",
+                    "rate_limit_exceeded",
+                    format!("rate limit exceeded ({}); retry after {retry_after_s} s", limit.key()),
+                    true,
+                )
+            },
             ModelNotFound { model, decision } => Rescue {
                 decision: Some(*decision),
                 ..r(
@@ -356,6 +377,16 @@ mod tests {
         assert_eq!(status(ProxyError::Unauthorized), 401);
         assert!(ProxyError::Unauthorized.rescue().unwrap().challenge);
         assert_eq!(status(ProxyError::TooManyConnections), 503);
+        let limited = ProxyError::RateLimited {
+            limit: Limit::Client,
+            retry_after_s: 7,
+        }
+        .rescue()
+        .unwrap();
+        assert_eq!(limited.status.as_u16(), 429);
+        assert_eq!(limited.retry_after, Some(7));
+        assert!(limited.keep_alive);
+        assert!(limited.message.contains("per_ip_requests_per_minute"));
         assert_eq!(status(ProxyError::RequestTimeout), 504);
         assert_eq!(
             status(ProxyError::NoEndpoint {

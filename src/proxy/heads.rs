@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::access::{RequestId, StickyReport};
+use super::client::OwnLines;
 use super::error::Rescue;
 use crate::http1::{
     self, Framing, Header, HeaderKind, Lines, RequestHead, ResponseHead, Span, is_end_to_end,
@@ -79,6 +80,10 @@ pub(crate) fn upstream_head(
         let copy = match h.kind {
             HeaderKind::Other => !own(h),
             HeaderKind::RequestId | HeaderKind::SessionId => true,
+            // Read by ringway's CORS (`cors.rs`) when it is on, and forwarded all the same.
+            HeaderKind::Origin
+            | HeaderKind::AccessControlRequestMethod
+            | HeaderKind::AccessControlRequestHeaders => true,
             // Never with credentials of the endpoint's own (`forward_auth` is then off).
             HeaderKind::Authorization | HeaderKind::ApiKey => to.forward_auth && !own(h),
             HeaderKind::XForwardedFor => {
@@ -136,10 +141,12 @@ pub(crate) struct Routing<'a> {
     pub(crate) session: Option<Span>,
 }
 
-/// The request a response answers: the client connection's buffer and the body as sent.
+/// The request a response answers: the client connection's buffer, the body as sent,
+/// and ringway's own lines for its answers.
 pub(crate) struct Answering<'a> {
     pub(crate) buf: &'a [u8],
     pub(crate) body: &'a [u8],
+    pub(crate) own: &'a OwnLines,
 }
 
 /// How the response goes to the client.
@@ -181,13 +188,18 @@ pub(crate) fn response_head(
     }
     let mut has_length = false;
     let mut lines = Lines::new(upstream_buf);
+    let own = request.own;
+    let replacing = own.cors | own.rate_limit;
     for h in headers {
         let copy = match h.kind {
             HeaderKind::ContentLength => {
                 has_length = true;
                 !how.decode
             }
-            _ => is_end_to_end(upstream_buf, headers, h, response.connection_names_headers),
+            _ => {
+                is_end_to_end(upstream_buf, headers, h, response.connection_names_headers)
+                    && !(replacing && own.replaces(h.name.get(upstream_buf)))
+            }
         };
         if copy {
             lines.push(out, h);
@@ -221,6 +233,9 @@ pub(crate) fn response_head(
     out.extend_from_slice(source_line(sticky.source));
     if let (Some(KeySource::SessionHeader), Some(session)) = (sticky.source, routing.session) {
         push_header(out, b"X-Olla-Session-ID", session.get(request.buf));
+    }
+    if replacing {
+        out.extend_from_slice(&own.bytes);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -258,7 +273,7 @@ fn source_line(source: Option<KeySource>) -> &'static [u8] {
 }
 
 /// The head of an answer ringway writes itself (an error, a page). `request` is the
-/// request's head when one was read.
+/// request's head when one was read; `own` its [`OwnLines`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn own_head(
     out: &mut Vec<u8>,
@@ -269,6 +284,7 @@ pub(crate) fn own_head(
     keep_alive: bool,
     request: Option<&RequestHead>,
     rescue: Option<&Rescue>,
+    own: &[u8],
 ) {
     http1::push_status_line(out, status);
     push_header(out, b"Content-Type", content_type);
@@ -283,11 +299,22 @@ pub(crate) fn own_head(
     if let Some(decision) = rescue.and_then(|r| r.decision) {
         decision.push_headers(out);
     }
+    out.extend_from_slice(own);
     connection_header(
         out,
         keep_alive,
         request.is_some_and(|h| h.minor_version == 0),
     );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The whole answer to a CORS preflight: 204, no body, and `own` (its lines from
+/// `cors.rs`).
+pub(crate) fn preflight(out: &mut Vec<u8>, id: &[u8], keep_alive: bool, http10: bool, own: &[u8]) {
+    http1::push_status_line(out, StatusCode::NO_CONTENT);
+    out.extend_from_slice(own);
+    push_header(out, b"X-Olla-Request-ID", id);
+    connection_header(out, keep_alive, http10);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -328,6 +355,93 @@ fn olla_headers(out: &mut Vec<u8>, id: &[u8], ep: &Endpoint, ttfb: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::HeadLimits;
+    use crate::upstream::Upstreams;
+
+    /// ringway's own lines replace an endpoint's headers of the same concern, and only
+    /// while its policy for that concern is on.
+    #[test]
+    fn own_lines_replace_the_endpoints_cors_and_rate_limit_headers() {
+        let config =
+            crate::config::parse_test("[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"")
+                .unwrap();
+        let upstreams = Upstreams::new(&config.endpoints, &config.sticky);
+        let upstream: &[u8] = b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\n\
+            X-RateLimit-Remaining: 99\r\nVary: Accept\r\nContent-Length: 0\r\n\r\n";
+        let limits = HeadLimits {
+            max_bytes: 4096,
+            max_headers: 16,
+        };
+        let mut headers = Vec::new();
+        let response = http1::parse_response(upstream, &limits, false, &mut headers)
+            .unwrap()
+            .unwrap();
+        let id = RequestId::Generated([b'0'; 20]);
+        let head = |own: &OwnLines| {
+            let routing = Routing {
+                id: &id,
+                ep: &upstreams.endpoints[0],
+                ttfb: Duration::ZERO,
+                model: None,
+                decision: None,
+                placement: placement_line(false, Balancer::RoundRobin),
+                attempts: 1,
+                sticky: StickyReport {
+                    outcome: Outcome::Disabled,
+                    source: None,
+                },
+                session: None,
+            };
+            let how = Reframe {
+                keep_alive: true,
+                decode: false,
+                is_head: false,
+                http10: false,
+            };
+            let request = Answering {
+                buf: b"",
+                body: b"",
+                own,
+            };
+            let mut out = Vec::new();
+            response_head(
+                &mut out, upstream, &response, &headers, &how, &routing, &request,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let off = head(&OwnLines::default());
+        assert!(off.contains("Access-Control-Allow-Origin: *\r\n"), "{off}");
+        assert!(off.contains("X-RateLimit-Remaining: 99\r\n"), "{off}");
+        let on = OwnLines {
+            bytes: b"Vary: Origin\r\nAccess-Control-Allow-Origin: https://a\r\nX-RateLimit-Remaining: 3\r\n".to_vec(),
+            cors: true,
+            rate_limit: true,
+        };
+        let on = head(&on);
+        assert!(!on.contains("Access-Control-Allow-Origin: *"), "{on}");
+        assert!(!on.contains("X-RateLimit-Remaining: 99"), "{on}");
+        assert!(on.contains("Vary: Accept\r\n") && on.contains("Vary: Origin\r\n"));
+        assert!(on.ends_with("X-RateLimit-Remaining: 3\r\n\r\n"), "{on}");
+        // Rate limits alone leave an endpoint's CORS alone.
+        let limits_only = OwnLines {
+            bytes: b"X-RateLimit-Remaining: 3\r\n".to_vec(),
+            cors: false,
+            rate_limit: true,
+        };
+        let limits_only = head(&limits_only);
+        assert!(limits_only.contains("Access-Control-Allow-Origin: *\r\n"));
+        assert!(!limits_only.contains(": 99"));
+    }
+
+    #[test]
+    fn a_preflight_answer_has_no_body_framing() {
+        let mut out = Vec::new();
+        preflight(&mut out, b"id", true, false, b"Vary: Origin\r\n");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 204 No Content\r\nVary: Origin\r\nX-Olla-Request-ID: id\r\n\r\n"
+        );
+    }
 
     /// The whole lines written for speed say what the names say.
     #[test]

@@ -56,6 +56,7 @@ pub(super) async fn relay(
     let answering = Answering {
         buf: &client.conn.buf,
         body: request.body.bytes(&client.conn.buf),
+        own: &client.own_lines,
     };
     heads::response_head(
         out,

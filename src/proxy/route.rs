@@ -17,7 +17,7 @@ use crate::http1::{self, RequestHead};
 use crate::routing::RoutingConfig;
 use crate::routing::decision::{Action, Decision};
 use crate::routing::sticky::{self, KeyInputs, SessionKey};
-use crate::routing::{self, Internal, Route, Scope};
+use crate::routing::{Internal, Route, Scope};
 use crate::upstream::Endpoint;
 use crate::upstream::models::Catalog;
 
@@ -85,7 +85,8 @@ impl Want {
     }
 }
 
-/// Routes `request` (its bytes in `buf`) from a client at `peer` (`peer_ip` formatted).
+/// Routes `request` (its bytes in `buf`) from a client at `peer` (`peer_ip` formatted);
+/// `route` is what `routing::classify` made of its target.
 pub(super) fn route<'c>(
     config: &'c Config,
     catalog: &Catalog,
@@ -93,9 +94,10 @@ pub(super) fn route<'c>(
     (peer, peer_ip): (IpAddr, &str),
     buf: &[u8],
     request: &Request,
+    route: Route,
 ) -> Plan<'c> {
     let head = &request.head;
-    let route = match routing::classify(head.target.get(buf)) {
+    let route = match route {
         Route::Internal(Internal::DebugPanic) if !config.server.debug_panic_route => {
             Route::NotFound
         }

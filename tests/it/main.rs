@@ -13,4 +13,5 @@ mod models;
 mod olla;
 mod olla_pages;
 mod process;
+mod ratelimit;
 mod sticky;
