@@ -20,8 +20,8 @@
 #
 # What it does, all on 127.0.0.1:
 #  1. checks curl, jq, bc, python3, timeout, ss, base64, awk (apt-get installs what is
-#     missing when run as root) and installs the scripts' requirements.txt (plus PyYAML,
-#     for lib/olla2ringway.py) into the virtualenv, outside the repository;
+#     missing when run as root) and installs the scripts' requirements.txt into the
+#     virtualenv, outside the repository;
 #  2. starts six ringway-mock backends on free ports, one per kind ringway routes to:
 #     Ollama x2, vLLM, LM Studio, llama.cpp, OpenAI-compatible. The mock speaks every
 #     API; the kind is the `type` ringway's config gives it. Each serves phi4:latest (the
@@ -32,8 +32,8 @@
 #     timeout, and stops ringway. Scripts that hard-code Olla's port 40114 (security/)
 #     get ringway on 127.0.0.1:40114, with the limits they ask Olla to be started with,
 #     and are skipped when that port is taken. The auth/ scripts start "Olla" themselves
-#     with `go run`: shim/go stands in for go, starting ringway (config translated by
-#     lib/olla2ringway.py) and ringway-mock instead, on free ports passed as OLLA_PORT
+#     with `go run`: shim/go stands in for go, starting ringway (on the script's own
+#     Olla YAML, which ringway reads) and ringway-mock instead, on free ports passed as OLLA_PORT
 #     and BACKEND_PORT;
 #  4. parses each log (lib/parse.py: each script's own convention) and prints the table;
 #     summary.md and summary.json are written to the work directory.
@@ -207,7 +207,7 @@ PY="$VENV/bin/python"
 stamp="$VENV/.olla-scripts-$(cat "$SCRIPTS_DIR/requirements.txt" | sha1sum | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
     log "installing the scripts' requirements into $VENV"
-    "$PY" -m pip install -q --disable-pip-version-check -r "$SCRIPTS_DIR/requirements.txt" pyyaml \
+    "$PY" -m pip install -q --disable-pip-version-check -r "$SCRIPTS_DIR/requirements.txt" \
         || die "pip install failed"
     touch "$stamp"
 fi
