@@ -6,27 +6,6 @@ use std::time::Duration;
 use crate::harness::*;
 use ringway::Config;
 
-/// The headers the mock's echo route saw, names in lowercase.
-fn echoed(r: &Response) -> Vec<(String, String)> {
-    r.json()["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            let name = h[0].as_str().unwrap().to_ascii_lowercase();
-            (name, h[1].as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
-fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    headers
-        .iter()
-        .filter(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
 /// Starts `config` on a free port with one shard, once every endpoint has been checked.
 pub(crate) fn start(mut config: Config) -> ringway::Server {
     config.set_listen("127.0.0.1:0").unwrap();
@@ -67,7 +46,7 @@ fn basic_auth_and_static_headers_replace_the_clients_copies() {
         .as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let headers = echoed(&r);
+    let headers = echoed_headers(&r);
     assert_eq!(values(&headers, "authorization"), ["Basic dXNlcjpwYXNz"]);
     assert_eq!(values(&headers, "x-tenant"), ["acme"]);
     assert_eq!(values(&headers, "x-api-key"), ["static-key"]);

@@ -473,3 +473,26 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// The headers a request to the mock's echo route (`/mock/echo`) reached it with, names
+/// lowercased.
+pub(crate) fn echoed_headers(r: &Response) -> Vec<(String, String)> {
+    r.json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let name = h[0].as_str().unwrap().to_ascii_lowercase();
+            (name, h[1].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// The values of the header `name` (lowercase) among `headers`.
+pub(crate) fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}

@@ -11,27 +11,6 @@ use ringway::Config;
 
 use crate::harness::*;
 
-/// The headers an echo request reached the endpoint with, names lowercased.
-fn echoed_headers(r: &Response) -> Vec<(String, String)> {
-    r.json()["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            let name = h[0].as_str().unwrap().to_ascii_lowercase();
-            (name, h[1].as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
-fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    headers
-        .iter()
-        .filter(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
 #[test]
 fn a_model_name_with_raw_control_bytes_forges_no_header_or_log_line() {
     let a = mock("a");
