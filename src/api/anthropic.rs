@@ -25,6 +25,7 @@ pub(crate) mod count;
 pub(crate) mod errors;
 mod json;
 pub(crate) mod request;
+pub(crate) mod response;
 #[cfg(any(test, feature = "bench"))]
 pub(crate) mod samples;
 
