@@ -28,6 +28,7 @@ pub(crate) mod request;
 pub(crate) mod response;
 #[cfg(any(test, feature = "bench"))]
 pub(crate) mod samples;
+mod shape;
 pub(crate) mod stream;
 
 use errors::TranslateError;

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::TranslateError;
 use super::json;
-use super::request::{Block, Content, Request};
+use super::shape::{Block, Content, Request};
 
 /// Appends `{"input_tokens":N}` for a Messages request body (which need not be a valid
 /// request otherwise: Olla does not check it) and returns N.

@@ -32,15 +32,13 @@
 //! an OpenAI backend cannot run; images with a `file` source.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::TranslateError;
 use super::json::{self, Str};
+use super::shape::{Block, Content, Message, Request, Tool};
 use crate::endpoint_type::EndpointType;
 
 /// What the backend's API takes beyond OpenAI's own parameters.
@@ -229,187 +227,6 @@ fn check<'r, 'a>(req: &'r Request<'a>) -> Result<Checked<'r, 'a>, TranslateError
     })
 }
 
-/// The Anthropic request, as far as it is translated; everything else is skipped unread.
-#[derive(Deserialize)]
-pub(super) struct Request<'a> {
-    #[serde(borrow)]
-    model: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) messages: Option<Vec<Message<'a>>>,
-    #[serde(borrow)]
-    pub(super) system: Option<Content<'a>>,
-    max_tokens: Option<i64>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    top_k: Option<i64>,
-    #[serde(borrow)]
-    stop_sequences: Option<Vec<Str<'a>>>,
-    stream: Option<bool>,
-    #[serde(borrow)]
-    pub(super) tools: Option<Vec<Tool<'a>>>,
-    #[serde(borrow)]
-    tool_choice: Option<&'a RawValue>,
-    #[serde(borrow)]
-    metadata: Option<Metadata<'a>>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Message<'a> {
-    #[serde(borrow)]
-    role: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) content: Option<Content<'a>>,
-}
-
-/// A message's (or a tool result's, or a system prompt's) content: a string or blocks
-/// (a lone block object is taken as one block, as Olla does).
-pub(super) enum Content<'a> {
-    Text(Str<'a>),
-    Blocks(Vec<Block<'a>>),
-}
-
-/// A content block; which fields mean something depends on `type`.
-#[derive(Deserialize)]
-pub(super) struct Block<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) text: Option<Str<'a>>,
-    #[serde(borrow)]
-    source: Option<Source<'a>>,
-    #[serde(borrow)]
-    id: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) name: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) input: Option<&'a RawValue>,
-    #[serde(borrow)]
-    tool_use_id: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) content: Option<Content<'a>>,
-    is_error: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct Source<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<Str<'a>>,
-    #[serde(borrow)]
-    media_type: Option<Str<'a>>,
-    #[serde(borrow)]
-    data: Option<Str<'a>>,
-    #[serde(borrow)]
-    url: Option<Str<'a>>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Tool<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) name: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) description: Option<Str<'a>>,
-    #[serde(borrow)]
-    pub(super) input_schema: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Metadata<'a> {
-    #[serde(borrow)]
-    user_id: Option<Str<'a>>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Content<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an array of content blocks")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Content<'a>, E> {
-                Ok(Content::Text(Str(Cow::Borrowed(v))))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Content<'a>, E> {
-                Ok(Content::Text(Str(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'a>, A::Error> {
-                let mut blocks = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(block) = seq.next_element()? {
-                    blocks.push(block);
-                }
-                Ok(Content::Blocks(blocks))
-            }
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Content<'a>, M::Error> {
-                let block = Block::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Content::Blocks(vec![block]))
-            }
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
-
-impl<'a> Block<'a> {
-    pub(super) fn kind(&self) -> &str {
-        self.kind.as_deref().unwrap_or("")
-    }
-
-    /// The text of a `text` block.
-    fn text(&self) -> Option<&str> {
-        (self.kind() == "text")
-            .then(|| self.text.as_deref())
-            .flatten()
-    }
-
-    /// The URL an `image` block's source is sent as: a `data:` URL for base64 data.
-    fn image_url(&self) -> Option<Cow<'_, str>> {
-        let source = self.source.as_ref().filter(|_| self.kind() == "image")?;
-        match source.kind.as_deref()? {
-            "base64" => {
-                let media = source.media_type.as_deref().unwrap_or("image/png");
-                let data = source.data.as_deref()?;
-                Some(Cow::Owned(format!("data:{media};base64,{data}")))
-            }
-            "url" => source.url.as_deref().map(Cow::Borrowed),
-            _ => None,
-        }
-    }
-}
-
-impl Content<'_> {
-    fn blocks(&self) -> &[Block<'_>] {
-        match self {
-            Content::Text(_) => &[],
-            Content::Blocks(b) => b,
-        }
-    }
-
-    /// The text pieces: the string, or each text block's text.
-    pub(super) fn texts(&self) -> impl Iterator<Item = &str> {
-        let string = match self {
-            Content::Text(s) => Some(&**s),
-            Content::Blocks(_) => None,
-        };
-        string
-            .into_iter()
-            .chain(self.blocks().iter().filter_map(Block::text))
-    }
-
-    fn has_text(&self) -> bool {
-        self.texts().any(|t| !t.is_empty())
-    }
-
-    /// Writes the text pieces joined without a separator, as one JSON string.
-    fn push_joined_text(&self, out: &mut Vec<u8>) {
-        out.push(b'"');
-        for text in self.texts() {
-            json::push_str_contents(out, text);
-        }
-        out.push(b'"');
-    }
-}
-
 /// Separates the elements of a JSON array being written.
 struct List {
     start: usize,
@@ -432,17 +249,15 @@ impl Message<'_> {
     fn write(&self, list: &List, out: &mut Vec<u8>) {
         let role = self.role.as_deref().unwrap_or("user");
         match &self.content {
-            None => {}
-            Some(Content::Text(text)) => {
-                if !text.is_empty() {
-                    list.next(out);
-                    out.extend_from_slice(b"{\"role\":");
-                    json::push_str(out, role);
-                    out.extend_from_slice(b",\"content\":");
-                    json::push_str(out, text);
-                    out.push(b'}');
-                }
+            Some(Content::Text(text)) if !text.is_empty() => {
+                list.next(out);
+                out.extend_from_slice(b"{\"role\":");
+                json::push_str(out, role);
+                out.extend_from_slice(b",\"content\":");
+                json::push_str(out, text);
+                out.push(b'}');
             }
+            None | Some(Content::Text(_)) => {}
             Some(content) if role == "assistant" => write_assistant(content.blocks(), list, out),
             Some(content) => write_user(role, content.blocks(), list, out),
         }

@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde_json::value::RawValue;
 
 use super::json::{self, First, Str};
-use super::request::Content;
+use super::shape::Content;
 use super::{TranslateError, errors};
 
 /// Appends the Anthropic message for an OpenAI completion `body`; `model` is the model

@@ -37,8 +37,9 @@ use serde_json::value::RawValue;
 
 use super::errors::{self, ErrorType};
 use super::json::{self, First, Str};
-use super::request::Content;
 use super::response::{self, Counts, MatchedStop, Usage};
+use super::shape::Content;
+use tools::{CallState, ToolCall, ToolCallDelta};
 
 /// The longest SSE line taken from a backend (a tool call's arguments can arrive in one
 /// line; Olla's limit).
@@ -93,27 +94,6 @@ enum Open {
     Thinking(u32),
     /// A tool call's block (its position in `tools`).
     Tool(usize),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallState {
-    /// No block yet (no name yet, or another block is open): arguments held.
-    Held,
-    Live,
-    Closed,
-}
-
-struct ToolCall {
-    /// The backend's `index`.
-    index: u32,
-    id: String,
-    name: String,
-    /// Its content block's index, once opened.
-    block: u32,
-    state: CallState,
-    /// Arguments that arrived before its block opened.
-    held: String,
-    shape: JsonShape,
 }
 
 impl StreamTranslator {
@@ -338,124 +318,6 @@ impl StreamTranslator {
         self.produced += text.len();
     }
 
-    fn tool_call(&mut self, call: ToolCallDelta<'_>, out: &mut Vec<u8>) {
-        let id = call.id.as_deref().filter(|s| !s.is_empty());
-        let slot = match call.index {
-            Some(index) => self.tools.iter().position(|t| t.index == index),
-            // No index: the call with this id, or the latest call continues.
-            None => match id {
-                Some(id) => self.tools.iter().position(|t| t.id == id),
-                None => self.tools.len().checked_sub(1),
-            },
-        };
-        let slot = match slot {
-            Some(slot) => slot,
-            None => {
-                let index = call.index.unwrap_or(self.tools.len() as u32);
-                self.tools.push(ToolCall {
-                    index,
-                    id: String::new(),
-                    name: String::new(),
-                    block: 0,
-                    state: CallState::Held,
-                    held: String::new(),
-                    shape: JsonShape::default(),
-                });
-                self.held += TOOL_CALL_COST;
-                self.tools.len() - 1
-            }
-        };
-        let function = call.function.unwrap_or_default();
-        let arguments = function.arguments.map(|raw| {
-            // A string of JSON (OpenAI), or the JSON itself (some backends).
-            serde_json::from_str::<Str<'_>>(raw.get()).unwrap_or_else(|_| Str(raw.get().into()))
-        });
-        let arguments = arguments.as_deref().unwrap_or("");
-        let t = &mut self.tools[slot];
-        if let (true, Some(id)) = (t.id.is_empty(), id) {
-            t.id.push_str(id);
-            self.held += id.len();
-        }
-        if let (true, Some(name)) = (t.name.is_empty(), function.name.as_deref()) {
-            t.name.push_str(name);
-            self.held += name.len();
-        }
-        match t.state {
-            CallState::Held => {
-                t.held.push_str(arguments);
-                t.shape.feed(arguments);
-                self.held += arguments.len();
-            }
-            CallState::Live => {
-                if !arguments.is_empty() {
-                    block_delta(out, t.block, "input_json_delta", "partial_json", arguments);
-                    t.shape.feed(arguments);
-                }
-            }
-            CallState::Closed => {
-                if !arguments.trim_ascii().is_empty() {
-                    let message = format!(
-                        "tool call {} received arguments after its block was closed",
-                        t.index
-                    );
-                    return self.error(ErrorType::Api, &message, out);
-                }
-            }
-        }
-        self.produced += arguments.len();
-        if self.held > MAX_HELD {
-            let message = format!("tool calls exceeded {MAX_HELD} bytes of held state");
-            return self.error(ErrorType::Api, &message, out);
-        }
-        self.promote(out);
-    }
-
-    /// Opens held tool calls' blocks while nothing needs the open block to stay open:
-    /// no tool call is open, or the open one's arguments are complete.
-    fn promote(&mut self, out: &mut Vec<u8>) {
-        loop {
-            if let Open::Tool(s) = self.open {
-                if !self.tools[s].shape.complete() {
-                    return;
-                }
-            }
-            let next = self
-                .tools
-                .iter()
-                .position(|t| t.state == CallState::Held && !t.name.is_empty());
-            let Some(next) = next else {
-                return;
-            };
-            self.close_open(out);
-            self.open_tool(next, out);
-        }
-    }
-
-    /// Opens a tool call's block and sends the arguments held for it.
-    fn open_tool(&mut self, slot: usize, out: &mut Vec<u8>) {
-        let block = self.next_block();
-        if self.tools[slot].id.is_empty() {
-            self.tools[slot].id = response::tool_id(&self.message_id, slot);
-        }
-        let t = &mut self.tools[slot];
-        t.block = block;
-        t.state = CallState::Live;
-        event(out, "content_block_start");
-        out.extend_from_slice(b"{\"type\":\"content_block_start\",\"index\":");
-        json::push_u64(out, u64::from(block));
-        out.extend_from_slice(b",\"content_block\":{\"type\":\"tool_use\",\"id\":");
-        json::push_str(out, &t.id);
-        out.extend_from_slice(b",\"name\":");
-        json::push_str(out, &t.name);
-        out.extend_from_slice(b",\"input\":{}}}\n\n");
-        let held = std::mem::take(&mut t.held);
-        if !held.is_empty() {
-            block_delta(out, block, "input_json_delta", "partial_json", &held);
-        }
-        self.held -= held.len();
-        self.open = Open::Tool(slot);
-    }
-
     /// Closes the open block, if any.
     fn close_open(&mut self, out: &mut Vec<u8>) {
         let index = match self.open {
@@ -471,20 +333,6 @@ impl StreamTranslator {
         out.extend_from_slice(b"{\"type\":\"content_block_stop\",\"index\":");
         json::push_u64(out, u64::from(index));
         out.extend_from_slice(b"}\n\n");
-    }
-
-    /// Sends every held tool call that has a name, each as a whole block (before another
-    /// kind of block opens, and at the end). Calls that never got a name are dropped, as
-    /// in Olla (which also wants an id).
-    fn flush_held(&mut self, out: &mut Vec<u8>) {
-        while let Some(s) = self
-            .tools
-            .iter()
-            .position(|t| t.state == CallState::Held && !t.name.is_empty())
-        {
-            self.open_tool(s, out);
-            self.close_open(out);
-        }
     }
 
     fn next_block(&mut self) -> u32 {
@@ -562,45 +410,6 @@ fn block_delta(out: &mut Vec<u8>, index: u32, delta: &str, field: &str, text: &s
     out.extend_from_slice(b"}}\n\n");
 }
 
-/// Whether a tool call's arguments, fed piece by piece, are a whole JSON value yet: an
-/// object or array closed at depth zero, outside any string.
-#[derive(Debug, Default, Clone, Copy)]
-struct JsonShape {
-    depth: u32,
-    started: bool,
-    in_string: bool,
-    escaped: bool,
-}
-
-impl JsonShape {
-    fn feed(&mut self, s: &str) {
-        for &b in s.as_bytes() {
-            if self.in_string {
-                match b {
-                    _ if self.escaped => self.escaped = false,
-                    b'\\' => self.escaped = true,
-                    b'"' => self.in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => {
-                    self.depth += 1;
-                    self.started = true;
-                }
-                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-    }
-
-    fn complete(&self) -> bool {
-        self.started && self.depth == 0 && !self.in_string
-    }
-}
-
 /// One OpenAI `chat.completion.chunk`, as far as it is translated.
 #[derive(Deserialize)]
 struct Chunk<'a> {
@@ -637,22 +446,7 @@ struct Delta<'a> {
     tool_calls: Option<Vec<ToolCallDelta<'a>>>,
 }
 
-#[derive(Deserialize)]
-struct ToolCallDelta<'a> {
-    index: Option<u32>,
-    #[serde(borrow)]
-    id: Option<Str<'a>>,
-    #[serde(borrow)]
-    function: Option<FunctionDelta<'a>>,
-}
-
-#[derive(Default, Deserialize)]
-struct FunctionDelta<'a> {
-    #[serde(borrow)]
-    name: Option<Str<'a>>,
-    #[serde(borrow)]
-    arguments: Option<&'a RawValue>,
-}
+mod tools;
 
 #[cfg(test)]
 mod tests;

@@ -3,10 +3,10 @@ use serde_json::{Value, json};
 use super::*;
 use crate::api::anthropic::samples;
 
-const ESTIMATE: u64 = 50;
+pub(super) const ESTIMATE: u64 = 50;
 
 /// Feeds `input` in pieces of `step` bytes (0: all at once), then ends the stream.
-fn run_in(input: &[u8], step: usize) -> String {
+pub(super) fn run_in(input: &[u8], step: usize) -> String {
     let mut t = StreamTranslator::new("claude-x", ESTIMATE);
     let mut out = Vec::new();
     if step == 0 {
@@ -20,7 +20,7 @@ fn run_in(input: &[u8], step: usize) -> String {
     String::from_utf8(out).expect("events are UTF-8")
 }
 
-fn run(input: &str) -> String {
+pub(super) fn run(input: &str) -> String {
     let whole = run_in(input.as_bytes(), 0);
     assert_eq!(
         run_in(input.as_bytes(), 1),
@@ -32,7 +32,7 @@ fn run(input: &str) -> String {
 
 /// The events of an Anthropic stream, checked for well-formedness: each is
 /// `event: <type>\ndata: <JSON with that type>\n\n`.
-fn events(sse: &str) -> Vec<Value> {
+pub(super) fn events(sse: &str) -> Vec<Value> {
     let body = sse
         .strip_suffix("\n\n")
         .unwrap_or_else(|| panic!("unterminated: {sse}"));
@@ -51,7 +51,7 @@ fn events(sse: &str) -> Vec<Value> {
 
 /// Checks the event order Anthropic clients rely on and rebuilds the message content
 /// as an SDK accumulates it (tool input parsed from its `partial_json` pieces).
-fn content(sse: &str) -> (Vec<Value>, Value) {
+pub(super) fn content(sse: &str) -> (Vec<Value>, Value) {
     let events = events(sse);
     assert_eq!(events[0]["type"], "message_start", "{sse}");
     let last = events.last().unwrap();
@@ -104,23 +104,23 @@ fn append(into: &mut Value, piece: &Value) {
     *into = Value::String(s);
 }
 
-fn data(v: Value) -> String {
+pub(super) fn data(v: Value) -> String {
     format!("data: {v}\n\n")
 }
 
-fn delta(d: Value) -> String {
+pub(super) fn delta(d: Value) -> String {
     data(
         json!({"id":"chatcmpl-abcdefghijklmnop0123","choices":[{"index":0,"delta":d,"finish_reason":null}]}),
     )
 }
 
-fn finish(reason: &str) -> String {
+pub(super) fn finish(reason: &str) -> String {
     data(
         json!({"id":"chatcmpl-abcdefghijklmnop0123","choices":[{"index":0,"delta":{},"finish_reason":reason}]}),
     )
 }
 
-fn call(index: u64, id: Option<&str>, name: Option<&str>, args: &str) -> String {
+pub(super) fn call(index: u64, id: Option<&str>, name: Option<&str>, args: &str) -> String {
     let mut function = json!({"arguments": args});
     if let Some(name) = name {
         function["name"] = json!(name);
@@ -132,7 +132,7 @@ fn call(index: u64, id: Option<&str>, name: Option<&str>, args: &str) -> String 
     delta(json!({"tool_calls": [call]}))
 }
 
-const DONE: &str = "data: [DONE]\n\n";
+pub(super) const DONE: &str = "data: [DONE]\n\n";
 
 #[test]
 fn a_text_stream_translates_event_by_event() {
@@ -217,186 +217,6 @@ fn multi_byte_characters_split_across_feeds() {
         let (_, blocks) = content(&run_in(input.as_bytes(), step));
         assert_eq!(blocks, json!([{"type":"text","text":text}]), "step {step}");
     }
-}
-
-#[test]
-fn tool_arguments_in_many_pieces() {
-    let input = samples::tool_stream(50);
-    let (events, blocks) = content(&run(&input));
-    let expected_command: String = (0..50).map(|i| format!("part{i} ")).collect();
-    assert_eq!(
-        blocks,
-        json!([{"type":"tool_use","id":"call_0","name":"Bash","input":{"command":expected_command}}])
-    );
-    let deltas = events
-        .iter()
-        .filter(|e| e["type"] == "content_block_delta")
-        .count();
-    assert_eq!(deltas, 52, "each piece is passed on as it arrives");
-    assert_eq!(events[events.len() - 2]["delta"]["stop_reason"], "tool_use");
-}
-
-#[test]
-fn sequential_tool_calls_each_stream_live() {
-    let input = [
-        call(0, Some("call_a"), Some("read"), ""),
-        call(0, None, None, "{\"path\":"),
-        call(0, None, None, "\"a.rs\"}"),
-        call(1, Some("call_b"), Some("read"), ""),
-        call(1, None, None, "{\"path\":\"b.rs\"}"),
-        finish("tool_calls"),
-        DONE.into(),
-    ]
-    .concat();
-    let out = run(&input);
-    let (events, blocks) = content(&out);
-    assert_eq!(
-        blocks,
-        json!([
-            {"type":"tool_use","id":"call_a","name":"read","input":{"path":"a.rs"}},
-            {"type":"tool_use","id":"call_b","name":"read","input":{"path":"b.rs"}},
-        ])
-    );
-    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "message_start",
-            "content_block_start",
-            "content_block_delta",
-            "content_block_delta",
-            "content_block_stop",
-            "content_block_start",
-            "content_block_delta",
-            "content_block_stop",
-            "message_delta",
-            "message_stop"
-        ]
-    );
-}
-
-#[test]
-fn interleaved_tool_calls_are_serialised_by_block() {
-    let input = [
-        call(0, Some("call_a"), Some("first"), ""),
-        call(1, Some("call_b"), Some("second"), "{\"y\":"),
-        call(0, None, None, "{\"x\":"),
-        call(1, None, None, "[1,"),
-        call(0, None, None, "\"}\"}"),
-        call(1, None, None, "2]}"),
-        finish("tool_calls"),
-        DONE.into(),
-    ]
-    .concat();
-    let (events, blocks) = content(&run(&input));
-    assert_eq!(
-        blocks,
-        json!([
-            {"type":"tool_use","id":"call_a","name":"first","input":{"x":"}"}},
-            {"type":"tool_use","id":"call_b","name":"second","input":{"y":[1,2]}},
-        ])
-    );
-    // The second call's held arguments go out as one delta once the first is complete.
-    let second: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["index"] == 1 && e["type"] == "content_block_delta")
-        .collect();
-    assert_eq!(second[0]["delta"]["partial_json"], "{\"y\":[1,");
-    // Arguments that never complete: the held call waits for the end of the message.
-    let open_ended = [
-        call(0, Some("a"), Some("first"), "{\"x\":"),
-        call(1, Some("b"), Some("second"), "{}"),
-        call(0, None, None, "1"),
-        DONE.into(),
-    ]
-    .concat();
-    let (_, blocks) = content(&run(&open_ended));
-    assert_eq!(blocks[0]["input"], "{\"x\":1");
-    assert_eq!(
-        blocks[1],
-        json!({"type":"tool_use","id":"b","name":"second","input":{}})
-    );
-}
-
-#[test]
-fn text_then_tool_call() {
-    let input = [
-        delta(json!({"role":"assistant","content":""})),
-        delta(json!({"content":"Let me look."})),
-        call(0, Some("call_1"), Some("ls"), "{}"),
-        finish("tool_calls"),
-        DONE.into(),
-    ]
-    .concat();
-    let (events, blocks) = content(&run(&input));
-    assert_eq!(
-        blocks,
-        json!([
-            {"type":"text","text":"Let me look."},
-            {"type":"tool_use","id":"call_1","name":"ls","input":{}},
-        ])
-    );
-    assert_eq!(events[events.len() - 2]["delta"]["stop_reason"], "tool_use");
-}
-
-#[test]
-fn tool_calls_without_index_or_id() {
-    // Ollama: whole calls in one chunk; and calls without an index (Olla: index 0).
-    let whole = delta(json!({"tool_calls":[
-        {"id":"c1","function":{"name":"a","arguments":"{\"n\":1}"}},
-        {"id":"c2","function":{"name":"b","arguments":{"n":2}}}]}));
-    let no_id = delta(json!({"tool_calls":[{"index":0,"function":{"name":"c","arguments":"{}"}}]}));
-    let (_, blocks) = content(&run(&(whole + &finish("stop") + DONE)));
-    assert_eq!(
-        blocks,
-        json!([
-            {"type":"tool_use","id":"c1","name":"a","input":{"n":1}},
-            {"type":"tool_use","id":"c2","name":"b","input":{"n":2}},
-        ])
-    );
-    let (events, blocks) = content(&run(&(no_id + DONE)));
-    assert_eq!(blocks[0]["id"], "toolu_abcdefghijklmnop0123_0");
-    assert_eq!(events[events.len() - 2]["delta"]["stop_reason"], "tool_use");
-    // A call that never gets a name is dropped.
-    let nameless = call(0, Some("x"), None, "{}") + DONE;
-    let (_, blocks) = content(&run(&nameless));
-    assert_eq!(blocks, json!([]));
-}
-
-#[test]
-fn repeated_id_and_name_do_not_reopen_a_call() {
-    let input = [
-        call(0, Some("c"), Some("f"), "{\"a\":"),
-        call(0, Some("c"), Some("f"), "1}"),
-        DONE.into(),
-    ]
-    .concat();
-    let (_, blocks) = content(&run(&input));
-    assert_eq!(
-        blocks,
-        json!([{"type":"tool_use","id":"c","name":"f","input":{"a":1}}])
-    );
-}
-
-#[test]
-fn arguments_after_a_closed_block_end_the_stream() {
-    let input = [
-        call(0, Some("a"), Some("f"), "{}"),
-        delta(json!({"content":"text closes the call"})),
-        call(0, None, None, " "),
-        call(0, None, None, "{\"late\":1}"),
-        DONE.into(),
-    ]
-    .concat();
-    let (events, _) = content(&run(&input));
-    let last = events.last().unwrap();
-    assert_eq!(last["error"]["type"], "api_error");
-    assert!(
-        last["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("after its block was closed")
-    );
 }
 
 #[test]
@@ -594,19 +414,4 @@ fn pings() {
     let n = out.len();
     t.ping(&mut out);
     assert_eq!(out.len(), n, "no ping after message_stop");
-}
-
-#[test]
-fn json_shape_tracks_completeness() {
-    let mut s = JsonShape::default();
-    for (piece, complete) in [
-        ("", false),
-        ("{\"a\":\"}", false),
-        ("\\\"", false),
-        ("\"", false),
-        ("}", true),
-    ] {
-        s.feed(piece);
-        assert_eq!(s.complete(), complete, "{piece}");
-    }
 }
