@@ -30,7 +30,7 @@ pub(crate) fn from_openai(
     let completion: Completion<'_> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::upstream(format!("invalid OpenAI response: {e}")))?;
     let Some(choice) = completion.choices.0 else {
-        if completion.error.is_some() {
+        if completion.error.is_some() || completion.object.as_deref() == Some("error") {
             let (kind, message) = errors::from_openai_body(None, body);
             return Err(TranslateError {
                 kind,
@@ -256,6 +256,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for MatchedStop<'a> {
 struct Completion<'a> {
     #[serde(borrow)]
     id: Option<Str<'a>>,
+    #[serde(borrow)]
+    object: Option<Str<'a>>,
     #[serde(borrow, default)]
     choices: First<Choice<'a>>,
     usage: Option<Usage>,

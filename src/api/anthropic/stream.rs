@@ -216,7 +216,8 @@ impl StreamTranslator {
             self.skipped += 1;
             return;
         };
-        if chunk.error.is_some() {
+        // `{"error":...}`, or vLLM's older flat `{"object":"error","message":...}`.
+        if chunk.error.is_some() || chunk.object.as_deref() == Some("error") {
             let (kind, message) = errors::from_openai_body(None, data);
             return self.error(kind, &message, out);
         }
@@ -415,6 +416,8 @@ fn block_delta(out: &mut Vec<u8>, index: u32, delta: &str, field: &str, text: &s
 struct Chunk<'a> {
     #[serde(borrow)]
     id: Option<Str<'a>>,
+    #[serde(borrow)]
+    object: Option<Str<'a>>,
     #[serde(borrow, default)]
     choices: First<ChunkChoice<'a>>,
     usage: Option<Usage>,

@@ -233,4 +233,9 @@ fn bad_responses_are_upstream_errors() {
     );
     let e = err(r#"{"error":{"message":"slow down","type":"rate_limit_exceeded"}}"#);
     assert_eq!(e.kind, ErrorType::RateLimit);
+    let e = err(r#"{"object":"error","message":"bad n","type":"BadRequestError","code":400}"#);
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        (ErrorType::InvalidRequest, "bad n")
+    );
 }

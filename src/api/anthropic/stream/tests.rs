@@ -311,6 +311,14 @@ fn an_error_chunk_becomes_an_error_event() {
         &json!({"type":"error","error":{"type":"api_error","message":"CUDA out of memory"}})
     );
     assert!(!all.iter().any(|e| e["type"] == "message_stop"));
+    let flat = data(
+        json!({"object":"error","message":"bad n","type":"BadRequestError","param":null,"code":400}),
+    );
+    let only = events(&run(&flat));
+    assert_eq!(
+        only,
+        [json!({"type":"error","error":{"type":"invalid_request_error","message":"bad n"}})]
+    );
     // An error before anything else: just the error.
     let out = run(&data(json!({"error":"model not loaded"})));
     let only = events(&out);
