@@ -16,6 +16,9 @@
 use memchr::memchr2;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
+#[allow(dead_code)] // wired by the Anthropic route (issue 14)
+pub(crate) mod anthropic;
+
 /// What `route` needs to know about a request body.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct RequestFacts<'a> {

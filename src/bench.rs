@@ -171,3 +171,54 @@ pub struct RequestHeadBuf {
     head: Option<RequestHead>,
     headers: Vec<Header>,
 }
+
+/// A request shaped like Claude Code's (system blocks, thinking, a tool round trip, tool
+/// definitions) of about `size` bytes, for the Anthropic translator.
+pub fn claude_code_request(size: usize) -> Vec<u8> {
+    crate::api::anthropic::samples::claude_code_request(size).into_bytes()
+}
+
+/// Translates an Anthropic Messages body into an OpenAI chat body, as the Anthropic
+/// route will before forwarding; returns the body's length.
+pub fn anthropic_request(body: &[u8], out: &mut Vec<u8>) -> usize {
+    use crate::api::anthropic::request::{Options, to_openai};
+    out.clear();
+    let opts = Options::for_endpoint(EndpointType::Vllm);
+    to_openai(body, &opts, out).expect("a valid request");
+    out.len()
+}
+
+/// Estimates a Messages body's input tokens (`count_tokens`).
+pub fn anthropic_count_tokens(body: &[u8], out: &mut Vec<u8>) -> u64 {
+    out.clear();
+    crate::api::anthropic::count::count_tokens(body, out).expect("a valid request")
+}
+
+/// An OpenAI stream as vLLM writes it, one SSE event per element: `n` text chunks, or
+/// one tool call whose arguments come in `n` pieces.
+pub fn openai_stream_events(n: usize, tool: bool) -> Vec<Vec<u8>> {
+    use crate::api::anthropic::samples;
+    let stream = if tool {
+        samples::tool_stream(n)
+    } else {
+        samples::text_stream(n)
+    };
+    stream
+        .split_inclusive("\n\n")
+        .map(|e| e.as_bytes().to_vec())
+        .collect()
+}
+
+/// Translates a whole stream fed event by event, as the relay will: `out` is emptied
+/// after each event (sent). Returns the bytes written.
+pub fn anthropic_stream(events: &[Vec<u8>], out: &mut Vec<u8>) -> usize {
+    let mut t = crate::api::anthropic::stream::StreamTranslator::new("claude-x", 1000);
+    let mut sent = 0;
+    for event in events {
+        t.feed(event, out);
+        sent += out.len();
+        out.clear();
+    }
+    t.finish(out);
+    sent + out.len()
+}
