@@ -235,7 +235,7 @@ mod tests {
             basic.expose(),
             format!(
                 "Basic {}",
-                crate::config::endpoints::base64(b"admin:from-env")
+                crate::config::endpoints::auth::base64(b"admin:from-env")
             )
         );
         let all = c.warnings.join("\n");
