@@ -70,23 +70,9 @@ pub(crate) fn models_list<'a>(
 /// A Unix time as RFC 3339 in UTC (`2024-01-31T08:05:09Z`), for `models_list`'s
 /// `created_at`.
 pub(crate) fn rfc3339(unix_secs: u64) -> String {
-    let (days, secs) = (unix_secs / 86_400, unix_secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    // The log's timestamp (`2024-01-31T08:05:09.000Z`) without its milliseconds.
+    let stamp = crate::log::Timestamp(unix_secs * 1000).to_string();
+    format!("{}Z", &stamp[..stamp.len() - 5])
 }
 
 /// The Anthropic message id for a completion: `msg_` and the backend's id without its
