@@ -4,6 +4,7 @@
 //! are in `admin/models.rs`, the per-model statistics in `admin/model_stats.rs`, the
 //! process page in `admin/process.rs`.
 
+mod anthropic;
 mod format;
 mod model_stats;
 mod models;
@@ -33,8 +34,17 @@ pub(crate) fn render(
     page: Internal,
     shard: &Shard,
     target: &[u8],
+    body: &[u8],
 ) -> (StatusCode, &'static [u8], Vec<u8>) {
     let query = target.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
+    match page {
+        Internal::AnthropicModels => return (StatusCode::OK, JSON, anthropic::models(shard)),
+        Internal::AnthropicCountTokens => {
+            let (status, text) = anthropic::count_tokens(body);
+            return (status, JSON, text);
+        }
+        _ => {}
+    }
     if page == Internal::Metrics {
         return (
             StatusCode::OK,
@@ -44,6 +54,9 @@ pub(crate) fn render(
     }
     let body = match page {
         Internal::Metrics => unreachable!("rendered above"),
+        Internal::AnthropicModels | Internal::AnthropicCountTokens => {
+            unreachable!("rendered above")
+        }
         Internal::DebugPanic => unreachable!("answered by the connection loop"),
         Internal::Status => status(shard),
         Internal::Models => status_models(shard),

@@ -132,6 +132,11 @@ pub(crate) enum Internal {
     /// LM Studio's `/api/v0/models` shape, of the LM Studio endpoints
     /// (`/olla/lmstudio/api/v0/models`).
     ModelsLmStudio,
+    /// `/olla/anthropic/v1/models`: the catalogue in Anthropic's list shape.
+    AnthropicModels,
+    /// `/olla/anthropic/v1/messages/count_tokens` (and `/v1/messages/count_tokens`):
+    /// a Messages request's input tokens, estimated as Olla does.
+    AnthropicCountTokens,
     /// `/internal/stats/models`: per-model request statistics.
     ModelStats,
     /// `/internal/process`: the process's memory, threads and open files.
@@ -188,6 +193,10 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/v1/models" => return Route::Internal(Internal::ModelsOpenAi(Scope::OpenAi)),
         b"/api/tags" => return Route::Internal(Internal::ModelsOllama(Scope::Ollama)),
         b"/olla/models" => return Route::Internal(Internal::ModelsUnified),
+        b"/olla/anthropic/v1/models" => return Route::Internal(Internal::AnthropicModels),
+        b"/olla/anthropic/v1/messages/count_tokens" | b"/v1/messages/count_tokens" => {
+            return Route::Internal(Internal::AnthropicCountTokens);
+        }
         _ => {}
     }
     if path.starts_with(b"/olla/models/") {
@@ -351,6 +360,12 @@ mod tests {
             ("/olla/lmstudio/api/v1/models", Internal::ModelsOpenAi(lm)),
             ("/olla/lm-studio/api/v1/models", Internal::ModelsOpenAi(lm)),
             ("/olla/lm_studio/api/v0/models", Internal::ModelsLmStudio),
+            ("/olla/anthropic/v1/models", Internal::AnthropicModels),
+            (
+                "/olla/anthropic/v1/messages/count_tokens",
+                Internal::AnthropicCountTokens,
+            ),
+            ("/v1/messages/count_tokens", Internal::AnthropicCountTokens),
             ("/olla/lmstudio/api/v0/models?x", Internal::ModelsLmStudio),
             ("/olla/lmstudio/v1/models", Internal::ModelsOpenAi(lm)),
             (

@@ -131,8 +131,10 @@ async fn serve(
             panic!("GET /internal/debug/panic (server.debug_panic_route is on)")
         }
         Plan::Page(page) => {
-            let target = request.head.target.get(&client.conn.buf);
-            let (status, content_type, body) = admin::render(page, shard, target);
+            let buf = &client.conn.buf;
+            let target = request.head.target.get(buf);
+            let sent = request.body.bytes(buf);
+            let (status, content_type, body) = admin::render(page, shard, target, sent);
             record.page = true;
             let head = Some(&request.head);
             let keep_alive = respond(

@@ -1,6 +1,7 @@
 //! Integration tests: real mock backends (tools/mock) and a real ringway, on 127.0.0.1
 //! with ports from the OS. One test binary, one module per concern.
 
+mod anthropic;
 mod balancing;
 mod credentials;
 mod failover;
