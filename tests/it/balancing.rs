@@ -95,6 +95,11 @@ fn least_connections_counts_requests_in_flight_on_every_shard() {
     // Fresh connections: the kernel spreads them over both shards. With per-shard counts
     // a shard that did not start the slow request would send about half to `busy`.
     for _ in 0..16 {
+        // A pause first: the shard that served the previous request counts it in flight
+        // on the idle endpoint until it has finished writing the answer, which on a
+        // loaded machine can be after the client read it. A tie then lets the balancer's
+        // rotation pick the busy endpoint (it failed once so in CI beside other builds).
+        std::thread::sleep(Duration::from_millis(25));
         let r = one_shot(
             proxy.local_addr(),
             post("/v1/chat/completions", &chat("llama3.2:latest", false), "").as_bytes(),
