@@ -1,4 +1,5 @@
-//! Routes and response rendering: OpenAI, Ollama and LM Studio shapes, health, `/mock/*`.
+//! Routes and response rendering: OpenAI, Anthropic, Ollama and LM Studio shapes, health,
+//! `/mock/*`. Tool calls and Anthropic's streams are pre-rendered events (`StreamSpec::events`).
 //!
 //! Completions (the benchmark hot path) are written with `write!` straight into the
 //! connection's reusable buffer; names from outside go through serde_json for escaping.
