@@ -1,4 +1,5 @@
-//! Routes and response rendering: OpenAI, Ollama and LM Studio shapes, health, `/mock/*`.
+//! Routes and response rendering: OpenAI, Anthropic, Ollama and LM Studio shapes, health,
+//! `/mock/*`. Tool calls and Anthropic's streams are pre-rendered events (`StreamSpec::events`).
 //!
 //! Completions (the benchmark hot path) are written with `write!` straight into the
 //! connection's reusable buffer; names from outside go through serde_json for escaping.
@@ -10,6 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::Shared;
@@ -186,6 +188,9 @@ enum Route {
     Completion,
     Embeddings,
     Models,
+    /// Anthropic's Messages API, as Ollama, vLLM, llama.cpp and LM Studio serve it.
+    Messages,
+    CountTokens,
     OChat,
     OGenerate,
     OEmbed,
@@ -208,6 +213,8 @@ fn route(path: &str) -> Option<(&'static str, Route)> {
         "/v1/completions" | "/api/v0/completions" | "/api/v1/completions" => ("POST", Completion),
         "/v1/embeddings" | "/api/v0/embeddings" | "/api/v1/embeddings" => ("POST", Embeddings),
         "/v1/models" | "/api/v1/models" => ("GET", Models),
+        "/v1/messages" => ("POST", Messages),
+        "/v1/messages/count_tokens" => ("POST", CountTokens),
         "/api/chat" => ("POST", OChat),
         "/api/generate" => ("POST", OGenerate),
         "/api/embed" => ("POST", OEmbed),
@@ -423,6 +430,13 @@ struct Body<'a> {
     options: Option<Options>,
     input: Option<Value>,
     stream_options: Option<StreamOptions>,
+    /// OpenAI's `[{"type":"function","function":{"name","parameters"}}]` or Anthropic's
+    /// `[{"name","input_schema"}]`.
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    /// Left unparsed: only looked at when a tool call may be answered (`tool_call`).
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
 }
 
 /// OpenAI's `stream_options`: `include_usage` asks for a last chunk with the usage.
@@ -437,10 +451,15 @@ struct Options {
 }
 
 fn model_route(sh: &Shared, route: Route, meta: &Meta, body: &[u8], out: &mut Vec<u8>) -> Reply {
-    let ollama = !matches!(route, Route::Chat | Route::Completion | Route::Embeddings);
-    let fail = |out: &mut Vec<u8>, status, code, msg: &str| match ollama {
-        true => reply_json(out, status, &json!({ "error": msg })),
-        false => invalid(out, status, code, msg),
+    let ollama = matches!(
+        route,
+        Route::OChat | Route::OGenerate | Route::OEmbed | Route::OEmbeddings | Route::Show
+    );
+    let anthropic = matches!(route, Route::Messages | Route::CountTokens);
+    let fail = |out: &mut Vec<u8>, status, code, msg: &str| match (ollama, anthropic) {
+        (true, _) => reply_json(out, status, &json!({ "error": msg })),
+        (_, true) => reply_json(out, status, &anthropic_error(status, msg)),
+        _ => invalid(out, status, code, msg),
     };
     let req: Body<'_> = match serde_json::from_slice(body) {
         Ok(b) => b,
@@ -452,9 +471,10 @@ fn model_route(sh: &Shared, route: Route, meta: &Meta, body: &[u8], out: &mut Ve
     // Ollama's implicit tag: "llama3.2" names "llama3.2:latest".
     let served = |m: &String| m == model || m.strip_suffix(":latest") == Some(model);
     if !sh.control.with_models(|ms| ms.iter().any(served)) {
-        let msg = match ollama {
-            true => format!("model \"{model}\" not found, try pulling it first"),
-            false => format!("The model `{model}` does not exist"),
+        let msg = match (ollama, anthropic) {
+            (true, _) => format!("model \"{model}\" not found, try pulling it first"),
+            (_, true) => format!("model: {model}"),
+            _ => format!("The model `{model}` does not exist"),
         };
         return fail(out, 404, "model_not_found", &msg);
     }
@@ -474,6 +494,7 @@ fn model_route(sh: &Shared, route: Route, meta: &Meta, body: &[u8], out: &mut Ve
         Route::OEmbed => json!({"model": model, "embeddings": vec![EMBEDDING; count],
             "total_duration": 0, "load_duration": 0, "prompt_eval_count": prompt}),
         Route::OEmbeddings => json!({ "embedding": EMBEDDING }),
+        Route::CountTokens => json!({ "input_tokens": anthropic_prompt(body) }),
         Route::Show => {
             json!({"modelfile": "# ringway-mock", "parameters": "", "template": "{{ .Prompt }}",
             "details": details(model), "model_info": {"general.architecture": family(model)},
@@ -530,10 +551,16 @@ pub(crate) struct StreamSpec {
     pad_to: usize,
     /// `stream_options.include_usage` (OpenAI routes): a usage chunk before `[DONE]`.
     usage: bool,
+    /// Pre-rendered writes (tool calls, Anthropic's events): when not empty, write `i` is
+    /// token event `i` and the last one is the closing write; `tokens` is one less.
+    events: Vec<Vec<u8>>,
 }
 
 impl StreamSpec {
     pub(crate) fn token(&self, i: usize, out: &mut Vec<u8>) {
+        if let Some(event) = self.events.get(i) {
+            return out.extend_from_slice(event);
+        }
         // Up to the event's closing brace, which the padding field goes before.
         let (suffix, end) = match self.route {
             Route::Chat => ("},\"finish_reason\":null}]", "}\n\n"),
@@ -553,6 +580,9 @@ impl StreamSpec {
 
     /// The closing event(s): finish_reason + `[DONE]` for SSE, the `done` line for Ollama.
     pub(crate) fn finish(&self, out: &mut Vec<u8>) {
+        if let Some(last) = self.events.last() {
+            return out.extend_from_slice(last);
+        }
         out.extend_from_slice(&self.prefix[..self.meta_len]);
         let end: &[u8] = match self.route {
             Route::Chat => br#""index":0,"delta":{},"finish_reason":"stop"}]}"#,
@@ -620,15 +650,18 @@ fn completion(
             .and_then(|o| usize::try_from(o.num_predict?).ok()),
         false => req.max_completion_tokens.or(req.max_tokens),
     };
-    let tokens = meta
-        .tokens
-        .unwrap_or(sh.config.tokens)
-        .min(cap.unwrap_or(usize::MAX));
+    let wanted = meta.tokens.unwrap_or(sh.config.tokens);
+    let tokens = wanted.min(cap.unwrap_or(usize::MAX));
     let mut kv = sh
         .kv
         .as_ref()
         .map(|kv| prefill(sh, kv, route, body, tokens));
-    let prompt = kv.map_or((body.len() / 4).max(1), |p| p.prompt_tokens);
+    let prompt = match (kv, route) {
+        (Some(p), _) => p.prompt_tokens,
+        // What `/v1/messages/count_tokens` says for the same messages.
+        (None, Route::Messages) => anthropic_prompt(body),
+        (None, _) => (body.len() / 4).max(1),
+    };
     // The header beats the simulation, which beats the fixed delay.
     let first_delay = (meta.first_delay)
         .or(kv.map(|p| p.delay))
@@ -656,7 +689,18 @@ fn completion(
         pad_to: meta.token_bytes,
         usage: !ollama
             && (req.stream_options.as_ref()).is_some_and(|o| o.include_usage == Some(true)),
+        events: Vec::new(),
     };
+    let tool = match route {
+        Route::Chat | Route::Messages => tool_call(req, meta),
+        _ => None,
+    };
+    if route == Route::Messages {
+        return messages(sh, model, tool, tokens < wanted, spec, stream, out);
+    }
+    if let Some(tool) = tool {
+        return openai_tool_call(sh, model, &tool, spec, stream, out);
+    }
     // Streams render the shared prefix once; full responses render straight into `out`.
     let buf = if stream { &mut spec.prefix } else { &mut *out };
     if ollama {
@@ -732,6 +776,273 @@ fn completion(
         delay: first_delay,
         kv,
     }
+}
+
+/// An Anthropic error body (`not_found_error` for 404s, `invalid_request_error` else).
+fn anthropic_error(status: u16, message: &str) -> Value {
+    let kind = match status {
+        404 => "not_found_error",
+        _ => "invalid_request_error",
+    };
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+/// Input tokens of an Anthropic request: ~4 bytes per token of its prompt text (system
+/// and messages, as the KV simulation reads them), so `/v1/messages/count_tokens` and
+/// `/v1/messages` agree on the same messages whatever else the bodies hold.
+fn anthropic_prompt(body: &[u8]) -> usize {
+    (kv::prompt_text(body, true).len() / 4).max(1)
+}
+
+/// The tool call a chat is answered with.
+struct ToolCall {
+    name: String,
+    /// The arguments as a JSON object text: every property of the tool's schema, "mock".
+    args: String,
+}
+
+impl ToolCall {
+    /// The arguments in pieces of about 6 bytes (at char boundaries), at least two when
+    /// they are longer than one char: how they are streamed.
+    fn pieces(&self) -> Vec<&str> {
+        let a = self.args.as_str();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        while start < a.len() {
+            let mut end = (start + 6).min(a.len());
+            while !a.is_char_boundary(end) {
+                end += 1;
+            }
+            pieces.push(&a[start..end]);
+            start = end;
+        }
+        if let [only] = pieces[..] {
+            if let Some((i, _)) = only.char_indices().nth(1) {
+                pieces = vec![&only[..i], &only[i..]];
+            }
+        }
+        pieces
+    }
+}
+
+/// Whether (and with what) to answer with a tool call: `X-Mock-Tool-Call: NAME`, or the
+/// request offers tools and `tool_choice` does not say `none` (the forced tool, else the
+/// first). Never when the last message carries a tool's result (OpenAI's `role: "tool"`,
+/// Anthropic's `tool_result` block): then the round trip ends with text.
+fn tool_call(req: &Body<'_>, meta: &Meta) -> Option<ToolCall> {
+    let tools = req.tools.as_ref().and_then(Value::as_array);
+    let tools = tools.map_or(&[][..], Vec::as_slice);
+    let choice = req.tool_choice.as_ref();
+    let none = choice.is_some_and(|c| c == "none" || c["type"] == "none");
+    if meta.tool_call.is_none() && (tools.is_empty() || none) {
+        return None;
+    }
+    if let Some(messages) = req.messages {
+        let messages: Value = serde_json::from_str(messages.get()).unwrap_or_default();
+        let last = messages.as_array().and_then(|m| m.last());
+        let last = last.unwrap_or(&Value::Null);
+        let result = |p: &Value| p["type"] == "tool_result";
+        let parts = last["content"].as_array().map_or(&[][..], Vec::as_slice);
+        if last["role"] == "tool" || parts.iter().any(result) {
+            return None;
+        }
+    }
+    fn name_of(t: &Value) -> Option<&str> {
+        t["function"]["name"].as_str().or(t["name"].as_str())
+    }
+    // OpenAI's {"type":"function","function":{"name":..}}, Anthropic's {"type":"tool","name":..}.
+    let forced = choice.and_then(|c| c["function"]["name"].as_str().or(c["name"].as_str()));
+    let wanted = meta.tool_call.as_deref().or(forced);
+    let tool = match wanted {
+        Some(w) => tools.iter().find(|t| name_of(t) == Some(w)),
+        None => tools.first(),
+    };
+    let name = wanted.or(tool.and_then(name_of)).unwrap_or("mock_tool");
+    let schema = tool.map(|t| match &t["function"]["parameters"] {
+        Value::Null => &t["input_schema"],
+        p => p,
+    });
+    let keys: Vec<&str> = match schema.and_then(|s| s["properties"].as_object()) {
+        Some(props) => props.keys().map(String::as_str).collect(),
+        None => vec!["location", "unit"],
+    };
+    let args: serde_json::Map<String, Value> = (keys.iter())
+        .map(|k| ((*k).to_owned(), json!("mock")))
+        .collect();
+    Some(ToolCall {
+        name: name.to_owned(),
+        args: Value::Object(args).to_string(),
+    })
+}
+
+/// One SSE event as bytes: `data: <json>\n\n`, after `event: <name>\n` if named.
+fn sse_event(out: &mut Vec<u8>, name: Option<&str>, v: &Value) {
+    if let Some(name) = name {
+        w!(out, "event: {name}\n");
+    }
+    out.extend_from_slice(b"data: ");
+    let _ = serde_json::to_writer(&mut *out, v);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// An OpenAI chat answered with a tool call. Streamed as OpenAI does: the call's id, type
+/// and name with empty arguments, then the arguments in pieces, then `finish_reason`
+/// (and the usage chunk if asked for) and `[DONE]`. One completion token per piece.
+fn openai_tool_call(
+    sh: &Shared,
+    model: &str,
+    tool: &ToolCall,
+    mut spec: StreamSpec,
+    stream: bool,
+    out: &mut Vec<u8>,
+) -> Reply {
+    let n = sh.stats.requests();
+    let (id, call_id) = (format!("chatcmpl-{n}"), format!("call_mock{n}"));
+    let pieces = tool.pieces();
+    let (prompt, tokens) = (spec.prompt, pieces.len());
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": tokens,
+        "total_tokens": prompt + tokens});
+    let object = if stream {
+        "chat.completion.chunk"
+    } else {
+        "chat.completion"
+    };
+    let chunk = |choices: Value| {
+        json!({"id": id, "object": object, "created": unix_now(), "model": model,
+            "system_fingerprint": sh.config.name, "choices": choices})
+    };
+    if !stream {
+        let mut v = chunk(
+            json!([{"index": 0, "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": call_id, "type": "function",
+                "function": {"name": tool.name, "arguments": tool.args}}]},
+            "logprobs": null, "finish_reason": "tool_calls"}]),
+        );
+        v["usage"] = usage;
+        let _ = serde_json::to_writer(&mut *out, &v);
+        return Reply::Full {
+            status: 200,
+            ctype: JSON,
+            delay: spec.first_delay,
+            kv: spec.kv,
+        };
+    }
+    let delta = |d: Value| chunk(json!([{"index": 0, "delta": d, "finish_reason": null}]));
+    let mut first = Vec::new();
+    let call = json!([{"index": 0, "id": call_id, "type": "function",
+        "function": {"name": tool.name, "arguments": ""}}]);
+    let d = json!({"role": "assistant", "content": null, "tool_calls": call});
+    sse_event(&mut first, None, &delta(d));
+    spec.events.push(first);
+    for piece in &pieces {
+        let mut e = Vec::new();
+        let d = json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]});
+        sse_event(&mut e, None, &delta(d));
+        spec.events.push(e);
+    }
+    let mut last = Vec::new();
+    let done = json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]);
+    sse_event(&mut last, None, &chunk(done));
+    if spec.usage {
+        let mut v = chunk(json!([]));
+        v["usage"] = usage;
+        sse_event(&mut last, None, &v);
+    }
+    last.extend_from_slice(b"data: [DONE]\n\n");
+    spec.events.push(last);
+    spec.tokens = spec.events.len() - 1;
+    Reply::Stream(spec)
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API, a text block (the usual tokens) or a
+/// `tool_use` block. Streamed: `message_start` and `content_block_start` go with the first
+/// delta, one `content_block_delta` per token (or arguments piece), and
+/// `content_block_stop`, `message_delta` and `message_stop` in the closing write.
+fn messages(
+    sh: &Shared,
+    model: &str,
+    tool: Option<ToolCall>,
+    capped: bool,
+    mut spec: StreamSpec,
+    stream: bool,
+    out: &mut Vec<u8>,
+) -> Reply {
+    let n = sh.stats.requests();
+    let id = format!("msg_mock{n}");
+    let prompt = spec.prompt;
+    let (stop_reason, tokens) = match (&tool, capped) {
+        (Some(t), _) => ("tool_use", t.pieces().len()),
+        (None, true) => ("max_tokens", spec.tokens),
+        (None, false) => ("end_turn", spec.tokens),
+    };
+    let tool_id = format!("toolu_mock{n}");
+    if !stream {
+        let block = match &tool {
+            Some(t) => {
+                let input: Value = serde_json::from_str(&t.args).unwrap_or_default();
+                json!({"type": "tool_use", "id": tool_id, "name": t.name, "input": input})
+            }
+            None => {
+                let mut t = Vec::new();
+                text(&mut t, tokens);
+                json!({"type": "text", "text": String::from_utf8_lossy(&t)})
+            }
+        };
+        let v = json!({"id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [block], "stop_reason": stop_reason, "stop_sequence": null,
+            "usage": {"input_tokens": prompt, "output_tokens": tokens}});
+        let _ = serde_json::to_writer(&mut *out, &v);
+        return Reply::Full {
+            status: 200,
+            ctype: JSON,
+            delay: spec.first_delay,
+            kv: spec.kv,
+        };
+    }
+    let mut first = Vec::new();
+    let start = json!({"type": "message_start", "message": {"id": id, "type": "message",
+        "role": "assistant", "model": model, "content": [], "stop_reason": null,
+        "stop_sequence": null, "usage": {"input_tokens": prompt, "output_tokens": 0}}});
+    sse_event(&mut first, Some("message_start"), &start);
+    let block = match &tool {
+        Some(t) => json!({"type": "tool_use", "id": tool_id, "name": t.name, "input": {}}),
+        None => json!({"type": "text", "text": ""}),
+    };
+    let block = json!({"type": "content_block_start", "index": 0, "content_block": block});
+    sse_event(&mut first, Some("content_block_start"), &block);
+    let deltas: Vec<Value> = match &tool {
+        Some(t) => (t.pieces().iter())
+            .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
+            .collect(),
+        None => (0..tokens)
+            .map(|i| json!({"type": "text_delta", "text": VOCAB[i % VOCAB.len()]}))
+            .collect(),
+    };
+    // The first delta goes with the opening events.
+    let mut write = first;
+    for d in &deltas {
+        let e = json!({"type": "content_block_delta", "index": 0, "delta": d});
+        sse_event(&mut write, Some("content_block_delta"), &e);
+        spec.events.push(std::mem::take(&mut write));
+    }
+    if deltas.is_empty() {
+        spec.events.push(write);
+    }
+    let mut last = Vec::new();
+    let stop = json!({"type": "content_block_stop", "index": 0});
+    sse_event(&mut last, Some("content_block_stop"), &stop);
+    let delta = json!({"type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+        "usage": {"output_tokens": tokens}});
+    sse_event(&mut last, Some("message_delta"), &delta);
+    sse_event(
+        &mut last,
+        Some("message_stop"),
+        &json!({"type": "message_stop"}),
+    );
+    spec.events.push(last);
+    spec.tokens = spec.events.len() - 1;
+    Reply::Stream(spec)
 }
 
 /// Runs the KV-cache simulation for a completion that will generate `tokens` tokens.

@@ -91,6 +91,9 @@ pub(crate) struct Meta {
     /// `X-Mock-Token-Bytes` (at most 1 MiB): each streamed token event is padded with a
     /// `"mock_padding"` JSON field to at least this many bytes (chunk framing excluded).
     pub(crate) token_bytes: usize,
+    /// `X-Mock-Tool-Call: NAME`: answer a chat (OpenAI or Anthropic) with a call to this
+    /// tool, whether or not the request offers tools (see `api::tool_call`).
+    pub(crate) tool_call: Option<String>,
 }
 
 fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
@@ -152,6 +155,9 @@ impl Meta {
                     b"bad-chunk-overrun" => Fail::BadChunkOverrun,
                     _ => Fail::None,
                 };
+            } else if is("x-mock-tool-call") {
+                let name = String::from_utf8_lossy(v.trim_ascii());
+                m.tool_call = Some(name.into_owned()).filter(|n| !n.is_empty());
             } else if is("x-mock-token-bytes") {
                 m.token_bytes = num(v).map_or(0, |n: usize| n.min(MAX_TOKEN_BYTES));
             }

@@ -1,5 +1,7 @@
 //! ringway-mock: an in-process or standalone mock LLM backend (OpenAI + Ollama + LM Studio
-//! shapes) that ringway's integration tests, benchmarks and `ringway demo` talk to.
+//! shapes, and Anthropic's Messages API as Ollama, vLLM, llama.cpp and LM Studio serve it)
+//! that ringway's integration tests, benchmarks and `ringway demo` talk to. Chats that offer
+//! tools (or send `X-Mock-Tool-Call: NAME`) are answered with a tool call.
 //!
 //! One monoio runtime per thread, each with its own SO_REUSEPORT listener. Behaviour is
 //! controlled per server ([`Control`]) and per request (`X-Mock-*` headers, see `Meta` and
