@@ -557,6 +557,18 @@ pub(crate) struct StreamSpec {
 }
 
 impl StreamSpec {
+    /// The non-streamed answer in `out`: JSON, after the first-token delay.
+    fn json_answer(&self) -> Reply {
+        Reply::Full {
+            status: 200,
+            ctype: JSON,
+            delay: self.first_delay,
+            kv: self.kv,
+        }
+    }
+}
+
+impl StreamSpec {
     pub(crate) fn token(&self, i: usize, out: &mut Vec<u8>) {
         if let Some(event) = self.events.get(i) {
             return out.extend_from_slice(event);
@@ -920,12 +932,7 @@ fn openai_tool_call(
         );
         v["usage"] = usage;
         let _ = serde_json::to_writer(&mut *out, &v);
-        return Reply::Full {
-            status: 200,
-            ctype: JSON,
-            delay: spec.first_delay,
-            kv: spec.kv,
-        };
+        return spec.json_answer();
     }
     let delta = |d: Value| chunk(json!([{"index": 0, "delta": d, "finish_reason": null}]));
     let mut first = Vec::new();
@@ -992,12 +999,7 @@ fn messages(
             "content": [block], "stop_reason": stop_reason, "stop_sequence": null,
             "usage": {"input_tokens": prompt, "output_tokens": tokens}});
         let _ = serde_json::to_writer(&mut *out, &v);
-        return Reply::Full {
-            status: 200,
-            ctype: JSON,
-            delay: spec.first_delay,
-            kv: spec.kv,
-        };
+        return spec.json_answer();
     }
     let mut first = Vec::new();
     let start = json!({"type": "message_start", "message": {"id": id, "type": "message",
