@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""Client-compatibility check: the official OpenAI and Ollama Python SDKs, unchanged,
-against a running ringway (normally `ringway demo`, see run.sh next to this file).
+"""Client-compatibility check: the official OpenAI, Ollama and Anthropic Python SDKs,
+unchanged, against a running ringway (normally `ringway demo`, see run.sh next to this file).
 
 Checks, one line each (PASS/FAIL + detail), then a summary; exits 1 on any failure:
-  OpenAI SDK:  models.list, chat.completions (plain and streamed, same text, first chunk
-               well before the last), completions (plain and streamed), embeddings.
-  Ollama SDK:  list, chat (plain and streamed, ends with done=True, same text),
-               generate (plain and streamed), show, embed.
+  OpenAI SDK:     models.list, chat.completions (plain and streamed, same text, first chunk
+                  well before the last), completions (plain and streamed), embeddings.
+  Ollama SDK:     list, chat (plain and streamed, ends with done=True, same text),
+                  generate (plain and streamed), show, embed.
+  Anthropic SDK:  each Messages check twice, through translation (gpt-4o-mini, an OpenAI
+                  endpoint: no X-Olla-Mode header) and through passthrough (llama3.2:latest,
+                  an Ollama endpoint that speaks the Messages API: X-Olla-Mode: passthrough):
+                  messages.create (at /v1/messages and /olla/anthropic/v1/messages),
+                  messages.stream (same text, first delta well before the last), a tool-use
+                  round trip plain and streamed (tool_use with a dict input, then the
+                  tool_result back, then text), count_tokens; then models.list and an
+                  unknown model (NotFoundError with an Anthropic error body).
 
 Every call has a timeout (--timeout, 30 s) and no retries, every stream is read at most
 --max-chunks events, so the run is bounded. Only loopback addresses are accepted as --base.
@@ -56,7 +64,10 @@ def check(name: str, fn: Callable[[], str]) -> None:
         msg = f"{type(e).__name__}: {e}"
         if e.__cause__ is not None:
             msg += f" (caused by {type(e.__cause__).__name__}: {e.__cause__})"
-        body = getattr(getattr(e, "response", None), "text", None)
+        try:
+            body = getattr(getattr(e, "response", None), "text", None)
+        except Exception:  # noqa: BLE001 - a streamed response that was never read
+            body = None
         if body:
             msg += f" | response body: {body[:300]!r}"
         report(name, False, msg)
@@ -287,6 +298,220 @@ def ollama_checks(base: str, args: argparse.Namespace) -> None:
     client.close()
 
 
+# The Anthropic checks' two ways through ringway (see ringway demo): the model, and the
+# X-Olla-Mode header the answer must carry (None: absent).
+ANTHROPIC_MODES = [
+    ("translation", "gpt-4o-mini", None),
+    ("passthrough", MODEL, "passthrough"),
+]
+DEMO_MODELS = ["llama3.2:latest", "qwen2.5:7b", "gpt-4o-mini"]
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The current weather in a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "The city"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["location"],
+    },
+}
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+WEATHER_RESULT = "15 degrees celsius, sunny"
+
+
+def anthropic_checks(base: str, args: argparse.Namespace) -> None:
+    import anthropic
+
+    def client_at(url: str) -> anthropic.Anthropic:
+        # api_key given: the SDK then reads no credentials from the environment or files.
+        return anthropic.Anthropic(
+            base_url=url, api_key="unused", timeout=args.timeout, max_retries=0
+        )
+
+    # The SDK posts to /v1/messages under its base URL: ringway's root, as Claude Code
+    # uses it, and Olla's /olla/anthropic prefix.
+    root = client_at(base)
+    olla = client_at(base + "/olla/anthropic")
+    max_tokens = 256
+
+    def expect_mode(headers, want: str | None) -> str:
+        got = headers.get("x-olla-mode")
+        expect(got == want, f"X-Olla-Mode {got!r}, expected {want!r}")
+        return f"X-Olla-Mode {got}" if got else "no X-Olla-Mode"
+
+    def text_of(message) -> str:
+        return "".join(b.text for b in message.content if b.type == "text")
+
+    def expect_text_answer(message, what: str) -> str:
+        text = text_of(message)
+        expect(bool(text), f"{what}: no text: {message!r}")
+        expect(
+            message.stop_reason in ("end_turn", "max_tokens"),
+            f"{what}: stop_reason {message.stop_reason!r}",
+        )
+        return text
+
+    def expect_tool_use(message, what: str):
+        uses = [b for b in message.content if b.type == "tool_use"]
+        expect(len(uses) == 1, f"{what}: {len(uses)} tool_use blocks: {message.content!r}")
+        use = uses[0]
+        expect(message.stop_reason == "tool_use", f"{what}: stop_reason {message.stop_reason!r}")
+        expect(use.name == WEATHER_TOOL["name"], f"{what}: tool {use.name!r}")
+        expect(bool(use.id), f"{what}: tool_use without an id")
+        expect(isinstance(use.input, dict), f"{what}: input is {type(use.input).__name__}: {use.input!r}")
+        expect("location" in use.input, f"{what}: input without location: {use.input!r}")
+        return use
+
+    def tool_result_turn(first, use) -> list:
+        """The conversation after the tool call: the assistant's blocks as received (as
+        Anthropic's examples do), then the tool's result for that tool_use_id."""
+        result = {"type": "tool_result", "tool_use_id": use.id, "content": WEATHER_RESULT}
+        return WEATHER_QUESTION + [
+            {"role": "assistant", "content": first.content},
+            {"role": "user", "content": [result]},
+        ]
+
+    def read_stream(stream, t0: float, kind: str):
+        """Reads a MessageStream to its end: the text deltas with their arrival times,
+        the input_json events, and the accumulated final message."""
+        parts: list[str] = []
+        t_first = t_last = None
+        events = json_pieces = 0
+        for event in stream:
+            events += 1
+            guard(events, t0, args)
+            if event.type == "text":
+                now = time.monotonic() - t0
+                t_first = now if t_first is None else t_first
+                t_last = now
+                parts.append(event.text)
+            elif event.type == "input_json":
+                json_pieces += 1
+        final = stream.get_final_message()
+        return parts, t_first, t_last, events, json_pieces, final
+
+    def mode_checks(mode: str, model: str, header: str | None) -> None:
+        plain: dict[str, str] = {}
+
+        def create(client: anthropic.Anthropic, where: str) -> Callable[[], str]:
+            def run() -> str:
+                raw = client.messages.with_raw_response.create(
+                    model=model, max_tokens=max_tokens, messages=MESSAGES
+                )
+                m = raw.parse()
+                seen = expect_mode(raw.headers, header)
+                text = expect_text_answer(m, "create")
+                expect(m.model == model, f"model {m.model!r}")
+                expect(m.usage is not None and m.usage.output_tokens > 0, f"usage {m.usage!r}")
+                plain.setdefault("text", text)
+                return (
+                    f"{seen}, {len(text)} chars {short(text)}, stop_reason={m.stop_reason}, "
+                    f"usage in={m.usage.input_tokens} out={m.usage.output_tokens} ({where})"
+                )
+
+            return run
+
+        def stream() -> str:
+            t0 = time.monotonic()
+            with root.messages.stream(model=model, max_tokens=max_tokens, messages=MESSAGES) as s:
+                seen = expect_mode(s.response.headers, header)
+                parts, t_first, t_last, events, _, final = read_stream(s, t0, "text")
+            text = "".join(parts)
+            expect(len(parts) >= 3, f"only {len(parts)} text deltas")
+            expect(text_of(final) == text, f"final text {short(text_of(final))} != deltas {short(text)}")
+            expect(final.stop_reason in ("end_turn", "max_tokens"), f"stop_reason {final.stop_reason!r}")
+            expect(final.usage.output_tokens > 0, f"usage {final.usage!r}")
+            same = same_text(text, plain.get("text"))
+            timing = timing_check("messages stream", t_first, t_last, len(parts), t0, args)
+            return f"{seen}, {events} events, {len(parts)} text deltas, {same}; {timing}"
+
+        def tools() -> str:
+            raw = root.messages.with_raw_response.create(
+                model=model, max_tokens=max_tokens, messages=WEATHER_QUESTION, tools=[WEATHER_TOOL]
+            )
+            seen = expect_mode(raw.headers, header)
+            first = raw.parse()
+            use = expect_tool_use(first, "tool call")
+            raw = root.messages.with_raw_response.create(
+                model=model,
+                max_tokens=max_tokens,
+                messages=tool_result_turn(first, use),
+                tools=[WEATHER_TOOL],
+            )
+            expect_mode(raw.headers, header)
+            text = expect_text_answer(raw.parse(), "after the tool_result")
+            return f"{seen}, tool_use {use.name}({use.input}) id {use.id}, then {short(text)}"
+
+        def tools_stream() -> str:
+            t0 = time.monotonic()
+            with root.messages.stream(
+                model=model, max_tokens=max_tokens, messages=WEATHER_QUESTION, tools=[WEATHER_TOOL]
+            ) as s:
+                seen = expect_mode(s.response.headers, header)
+                _, _, _, events, pieces, first = read_stream(s, t0, "tool")
+            use = expect_tool_use(first, "streamed tool call")
+            expect(pieces >= 1, "no input_json events")
+            with root.messages.stream(
+                model=model,
+                max_tokens=max_tokens,
+                messages=tool_result_turn(first, use),
+                tools=[WEATHER_TOOL],
+            ) as s:
+                expect_mode(s.response.headers, header)
+                parts, _, _, more, _, final = read_stream(s, t0, "text")
+            text = expect_text_answer(final, "streamed, after the tool_result")
+            expect(text == "".join(parts), f"final text {short(text)} != deltas {short(''.join(parts))}")
+            return (
+                f"{seen}, {events} events ({pieces} input_json), tool_use {use.name}({use.input}), "
+                f"then {more} events, {short(text)}"
+            )
+
+        def count() -> str:
+            r = root.messages.count_tokens(model=model, messages=MESSAGES, tools=[WEATHER_TOOL])
+            expect(r.input_tokens > 0, f"input_tokens {r.input_tokens}")
+            return f"input_tokens={r.input_tokens}"
+
+        tag = f"[{mode}: {model}]"
+        check(f"anthropic messages.create {tag}", create(root, "/v1/messages"))
+        check(
+            f"anthropic messages.create via /olla/anthropic {tag}",
+            create(olla, "/olla/anthropic/v1/messages"),
+        )
+        check(f"anthropic messages.stream {tag}", stream)
+        check(f"anthropic tool use round trip {tag}", tools)
+        check(f"anthropic tool use round trip, streamed {tag}", tools_stream)
+        check(f"anthropic messages.count_tokens {tag}", count)
+
+    def models() -> str:
+        ids = [m.id for m in olla.models.list()]
+        missing = [m for m in DEMO_MODELS if m not in ids]
+        expect(not missing, f"{missing} not in {ids}")
+        return f"{len(ids)} models: {ids}"
+
+    def unknown_model() -> str:
+        try:
+            root.messages.create(model="no-such-model", max_tokens=16, messages=MESSAGES)
+        except anthropic.NotFoundError as e:
+            body = e.body
+            expect(isinstance(body, dict) and body.get("type") == "error", f"body {body!r}")
+            error = body.get("error")
+            expect(
+                isinstance(error, dict) and error.get("type") and error.get("message"),
+                f"error {error!r}",
+            )
+            return f"NotFoundError {e.status_code}: {error['type']}: {short(error['message'])}"
+        raise CheckFailed("no error for an unknown model")
+
+    for mode, model, header in ANTHROPIC_MODES:
+        mode_checks(mode, model, header)
+    check("anthropic models.list (/olla/anthropic/v1/models)", models)
+    check("anthropic unknown model", unknown_model)
+    root.close()
+    olla.close()
+
+
 def loopback_base(base: str) -> str:
     """The base URL without a trailing slash; anything but a loopback address is refused."""
     u = urlsplit(base)
@@ -311,7 +536,7 @@ def main() -> int:
         help="the backends' delay between streamed tokens, for the not-batched check; 0 skips it [40]",
     )
     p.add_argument("--max-chunks", type=int, default=1000, help="upper bound on events read per stream")
-    p.add_argument("--only", choices=["openai", "ollama"], help="run only one SDK's checks")
+    p.add_argument("--only", choices=["openai", "ollama", "anthropic"], help="run only one SDK's checks")
     args = p.parse_args()
     base = loopback_base(args.base)
 
@@ -321,7 +546,7 @@ def main() -> int:
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
 
     versions = []
-    for mod in ("openai", "ollama"):
+    for mod in ("openai", "ollama", "anthropic"):
         try:
             versions.append(f"{mod} {importlib.metadata.version(mod)}")
         except importlib.metadata.PackageNotFoundError:
@@ -329,7 +554,7 @@ def main() -> int:
     print(f"SDK check against {base}: {', '.join(versions)}, Python {sys.version.split()[0]}", flush=True)
 
     t0 = time.monotonic()
-    suites = {"openai": openai_checks, "ollama": ollama_checks}
+    suites = {"openai": openai_checks, "ollama": ollama_checks, "anthropic": anthropic_checks}
     for name, suite in suites.items():
         if args.only and args.only != name:
             continue

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Client-compatibility check: the official OpenAI and Ollama Python SDKs, unchanged,
-# against `ringway demo` (ringway in front of two in-process mock backends).
+# Client-compatibility check: the official OpenAI, Ollama and Anthropic Python SDKs,
+# unchanged, against `ringway demo` (ringway in front of in-process mock backends).
 #
-#   bash tools/sdk/run.sh [extra check.py options, e.g. --only openai]
+#   bash tools/sdk/run.sh [extra check.py options, e.g. --only anthropic]
 #
 # Creates (or reuses) a venv in target/sdk-venv, installs tools/sdk/requirements.txt,
 # builds ringway (release), starts the demo on a free loopback port, runs check.py
 # against it, stops ringway, and exits with check.py's status. All traffic stays on
-# 127.0.0.1. Needs python3 (3.9+) with pip, and PyPI for the first install.
+# 127.0.0.1. Needs python3 (3.10+: the anthropic SDK's floor) with pip, and PyPI for the
+# first install.
 #
 # Environment: PYTHON (default python3), SDK_TOKEN_DELAY_MS (the mocks' delay between
 # streamed tokens, default 40: large enough to tell a real stream from a batched one).
