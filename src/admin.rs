@@ -9,6 +9,7 @@ mod format;
 mod model_stats;
 mod models;
 mod process;
+mod translators;
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -76,6 +77,7 @@ pub(crate) fn render(
         }),
         Internal::Endpoints => endpoints(shard),
         Internal::StickyStats => sticky_stats(shard),
+        Internal::TranslatorStats => translators::page(shard),
     };
     (
         StatusCode::OK,

@@ -128,6 +128,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub rate_limits: RateLimitConfig,
     pub cors: CorsConfig,
+    pub anthropic: AnthropicConfig,
     /// How often each endpoint's model list is read again.
     pub models_refresh_interval: Duration,
     /// `alias → real model names`: a request for the alias goes to an endpoint serving
@@ -244,6 +245,19 @@ pub struct HealthConfig {
     pub breaker_max_cooldown: Duration,
 }
 
+/// `[anthropic]`: the Messages API (`/v1/messages`, `/olla/anthropic/v1/messages`).
+#[derive(Debug, Clone, Copy)]
+pub struct AnthropicConfig {
+    /// Off: the Messages API routes answer 404.
+    pub enabled: bool,
+    /// Forward to endpoints that speak the Messages API natively when one is available
+    /// (Olla's `passthrough_enabled`); off: always translate.
+    pub passthrough: bool,
+    /// A `ping` event after this long without one, while a translated stream is silent;
+    /// `None`: never.
+    pub ping_interval: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
     pub name: String,
@@ -267,6 +281,9 @@ pub struct EndpointConfig {
     /// Static headers sent on every request to it (`headers`), by name; never one that
     /// `auth` sets.
     pub headers: Vec<(String, Secret)>,
+    /// It serves Anthropic's Messages API itself: `/v1/messages` requests are passed
+    /// through to it unchanged (`anthropic = "native"`; default by type).
+    pub anthropic_native: bool,
 }
 
 impl ServerConfig {
@@ -352,6 +369,7 @@ impl Config {
         let routing = validate::routing(raw.routing, at)?;
         let rate_limits = limits::rate_limits(raw.rate_limits, at)?;
         let cors = limits::cors(raw.cors, at)?;
+        let anthropic = validate::anthropic(raw.anthropic);
         let models_refresh_interval = validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
@@ -365,6 +383,7 @@ impl Config {
             routing,
             rate_limits,
             cors,
+            anthropic,
             models_refresh_interval,
             model_aliases,
             log_level,

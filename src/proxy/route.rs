@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 
 use super::error::ProxyError;
+use super::messages::{self, Messages};
 use super::request::Request;
 use crate::api;
 use crate::auth;
@@ -47,6 +48,8 @@ pub(super) struct Forward<'c> {
     pub(super) key: Option<SessionKey>,
     /// The key's home: its best endpoint among all the route's, up or down.
     pub(super) home: Option<usize>,
+    /// A Messages API request: passthrough or translation (`messages.rs`).
+    pub(super) messages: Option<Messages>,
 }
 
 /// A model alias's targets, each with the endpoints that list it.
@@ -119,6 +122,22 @@ pub(super) fn route<'c>(
                 Err(e) => Plan::Refuse(e),
             }
         }
+        Route::Messages { strip } if config.anthropic.enabled => {
+            let body = request.body.bytes(buf);
+            let scope = Scope::OpenAi;
+            let planned = plan_forward(config, catalog, endpoints, head, buf, body, peer_ip, scope)
+                .and_then(|plan| {
+                    let mut plan = Forward { strip, ..plan };
+                    let now = crate::clock::now_ms();
+                    plan.messages = Some(messages::plan(config, endpoints, body, &mut plan, now)?);
+                    Ok(plan)
+                });
+            match planned {
+                Ok(plan) => Plan::Forward(plan),
+                Err(e) => Plan::Refuse(e),
+            }
+        }
+        Route::Messages { .. } => Plan::Refuse(ProxyError::NotFound),
         // Pages answer any method, as Olla's do (its router ignores the method).
         Route::Internal(page) => {
             if page.is_operator_page()
@@ -238,6 +257,7 @@ fn plan_forward<'c>(
         alias,
         key,
         home,
+        messages: None,
     })
 }
 

@@ -294,6 +294,7 @@ fn endpoint(i: usize, e: Endpoint, warnings: &mut Vec<String>) -> file::Endpoint
         auth: e.auth,
         headers: e.headers,
         models_path: Some(models_path),
+        anthropic: None,
     }
 }
 
