@@ -262,6 +262,7 @@ fn prometheus(shard: &Shard) -> String {
             m.total(counter)
         );
     }
+    translators::prometheus(&mut out, m);
     let histograms: [(&str, &str, PerEndpoint<Histogram>); 2] = [
         (
             "ringway_time_to_first_byte_seconds",

@@ -8,7 +8,51 @@ use super::format;
 use crate::clock::unix_ms;
 use crate::log::Timestamp;
 use crate::metrics::translators::{Fallback, TranslatorCounters};
+use crate::metrics::{Counter, Metrics};
 use crate::shard::Shard;
+
+/// The same counts in Prometheus text: `ringway_anthropic_requests_total` by mode,
+/// streaming and outcome, `ringway_anthropic_fallbacks_total` by reason, and the
+/// latency sum.
+pub(super) fn prometheus(out: &mut String, m: &Metrics) {
+    use std::fmt::Write;
+    let a = |c: fn(&TranslatorCounters) -> &Counter| m.total(|s| c(&s.anthropic));
+    let _ = writeln!(
+        out,
+        "# HELP ringway_anthropic_requests_total Messages API requests, by how they were served.\n\
+         # TYPE ringway_anthropic_requests_total counter"
+    );
+    for (label, n) in [
+        ("mode=\"passthrough\"", a(|c| &c.passthrough)),
+        ("mode=\"translation\"", a(|c| &c.translation)),
+        ("stream=\"true\"", a(|c| &c.streaming)),
+        ("stream=\"false\"", a(|c| &c.non_streaming)),
+        ("outcome=\"success\"", a(|c| &c.successes)),
+        ("outcome=\"failure\"", a(|c| &c.failures)),
+    ] {
+        let _ = writeln!(out, "ringway_anthropic_requests_total{{{label}}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringway_anthropic_fallbacks_total Messages API requests translated, not passed through, by reason.\n\
+         # TYPE ringway_anthropic_fallbacks_total counter"
+    );
+    for reason in Fallback::ALL {
+        let n = m.total(|s| &s.anthropic.fallbacks[reason as usize]);
+        let name = reason.name();
+        let _ = writeln!(
+            out,
+            "ringway_anthropic_fallbacks_total{{reason=\"{name}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringway_anthropic_latency_seconds_sum Total time of Messages API requests.\n\
+         # TYPE ringway_anthropic_latency_seconds_sum counter\n\
+         ringway_anthropic_latency_seconds_sum {}",
+        a(|c| &c.latency_us) as f64 / 1e6
+    );
+}
 
 pub(super) fn page(shard: &Shard) -> Value {
     let m = &shard.metrics;
