@@ -201,6 +201,7 @@ impl StreamTranslator {
     }
 
     /// `message_stop` or an `error` has been written.
+    #[cfg(test)]
     pub(crate) fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }

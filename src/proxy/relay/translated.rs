@@ -211,6 +211,12 @@ async fn stream(
             .await;
     };
     client.out = pending;
+    let (input, output) = translator.tokens();
+    debug!(
+        "a translated stream from {} ended: {input} input and {output} output tokens, {} lines skipped",
+        upstream.ep.name,
+        translator.skipped()
+    );
     relayed.keep_alive = how.keep_alive;
     // Ended with an error event, the client's stream is whole but the request failed.
     if let Some(end) = ended.filter(|_| !translator.failed()) {
