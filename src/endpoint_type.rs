@@ -109,6 +109,12 @@ impl EndpointType {
         )
     }
 
+    /// Whether its Messages API counts tokens (`/v1/messages/count_tokens`), as Olla's
+    /// profiles say: llama.cpp's server does.
+    pub(crate) fn counts_anthropic_tokens(self) -> bool {
+        self == EndpointType::LlamaCpp
+    }
+
     /// Whether it serves Ollama's native API (`/api/chat`, `/api/generate`, ...).
     pub(crate) fn speaks_ollama(self) -> bool {
         self == EndpointType::Ollama

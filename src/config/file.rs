@@ -251,6 +251,7 @@ pub(super) struct Anthropic {
     pub(super) enabled: bool,
     pub(super) passthrough: bool,
     pub(super) ping_interval_ms: u64,
+    pub(super) count_tokens: String,
 }
 
 impl Default for Anthropic {
@@ -259,6 +260,7 @@ impl Default for Anthropic {
             enabled: true,
             passthrough: true,
             ping_interval_ms: 5_000,
+            count_tokens: "local".into(),
         }
     }
 }

@@ -222,13 +222,27 @@ pub(super) fn routing(r: file::Routing, at: Origin<'_>) -> Result<RoutingConfig,
     Ok(RoutingConfig { strategy, fallback })
 }
 
-/// `[anthropic]`: every value is valid; a ping interval of 0 means no pings.
-pub(super) fn anthropic(a: file::Anthropic) -> AnthropicConfig {
-    AnthropicConfig {
+/// `[anthropic]`; a ping interval of 0 means no pings.
+pub(super) fn anthropic(
+    a: file::Anthropic,
+    at: Origin<'_>,
+) -> Result<AnthropicConfig, ConfigError> {
+    let count_tokens_by_endpoint = match a.count_tokens.as_str() {
+        "local" => false,
+        "endpoint" => true,
+        other => {
+            return Err(at.err(
+                "anthropic.count_tokens",
+                format!("{other:?} is not \"local\" or \"endpoint\""),
+            ));
+        }
+    };
+    Ok(AnthropicConfig {
         enabled: a.enabled,
         passthrough: a.passthrough,
         ping_interval: (a.ping_interval_ms > 0).then(|| Duration::from_millis(a.ping_interval_ms)),
-    }
+        count_tokens_by_endpoint,
+    })
 }
 
 /// `[models]`: how often each endpoint's model list is read again.

@@ -64,6 +64,38 @@ impl Messages {
     }
 }
 
+/// Plans a `.../count_tokens` request (planned on its body as `forward`) for a native
+/// endpoint that counts tokens itself (`anthropic.count_tokens = "endpoint"`): `None`
+/// when none serving the model is available, and ringway estimates the count.
+pub(super) fn plan_count(
+    endpoints: &[Endpoint],
+    forward: &mut Forward<'_>,
+    now: u64,
+) -> Option<Messages> {
+    let route = Want {
+        scope: forward.scope,
+        serving: forward.serving,
+        now,
+    };
+    let mut counting = EndpointSet::default();
+    let mut up = false;
+    for ep in endpoints.iter().filter(|ep| route.in_route(ep)) {
+        if ep.anthropic_native && ep.kind.counts_anthropic_tokens() {
+            counting.insert(ep.index);
+            up |= ep.health().is_routable(now);
+        }
+    }
+    up.then(|| {
+        forward.serving = Some(counting);
+        forward.key = None;
+        forward.home = None;
+        Messages {
+            mode: Mode::Passthrough,
+            body: None,
+        }
+    })
+}
+
 /// Decides passthrough or translation for `forward` (planned on the Anthropic `body`),
 /// narrowing it to the native endpoints, or translating the body, as the mode needs.
 /// `now` is `clock::now_ms()`.

@@ -138,6 +138,31 @@ pub(super) fn route<'c>(
             }
         }
         Route::Messages { .. } => Plan::Refuse(ProxyError::NotFound),
+        Route::Internal(Internal::AnthropicCountTokens)
+            if config.anthropic.enabled && config.anthropic.count_tokens_by_endpoint =>
+        {
+            let body = request.body.bytes(buf);
+            let target = head.target.get(buf);
+            let strip = if target.starts_with(b"/olla/anthropic/") {
+                b"/olla/anthropic".len()
+            } else {
+                0
+            };
+            let scope = Scope::OpenAi;
+            let planned = plan_forward(config, catalog, endpoints, head, buf, body, peer_ip, scope)
+                .ok()
+                .and_then(|plan| {
+                    let mut plan = Forward { strip, ..plan };
+                    let now = crate::clock::now_ms();
+                    plan.messages = Some(messages::plan_count(endpoints, &mut plan, now)?);
+                    Some(plan)
+                });
+            match planned {
+                Some(plan) => Plan::Forward(plan),
+                // Estimated here, as by default (a request it cannot read gets its 400).
+                None => Plan::Page(Internal::AnthropicCountTokens),
+            }
+        }
         // Pages answer any method, as Olla's do (its router ignores the method).
         Route::Internal(page) => {
             if page.is_operator_page()
