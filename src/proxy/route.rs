@@ -122,7 +122,14 @@ pub(super) fn route<'c>(
                 Err(e) => Plan::Refuse(e),
             }
         }
-        Route::Messages { strip } if config.anthropic.enabled => {
+        // `[anthropic] enabled = false`: none of its routes.
+        Route::Messages { .. }
+        | Route::Internal(Internal::AnthropicModels | Internal::AnthropicCountTokens)
+            if !config.anthropic.enabled =>
+        {
+            Plan::Refuse(ProxyError::NotFound)
+        }
+        Route::Messages { strip } => {
             let body = request.body.bytes(buf);
             let scope = Scope::OpenAi;
             let planned = plan_forward(config, catalog, endpoints, head, buf, body, peer_ip, scope)
@@ -137,9 +144,8 @@ pub(super) fn route<'c>(
                 Err(e) => Plan::Refuse(e),
             }
         }
-        Route::Messages { .. } => Plan::Refuse(ProxyError::NotFound),
         Route::Internal(Internal::AnthropicCountTokens)
-            if config.anthropic.enabled && config.anthropic.count_tokens_by_endpoint =>
+            if config.anthropic.count_tokens_by_endpoint =>
         {
             let body = request.body.bytes(buf);
             let target = head.target.get(buf);
