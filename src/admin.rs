@@ -9,6 +9,7 @@ mod format;
 mod model_stats;
 mod models;
 mod process;
+mod translators;
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -76,6 +77,7 @@ pub(crate) fn render(
         }),
         Internal::Endpoints => endpoints(shard),
         Internal::StickyStats => sticky_stats(shard),
+        Internal::TranslatorStats => translators::page(shard),
     };
     (
         StatusCode::OK,
@@ -260,6 +262,7 @@ fn prometheus(shard: &Shard) -> String {
             m.total(counter)
         );
     }
+    translators::prometheus(&mut out, m);
     let histograms: [(&str, &str, PerEndpoint<Histogram>); 2] = [
         (
             "ringway_time_to_first_byte_seconds",

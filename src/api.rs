@@ -16,7 +16,6 @@
 use memchr::memchr2;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-#[allow(dead_code)] // wired by the Anthropic route (issue 14)
 pub(crate) mod anthropic;
 
 /// What `route` needs to know about a request body.

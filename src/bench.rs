@@ -47,6 +47,7 @@ impl Fleet {
                     check_timeout: Duration::from_secs(2),
                     auth: None,
                     headers: Vec::new(),
+                    anthropic_native: true,
                 }
             })
             .collect();
@@ -146,6 +147,7 @@ impl Fleet {
             scope: Scope::OpenAi,
             strip: 0,
             forward_auth: false,
+            translated_path: None,
         };
         let parsed = head.head.as_ref().expect("a parsed head");
         upstream_head(out, buf, parsed, &head.headers, "10.1.2.3", &to, 250);

@@ -128,6 +128,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub rate_limits: RateLimitConfig,
     pub cors: CorsConfig,
+    pub anthropic: AnthropicConfig,
     /// How often each endpoint's model list is read again.
     pub models_refresh_interval: Duration,
     /// `alias → real model names`: a request for the alias goes to an endpoint serving
@@ -244,6 +245,23 @@ pub struct HealthConfig {
     pub breaker_max_cooldown: Duration,
 }
 
+/// `[anthropic]`: the Messages API (`/v1/messages`, `/olla/anthropic/v1/messages`).
+#[derive(Debug, Clone, Copy)]
+pub struct AnthropicConfig {
+    /// Off: the Messages API routes answer 404.
+    pub enabled: bool,
+    /// Forward to endpoints that speak the Messages API natively when one is available
+    /// (Olla's `passthrough_enabled`); off: always translate.
+    pub passthrough: bool,
+    /// A `ping` event after this long without one, while a translated stream is silent;
+    /// `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// `count_tokens = "endpoint"`: `.../count_tokens` goes to a native endpoint that
+    /// counts tokens itself (llama.cpp's server), when one serving the model is
+    /// available; otherwise, and by default, the count is estimated locally.
+    pub count_tokens_by_endpoint: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
     pub name: String,
@@ -267,6 +285,9 @@ pub struct EndpointConfig {
     /// Static headers sent on every request to it (`headers`), by name; never one that
     /// `auth` sets.
     pub headers: Vec<(String, Secret)>,
+    /// It serves Anthropic's Messages API itself: `/v1/messages` requests are passed
+    /// through to it unchanged (`anthropic = "native"`; default by type).
+    pub anthropic_native: bool,
 }
 
 impl ServerConfig {
@@ -352,6 +373,7 @@ impl Config {
         let routing = validate::routing(raw.routing, at)?;
         let rate_limits = limits::rate_limits(raw.rate_limits, at)?;
         let cors = limits::cors(raw.cors, at)?;
+        let anthropic = validate::anthropic(raw.anthropic, at)?;
         let models_refresh_interval = validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
@@ -365,6 +387,7 @@ impl Config {
             routing,
             rate_limits,
             cors,
+            anthropic,
             models_refresh_interval,
             model_aliases,
             log_level,
@@ -425,6 +448,24 @@ mod tests {
     }
 
     #[test]
+    fn messages_api_defaults_by_endpoint_type() {
+        let c = parse(
+            "[[endpoints]]\nurl = \"http://127.0.0.1:1\"\ntype = \"vllm\"\n\
+             [[endpoints]]\nurl = \"http://127.0.0.1:2\"\ntype = \"openai\"\n\
+             [[endpoints]]\nurl = \"http://127.0.0.1:3\"\ntype = \"ollama\"\nanthropic = \"translate\"\n\
+             [[endpoints]]\nurl = \"http://127.0.0.1:4\"\ntype = \"sglang\"\nanthropic = \"native\"",
+        )
+        .unwrap();
+        let native: Vec<bool> = c.endpoints.iter().map(|e| e.anthropic_native).collect();
+        assert_eq!(native, [true, false, false, true]);
+        let a = c.anthropic;
+        assert!(a.enabled && a.passthrough && !a.count_tokens_by_endpoint);
+        assert_eq!(a.ping_interval, Some(std::time::Duration::from_secs(5)));
+        let off = parse("[anthropic]\nping_interval_ms = 0").unwrap();
+        assert_eq!(off.anthropic.ping_interval, None);
+    }
+
+    #[test]
     fn errors_name_the_file_and_key() {
         let e = parse("[server]\nlisten = \"nowhere\"").unwrap_err();
         assert_eq!(
@@ -442,6 +483,11 @@ mod tests {
         assert_eq!(e.key, "proxy.balancer");
         let e = parse("[proxy]\nconnect_timeout_ms = 0").unwrap_err();
         assert_eq!(e.key, "proxy.connect_timeout_ms");
+        let e = parse("[anthropic]\ncount_tokens = \"backend\"").unwrap_err();
+        assert_eq!(e.key, "anthropic.count_tokens");
+        let e =
+            parse("[[endpoints]]\nurl = \"http://127.0.0.1:1\"\nanthropic = \"yes\"").unwrap_err();
+        assert_eq!(e.key, "endpoints[0].anthropic");
         let shown = parse("[server]\nlisten = \"x\"").unwrap_err().to_string();
         assert!(
             shown.contains("test.toml") && shown.contains("server.listen"),

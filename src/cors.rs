@@ -28,6 +28,7 @@ const DEFAULT_EXPOSED: &[&str] = &[
     "X-Olla-Sticky-Session",
     "X-Olla-Sticky-Key-Source",
     "X-Olla-Session-ID",
+    "X-Olla-Mode",
     "X-Ringway-Placement",
     "X-Ringway-Attempts",
     "X-RateLimit-Limit",

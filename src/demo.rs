@@ -1,5 +1,8 @@
-//! `ringway demo`: ringway in front of two in-process mock backends, so a newcomer can
-//! send a chat completion through it seconds after cloning.
+//! `ringway demo`: ringway in front of in-process mock backends, so a newcomer can send
+//! a chat completion through it seconds after cloning: two Ollama-type mocks serving
+//! `llama3.2:latest` and `qwen2.5:7b` (balanced, and Anthropic requests pass through to
+//! their native `/v1/messages`), and an OpenAI-compatible one serving `gpt-4o-mini`
+//! (Anthropic requests for it are translated).
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -9,19 +12,26 @@ use ringway_mock::MockConfig;
 
 use crate::config::Config;
 
-/// Starts two mock backends on free loopback ports and ringway in front of them (on the
+/// The model of the demo's OpenAI-compatible mock.
+const OPENAI_MODEL: &str = "gpt-4o-mini";
+
+/// Starts the mock backends on free loopback ports and ringway in front of them (on the
 /// configured listen address), prints what to try, and serves until stopped.
 pub fn run(base: Config, token_delay_ms: u64) -> Result<(), Box<dyn Error>> {
     let any_port: SocketAddr = "127.0.0.1:0".parse()?;
-    let names = ["mock-a", "mock-b"];
+    let names = ["mock-a", "mock-b", "mock-openai"];
+    let types = ["ollama", "ollama", "openai"];
     let mocks = names
         .into_iter()
         .map(|name| {
-            let config = MockConfig {
+            let mut config = MockConfig {
                 token_delay: Duration::from_millis(token_delay_ms),
                 tokens: 24,
                 ..MockConfig::named(name)
             };
+            if name == "mock-openai" {
+                config.models = vec![OPENAI_MODEL.to_owned()];
+            }
             ringway_mock::spawn(any_port, config)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -29,9 +39,9 @@ pub fn run(base: Config, token_delay_ms: u64) -> Result<(), Box<dyn Error>> {
         "[server]\nlisten = \"{}\"\nshards = {}\n[proxy]\nbalancer = \"round-robin\"\n",
         base.server.listen, base.server.shards
     );
-    for (name, mock) in names.iter().zip(&mocks) {
+    for ((name, kind), mock) in names.iter().zip(types).zip(&mocks) {
         text += &format!(
-            "[[endpoints]]\nname = \"{name}\"\nurl = \"http://{}\"\ntype = \"ollama\"\n",
+            "[[endpoints]]\nname = \"{name}\"\nurl = \"http://{}\"\ntype = \"{kind}\"\n",
             mock.addr()
         );
     }
@@ -40,8 +50,9 @@ pub fn run(base: Config, token_delay_ms: u64) -> Result<(), Box<dyn Error>> {
     let addr = server.local_addr();
     println!(
         r#"
-ringway demo: listening on http://{addr}, balancing round-robin over two mock backends
-({mocks}). Try:
+ringway demo: listening on http://{addr}, in front of three mock backends ({mocks}):
+llama3.2:latest and qwen2.5:7b are balanced round-robin over the two Ollama-type mocks,
+{OPENAI_MODEL} is on the OpenAI-compatible one. Try:
 
   curl -s http://{addr}/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{{"model":"llama3.2:latest","messages":[{{"role":"user","content":"Hello"}}]}}'
@@ -52,6 +63,16 @@ ringway demo: listening on http://{addr}, balancing round-robin over two mock ba
   curl -sN http://{addr}/api/chat -d '{{"model":"llama3.2:latest","messages":[{{"role":"user","content":"Hello"}}]}}'
 
   curl -si http://{addr}/v1/models      # see X-Olla-Endpoint alternate between the mocks
+
+Anthropic's Messages API (Claude Code: ANTHROPIC_BASE_URL=http://{addr}), passed through
+to the Ollama mocks' own /v1/messages (X-Olla-Mode: passthrough), or translated to the
+OpenAI mock's chat API:
+
+  curl -sN http://{addr}/v1/messages -H 'content-type: application/json' -H 'x-api-key: any' \
+    -d '{{"model":"llama3.2:latest","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"Hello"}}]}}'
+
+  curl -sN http://{addr}/v1/messages -H 'content-type: application/json' -H 'x-api-key: any' \
+    -d '{{"model":"{OPENAI_MODEL}","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"Hello"}}]}}'
 
 Ctrl-C to stop."#,
         mocks = names

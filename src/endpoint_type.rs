@@ -96,6 +96,25 @@ impl EndpointType {
         }
     }
 
+    /// Whether it serves Anthropic's Messages API (`/v1/messages`) natively by default,
+    /// as Olla's profiles say: Ollama ≥ 0.14, vLLM ≥ 0.11.1, llama.cpp b4847+, LM Studio
+    /// ≥ 0.4.1. An endpoint's `anthropic` key overrides it (an older server).
+    pub(crate) fn speaks_anthropic(self) -> bool {
+        matches!(
+            self,
+            EndpointType::Ollama
+                | EndpointType::Vllm
+                | EndpointType::LlamaCpp
+                | EndpointType::LmStudio
+        )
+    }
+
+    /// Whether its Messages API counts tokens (`/v1/messages/count_tokens`), as Olla's
+    /// profiles say: llama.cpp's server does.
+    pub(crate) fn counts_anthropic_tokens(self) -> bool {
+        self == EndpointType::LlamaCpp
+    }
+
     /// Whether it serves Ollama's native API (`/api/chat`, `/api/generate`, ...).
     pub(crate) fn speaks_ollama(self) -> bool {
         self == EndpointType::Ollama

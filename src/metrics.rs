@@ -3,11 +3,13 @@
 //! pages) sum the blocks of all shards.
 
 pub(crate) mod models;
+pub(crate) mod translators;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::routing::KeySource;
 pub(crate) use models::ModelStats;
+pub(crate) use translators::TranslatorCounters;
 
 /// A counter with a single writer (its shard). An increment is a plain load and store, no
 /// atomic read-modify-write; readers on other threads see a recent value.
@@ -100,6 +102,8 @@ pub(crate) struct ShardCounters {
     pub(crate) sticky_no_key: Counter,
     /// Requests keyed by each source, indexed by `KeySource as usize`.
     pub(crate) sticky_by_source: [Counter; KeySource::ALL.len()],
+    /// Messages API requests (Olla's "anthropic" translator).
+    pub(crate) anthropic: TranslatorCounters,
 }
 
 /// The counters of every shard.

@@ -33,6 +33,7 @@ mod client;
 mod connection;
 pub(crate) mod error;
 mod heads;
+mod messages;
 mod relay;
 mod request;
 mod route;
@@ -44,7 +45,9 @@ pub(crate) use heads::{UpstreamTarget, upstream_head};
 pub(crate) use {
     access::{RequestId, StickyReport},
     client::OwnLines,
-    heads::{Answering, Reframe, Routing, own_head, placement_line, response_head},
+    heads::{
+        Answering, PASSTHROUGH_LINE, Reframe, Routing, own_head, placement_line, response_head,
+    },
     route::model_span,
 };
 #[cfg(feature = "bench")]

@@ -119,6 +119,9 @@ pub(crate) enum Internal {
     /// `/internal/status/models`.
     Models,
     StickyStats,
+    /// `/internal/stats/translators`: the Messages API's passthrough and translation
+    /// counts, in Olla's shape.
+    TranslatorStats,
     /// `/internal/metrics`: Prometheus text format.
     Metrics,
     /// A model list in OpenAI's shape (`/v1/models`), of the endpoints in scope.
@@ -156,6 +159,7 @@ impl Internal {
                 | Internal::Endpoints
                 | Internal::Models
                 | Internal::StickyStats
+                | Internal::TranslatorStats
                 | Internal::Metrics
                 | Internal::DebugPanic
                 | Internal::ModelStats
@@ -175,6 +179,12 @@ pub(crate) enum Route {
     /// that endpoint followed by the request target minus its first `strip` bytes.
     Forward {
         scope: Scope,
+        strip: usize,
+    },
+    /// Anthropic's Messages API (`/v1/messages`, `/olla/anthropic/v1/messages`): to the
+    /// endpoints of the OpenAI scope that speak it natively, else translated; the first
+    /// `strip` bytes of the target are not the endpoint's.
+    Messages {
         strip: usize,
     },
     Internal(Internal),
@@ -197,7 +207,17 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/olla/anthropic/v1/messages/count_tokens" | b"/v1/messages/count_tokens" => {
             return Route::Internal(Internal::AnthropicCountTokens);
         }
+        b"/v1/messages" => return Route::Messages { strip: 0 },
+        b"/olla/anthropic/v1/messages" => {
+            return Route::Messages {
+                strip: b"/olla/anthropic".len(),
+            };
+        }
         _ => {}
+    }
+    if path.starts_with(b"/olla/anthropic/") {
+        // Olla's Anthropic routes are the three above.
+        return Route::NotFound;
     }
     if path.starts_with(b"/olla/models/") {
         return Route::Internal(Internal::ModelById);
@@ -254,6 +274,7 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/internal/status/endpoints" => Route::Internal(Internal::Endpoints),
         b"/internal/status/models" => Route::Internal(Internal::Models),
         b"/internal/stats/sticky" => Route::Internal(Internal::StickyStats),
+        b"/internal/stats/translators" => Route::Internal(Internal::TranslatorStats),
         b"/internal/stats/models" => Route::Internal(Internal::ModelStats),
         b"/internal/process" => Route::Internal(Internal::Process),
         b"/internal/metrics" => Route::Internal(Internal::Metrics),
@@ -390,6 +411,28 @@ mod tests {
             classify(b"/olla/models/"),
             Route::Internal(Internal::ModelById),
             "answered 400, as Olla does"
+        );
+    }
+
+    #[test]
+    fn the_messages_api() {
+        for (path, strip) in [
+            ("/v1/messages", 0),
+            ("/v1/messages?beta=true", 0),
+            ("/olla/anthropic/v1/messages", 15),
+        ] {
+            assert_eq!(
+                classify(path.as_bytes()),
+                Route::Messages { strip },
+                "{path}"
+            );
+        }
+        for path in ["/olla/anthropic/v1/complete", "/olla/anthropic/api/chat"] {
+            assert_eq!(classify(path.as_bytes()), Route::NotFound, "{path}");
+        }
+        assert_eq!(
+            classify(b"/internal/stats/translators"),
+            Route::Internal(Internal::TranslatorStats)
         );
     }
 

@@ -48,6 +48,8 @@ pub(crate) struct Endpoint {
     pub(crate) own_names: Box<[Box<[u8]>]>,
     /// Whether those lines carry credentials of its own: the client's then never go along.
     pub(crate) has_auth: bool,
+    /// It serves Anthropic's Messages API itself (`EndpointConfig::anthropic_native`).
+    pub(crate) anthropic_native: bool,
     /// `X-Olla-Endpoint` and `X-Olla-Backend-Type`, whole, for every response it serves.
     pub(crate) olla_lines: Box<[u8]>,
     shared: Shared,
@@ -118,6 +120,7 @@ impl Upstreams {
                 index,
                 name: c.name.as_str().into(),
                 kind: c.kind,
+                anthropic_native: c.anthropic_native,
                 priority: c.priority,
                 sticky_id: crate::routing::sticky::endpoint_id(&c.name),
                 addrs: c.addrs.as_slice().into(),

@@ -130,6 +130,17 @@ fn endpoint(
         Some(v) => at.nonzero_ms(&key("check_timeout_ms"), v)?,
         None => health.check_timeout,
     };
+    let anthropic_native = match e.anthropic.as_deref() {
+        None => kind.speaks_anthropic(),
+        Some("native") => true,
+        Some("translate") => false,
+        Some(other) => {
+            return Err(at.err(
+                &key("anthropic"),
+                format!("{other:?} is not \"native\" or \"translate\""),
+            ));
+        }
+    };
     Ok(EndpointConfig {
         name,
         url: e.url,
@@ -144,6 +155,7 @@ fn endpoint(
         check_timeout,
         auth,
         headers,
+        anthropic_native,
     })
 }
 

@@ -23,6 +23,8 @@ pub(super) struct Root {
     #[serde(default)]
     pub(super) cors: Cors,
     #[serde(default)]
+    pub(super) anthropic: Anthropic,
+    #[serde(default)]
     pub(super) models: Models,
     #[serde(default)]
     pub(super) model_aliases: std::collections::HashMap<String, Vec<String>>,
@@ -245,6 +247,26 @@ impl Default for Cors {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub(super) struct Anthropic {
+    pub(super) enabled: bool,
+    pub(super) passthrough: bool,
+    pub(super) ping_interval_ms: u64,
+    pub(super) count_tokens: String,
+}
+
+impl Default for Anthropic {
+    fn default() -> Self {
+        Anthropic {
+            enabled: true,
+            passthrough: true,
+            ping_interval_ms: 5_000,
+            count_tokens: "local".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(super) struct Models {
     pub(super) refresh_interval_ms: u64,
 }
@@ -297,6 +319,8 @@ pub(super) struct Endpoint {
     pub(super) headers: std::collections::BTreeMap<String, String>,
     /// Default: the endpoint type's model-list path.
     pub(super) models_path: Option<String>,
+    /// "native" or "translate"; default: the type's (`EndpointType::speaks_anthropic`).
+    pub(super) anthropic: Option<String>,
 }
 
 /// An endpoint's `auth` block, as Olla writes it: `type` is "bearer" (`token`),

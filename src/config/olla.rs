@@ -4,7 +4,7 @@
 //!
 //! Three passes over the text:
 //! 1. `survey` (`schema`): the YAML as a tree against [`SCHEMA`], Olla's keys. A key Olla
-//!    has and ringway has no use for (`proxy.engine`, `translators`, `dashboard`...) is
+//!    has and ringway has no use for (`proxy.engine`, `dashboard`...) is
 //!    warned about by name, unless its value asks for what ringway does anyway
 //!    (`write_timeout: 0s`, `logging.output: stdout`); a key Olla does not know is warned
 //!    about too (Olla ignores it silently; it is usually a typo). Nothing is ignored
@@ -51,6 +51,9 @@
 //!   `discovery.static.endpoints` gets Olla's default endpoint (Ollama on
 //!   localhost:11434, named "localhost"), checked on `/` rather than Olla's `/health`,
 //!   which Ollama does not serve.
+//! - `translators.anthropic.enabled`/`passthrough_enabled` → `[anthropic]`
+//!   `enabled`/`passthrough`; its `max_message_size` is ignored (`server.max_body_bytes`
+//!   bounds every body).
 //! - The operator pages stay loopback-only (`internal_access`), unlike Olla's.
 
 mod convert;
@@ -316,6 +319,21 @@ mod tests {
     use super::{FIXTURE, parse_test as parse};
     use crate::endpoint_type::EndpointType;
     use crate::routing::{Balancer, Fallback, KeySource, Strategy};
+
+    #[test]
+    fn the_anthropic_translator_maps_to_the_anthropic_section() {
+        let c = parse(FIXTURE).unwrap();
+        assert!(c.anthropic.enabled && c.anthropic.passthrough);
+        let text =
+            "translators:\n  anthropic:\n    enabled: true\n    passthrough_enabled: false\n";
+        let c = parse(text).unwrap();
+        assert!(c.anthropic.enabled && !c.anthropic.passthrough);
+        let c = parse("translators:\n  anthropic:\n    enabled: false\n").unwrap();
+        assert!(!c.anthropic.enabled);
+        let vars = [("OLLA_TRANSLATORS_ANTHROPIC_PASSTHROUGH_ENABLED", "false")];
+        let c = super::parse_test_with(FIXTURE, &vars).unwrap();
+        assert!(!c.anthropic.passthrough);
+    }
 
     #[test]
     fn every_mapped_section_reaches_ringways_config() {

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    Config, ConfigError, DriverChoice, HealthConfig, Origin, ProxyConfig, ServerConfig,
-    StickyConfig, file, keys,
+    AnthropicConfig, Config, ConfigError, DriverChoice, HealthConfig, Origin, ProxyConfig,
+    ServerConfig, StickyConfig, file, keys,
 };
 use crate::http1::HEADER_CAP;
 use crate::log::{AccessFormat, Level};
@@ -220,6 +220,29 @@ pub(super) fn routing(r: file::Routing, at: Origin<'_>) -> Result<RoutingConfig,
         )
     })?;
     Ok(RoutingConfig { strategy, fallback })
+}
+
+/// `[anthropic]`; a ping interval of 0 means no pings.
+pub(super) fn anthropic(
+    a: file::Anthropic,
+    at: Origin<'_>,
+) -> Result<AnthropicConfig, ConfigError> {
+    let count_tokens_by_endpoint = match a.count_tokens.as_str() {
+        "local" => false,
+        "endpoint" => true,
+        other => {
+            return Err(at.err(
+                "anthropic.count_tokens",
+                format!("{other:?} is not \"local\" or \"endpoint\""),
+            ));
+        }
+    };
+    Ok(AnthropicConfig {
+        enabled: a.enabled,
+        passthrough: a.passthrough,
+        ping_interval: (a.ping_interval_ms > 0).then(|| Duration::from_millis(a.ping_interval_ms)),
+        count_tokens_by_endpoint,
+    })
 }
 
 /// `[models]`: how often each endpoint's model list is read again.

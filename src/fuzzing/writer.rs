@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::http1::{self, Header, is_field_text};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{
-    Answering, OwnLines, Reframe, RequestId, Routing, StickyReport, UpstreamTarget, model_span,
-    own_head, placement_line, response_head, upstream_head,
+    Answering, OwnLines, PASSTHROUGH_LINE, Reframe, RequestId, Routing, StickyReport,
+    UpstreamTarget, model_span, own_head, placement_line, response_head, upstream_head,
 };
 use crate::routing::RoutingConfig;
 use crate::routing::decision::Decision;
@@ -73,35 +73,38 @@ pub fn head_writer(data: &[u8]) {
         }
     }
     let ep = &endpoints().endpoints[0];
-    let target = UpstreamTarget {
-        ep,
-        scope: Scope::Any,
-        strip: 0,
-        forward_auth: false,
-    };
-    let mut out = Vec::new();
-    upstream_head(
-        &mut out,
-        request,
-        &head,
-        &headers,
-        "127.0.0.1",
-        &target,
-        body.len(),
-    );
-    let sent = check_head(&out, true);
-    let keys: Vec<&[u8]> = sent
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-backend-key"))
-        .map(|(_, v)| *v)
-        .collect();
-    assert_eq!(keys, [b"k-123"], "the endpoint's key header");
-    assert!(
-        !sent
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(b"authorization")),
-        "the client's credentials went to an endpoint with its own"
-    );
+    // As received, and translated to the chat API (`proxy::messages`).
+    for translated_path in [None, Some(&b"/v1/chat/completions"[..])] {
+        let target = UpstreamTarget {
+            ep,
+            scope: Scope::Any,
+            strip: 0,
+            forward_auth: false,
+            translated_path,
+        };
+        let mut out = Vec::new();
+        upstream_head(
+            &mut out,
+            request,
+            &head,
+            &headers,
+            "127.0.0.1",
+            &target,
+            body.len(),
+        );
+        let sent = check_endpoint_head(&out);
+        if let Some(path) = translated_path {
+            let line_end = memchr::memchr(b' ', &out[head.method.get(request).len() + 1..]);
+            let start = head.method.get(request).len() + 1;
+            assert_eq!(line_end.map(|n| &out[start..start + n]), Some(path));
+            assert!(
+                !sent
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(b"accept-encoding")),
+                "a translated request asks for an encoding ringway cannot read"
+            );
+        }
+    }
 
     let id = RequestId::given(&head, request).unwrap_or(RequestId::Generated([b'0'; 20]));
     let own = ProxyError::Unauthorized.rescue().expect("an answer");
@@ -128,7 +131,11 @@ pub fn head_writer(data: &[u8]) {
     };
     let source = head.session_id.map(|_| KeySource::SessionHeader);
     for model in models {
-        for decode in [false, true] {
+        // Relayed as received, decoded for HTTP/1.0, and replaced by a body of ringway's
+        // own (a translated answer).
+        let event_stream: Option<(&'static [u8], Option<usize>)> =
+            Some((b"text/event-stream", None));
+        for (decode, own_body) in [(false, None), (true, None), (false, event_stream)] {
             let routing = Routing {
                 id: &id,
                 ep,
@@ -141,6 +148,11 @@ pub fn head_writer(data: &[u8]) {
                     })
                 }),
                 placement: placement_line(source.is_some(), Balancer::RoundRobin),
+                mode: if own_body.is_some() {
+                    b""
+                } else {
+                    PASSTHROUGH_LINE
+                },
                 attempts: if decode { 2 } else { 1 },
                 sticky: StickyReport {
                     outcome: if source.is_some() {
@@ -157,6 +169,7 @@ pub fn head_writer(data: &[u8]) {
                 decode,
                 is_head: head.is_head,
                 http10: head.minor_version == 0,
+                own_body,
             };
             // With ringway's own lines (rate limits, CORS) every other time: the
             // endpoint's headers of theirs give way.
@@ -190,13 +203,20 @@ pub fn head_writer(data: &[u8]) {
                 Some(span) => assert_eq!(olla_model, [&body[span]], "X-Olla-Model"),
                 None => assert!(olla_model.is_empty()),
             }
+            let named = |n: &[u8]| {
+                written
+                    .iter()
+                    .filter(|(w, _)| w.eq_ignore_ascii_case(n))
+                    .count()
+            };
+            if own_body.is_some() {
+                assert_eq!(named(b"content-type"), 1, "one Content-Type");
+                assert_eq!(named(b"content-length"), 0, "no length for a stream");
+                assert_eq!(named(b"content-encoding"), 0, "the endpoint's coding");
+                let chunked = usize::from(head.minor_version == 1);
+                assert_eq!(named(b"transfer-encoding"), chunked, "framing");
+            }
             if decode {
-                let named = |n: &[u8]| {
-                    written
-                        .iter()
-                        .filter(|(w, _)| w.eq_ignore_ascii_case(n))
-                        .count()
-                };
                 assert_eq!(named(b"x-ratelimit-limit"), 1, "X-RateLimit-Limit");
                 assert_eq!(named(b"access-control-allow-origin"), 1, "the origin");
                 let cors = written.iter().filter(|(w, _)| {
@@ -206,6 +226,25 @@ pub fn head_writer(data: &[u8]) {
             }
         }
     }
+}
+
+/// Checks a head written for the endpoint: valid, with the endpoint's own key and never
+/// the client's credentials beside it.
+fn check_endpoint_head(out: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let sent = check_head(out, true);
+    let keys: Vec<&[u8]> = sent
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-backend-key"))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(keys, [b"k-123"], "the endpoint's key header");
+    assert!(
+        !sent
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(b"authorization")),
+        "the client's credentials went to an endpoint with its own"
+    );
+    sent
 }
 
 /// ringway's own lines for a request's answers, rate limits and CORS both on.

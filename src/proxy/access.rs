@@ -13,6 +13,7 @@ use crate::clock::{mono_ms, unix_ms};
 use crate::http1::{RequestHead, Span};
 use crate::log::{AccessFormat, Timestamp};
 use crate::metrics::models::{self, ModelRequest, Routed};
+use crate::metrics::translators::MessagesUse;
 use crate::routing::KeySource;
 use crate::routing::sticky::Outcome;
 use crate::shard::Shard;
@@ -35,6 +36,11 @@ pub(super) struct Record {
     /// A request for a model that no endpoint served (every attempt failed): the
     /// model's span in the body, for its per-model failure count.
     pub(super) unserved_model: Option<Range<usize>>,
+    /// A request on one of the Anthropic routes: errors take Anthropic's shape.
+    pub(super) anthropic: bool,
+    /// A Messages API request: how it was served (`ok`: its answer was complete; `finish`
+    /// adds the status and the latency).
+    pub(super) messages: Option<MessagesUse>,
 }
 
 /// How an endpoint served a request.
@@ -67,6 +73,8 @@ impl Record {
             client_gone: false,
             bytes: 0,
             unserved_model: None,
+            anthropic: false,
+            messages: None,
         }
     }
 }
@@ -118,6 +126,14 @@ pub(super) fn finish(
         if let Some(source) = sticky.source {
             counters.sticky_by_source[source as usize].bump();
         }
+    }
+    if let Some(messages) = record.messages {
+        let ok = messages.ok && record.status.is_some_and(|s| s < 400);
+        counters.anthropic.record(MessagesUse {
+            ok,
+            latency_us: duration.as_micros() as u64,
+            ..messages
+        });
     }
     model_stats(shard, client, seen, record, duration, now);
     if let Some(log) = shard.access_log.as_deref().filter(|_| !record.page) {

@@ -175,6 +175,7 @@ pub(super) async fn forward<'s>(
             strip: plan.strip,
             // An endpoint with credentials of its own never gets the client's.
             forward_auth: proxy.forward_client_auth && !ep.has_auth,
+            translated_path: plan.messages.as_ref().and_then(|m| m.upstream_path()),
         };
         let body_len = request.body.bytes(&client.conn.buf).len();
         client.to_endpoint.clear();

@@ -16,14 +16,16 @@ use super::attempt;
 use super::client::Client;
 use super::error::{self, ProxyError, Rescue};
 use super::heads::{self, Routing};
+use super::messages::Mode;
 use super::relay;
-use super::request::{self, Read, Request};
+use super::request::{self, Body, Read, Request};
 use super::route::{self, Plan};
 use crate::admin;
 use crate::deadline::{self, Deadline};
 use crate::http1::{self, Conn, RequestHead};
 use crate::log::debug;
-use crate::routing::{self, Internal};
+use crate::metrics::translators::{Fallback, MessagesUse};
+use crate::routing::{self, Internal, Route};
 use crate::shard::Shard;
 
 /// Serves one client connection until it closes, errs or times out.
@@ -47,6 +49,10 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
                     None => RequestId::generate(shard),
                 };
                 let mut record = Record::new(id);
+                if let Some(head) = &head {
+                    let route = routing::classify(head.target.get(&client.conn.buf));
+                    record.anthropic = is_anthropic(route);
+                }
                 if shard.cors.is_some() || shard.limits.is_some() {
                     admission::refused_while_read(shard, &mut client, head.as_ref());
                 }
@@ -100,6 +106,17 @@ async fn serve(
     }
     // Classified once, for the admission step and for route.
     let route = routing::classify(request.head.target.get(&client.conn.buf));
+    record.anthropic = is_anthropic(route);
+    if matches!(route, Route::Messages { .. }) {
+        // Until planned: refused before any endpoint could be chosen.
+        record.messages = Some(MessagesUse {
+            passthrough: false,
+            stream: false,
+            fallback: Some(Fallback::NoCompatibleEndpoints),
+            ok: false,
+            latency_us: 0,
+        });
+    }
     if shard.cors.is_some() || shard.limits.is_some() {
         let by = Writing::now;
         match admission::admit(shard, client, request, route) {
@@ -126,7 +143,7 @@ async fn serve(
         request,
         route,
     );
-    let plan = match plan {
+    let mut plan = match plan {
         Plan::Page(Internal::DebugPanic) => {
             panic!("GET /internal/debug/panic (server.debug_panic_route is on)")
         }
@@ -158,6 +175,22 @@ async fn serve(
         }
         Plan::Forward(plan) => plan,
     };
+    if let Some(messages) = plan.messages.as_mut() {
+        // A translated body goes instead of the client's.
+        if let Some(body) = messages.body.take() {
+            request.body = Body::Owned(body);
+        }
+        record.messages = Some(MessagesUse {
+            passthrough: matches!(messages.mode, Mode::Passthrough),
+            stream: messages.translated().is_some_and(|t| t.stream),
+            fallback: match messages.mode {
+                Mode::Passthrough => None,
+                Mode::Translation { fallback, .. } => Some(fallback),
+            },
+            ok: false,
+            latency_us: 0,
+        });
+    }
     let upstream = match attempt::forward(shard, client, deadline, request, &plan).await {
         Ok(upstream) => upstream,
         Err(e) => {
@@ -184,6 +217,10 @@ async fn serve(
         model: upstream.model.clone(),
         decision: plan.decision,
         placement: heads::placement_line(plan.key.is_some(), shard.config.proxy.balancer),
+        mode: match plan.messages.as_ref().map(|m| &m.mode) {
+            Some(Mode::Passthrough) => heads::PASSTHROUGH_LINE,
+            _ => b"",
+        },
         attempts: upstream.attempts,
         sticky,
         session: request.head.session_id,
@@ -196,7 +233,30 @@ async fn serve(
         sticky,
     };
     let status = upstream.head.status;
-    let relayed = relay::relay(shard, client, deadline, request, upstream, &routing).await;
+    if let Some(messages) = record.messages.as_mut().filter(|m| m.passthrough) {
+        messages.stream = is_event_stream(client, &upstream);
+    }
+    let translated = plan.messages.as_ref().and_then(|m| m.translated());
+    let relayed = match translated {
+        None => relay::relay(shard, client, deadline, request, upstream, &routing).await,
+        Some(t) => {
+            let relaying =
+                relay::translated(shard, client, deadline, request, upstream, &routing, t);
+            match relaying.await {
+                Ok(relayed) => relayed,
+                // Nothing reached the client: an answer of ringway's own.
+                Err(e) => {
+                    let by = Writing::now(shard, deadline);
+                    let head = Some(&request.head);
+                    let keep_alive = send_error(client, by, &mut record, head, &e).await;
+                    return (record, keep_alive, Instant::now());
+                }
+            }
+        }
+    };
+    if let Some(messages) = record.messages.as_mut() {
+        messages.ok = relayed.end.is_some() && !relayed.client_gone;
+    }
     record.status = Some(status);
     record.served = Some(served);
     record.bytes = relayed.bytes;
@@ -226,7 +286,11 @@ async fn send_error(
             rescue.message
         );
     }
-    let body = error::error_body(&rescue);
+    let body = if record.anthropic {
+        error::anthropic_error_body(&rescue, &record.id.show(&client.conn.buf))
+    } else {
+        error::error_body(&rescue)
+    };
     record.own_error = true;
     let keep_alive = rescue.keep_alive;
     let content_type = b"application/json";
@@ -242,6 +306,24 @@ async fn send_error(
         Some(&rescue),
     )
     .await
+}
+
+/// Whether a request on `route` is answered in Anthropic's shapes (its errors too).
+fn is_anthropic(route: Route) -> bool {
+    matches!(
+        route,
+        Route::Messages { .. }
+            | Route::Internal(Internal::AnthropicModels | Internal::AnthropicCountTokens)
+    )
+}
+
+/// Whether the endpoint's answer is a server-sent event stream.
+fn is_event_stream(client: &Client, upstream: &attempt::Upstream<'_>) -> bool {
+    let buf = &upstream.conn.buf;
+    client.response_headers.iter().any(|h| {
+        h.name.get(buf).eq_ignore_ascii_case(b"content-type")
+            && h.value.get(buf).starts_with(b"text/event-stream")
+    })
 }
 
 /// The connection's deadline, and when an answer of ringway's own must be written by.

@@ -5,6 +5,7 @@
 
 use http::StatusCode;
 
+use crate::api::anthropic::errors::{self, ErrorType, TranslateError};
 use crate::http1::{ChunkError, HeadError};
 use crate::ratelimit::Limit;
 use crate::routing::Scope;
@@ -88,6 +89,15 @@ pub(crate) enum ProxyError {
         endpoint: String,
         what: &'static str,
     },
+
+    // ---- the Messages API (`messages.rs`, `relay/translated.rs`) ----
+    /// A Messages request that cannot be translated for an OpenAI-compatible endpoint.
+    Messages(TranslateError),
+    /// The endpoint's answer to a translated request cannot be translated back.
+    Untranslatable {
+        endpoint: String,
+        message: String,
+    },
 }
 
 /// How a failed request is answered.
@@ -106,6 +116,8 @@ pub(crate) struct Rescue {
     pub(crate) challenge: bool,
     /// The model routing decision that refused the request (its `X-Olla-Routing-*`).
     pub(crate) decision: Option<Decision>,
+    /// Anthropic's error type, when it is not the status's (`anthropic_type`).
+    pub(crate) anthropic: Option<ErrorType>,
 }
 
 impl ProxyError {
@@ -141,6 +153,7 @@ impl ProxyError {
             retry_after: None,
             challenge: false,
             decision: None,
+            anthropic: None,
         };
         const CLIENT: &str = "invalid_request_error";
         const SERVER: &str = "server_error";
@@ -340,6 +353,23 @@ impl ProxyError {
                 format!("endpoint {endpoint} sent an invalid response: {what}"),
                 true,
             ),
+            Messages(e) => Rescue {
+                anthropic: Some(e.kind),
+                ..r(
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    CLIENT,
+                    "invalid_request_error",
+                    e.message.clone(),
+                    true,
+                )
+            },
+            Untranslatable { endpoint, message } => r(
+                StatusCode::BAD_GATEWAY,
+                SERVER,
+                "upstream_protocol_error",
+                format!("endpoint {endpoint}'s answer cannot be translated: {message}"),
+                true,
+            ),
         })
     }
 }
@@ -356,6 +386,20 @@ fn describe(scope: Scope) -> String {
 /// The answer's body: OpenAI's error shape.
 pub(crate) fn error_body(rescue: &Rescue) -> Vec<u8> {
     crate::api::error_body(&rescue.message, rescue.kind, rescue.code)
+}
+
+/// The answer's body in Anthropic's shape, for the Messages API's routes: the type its
+/// status maps to (`ErrorType::from_status`), except that ringway's own 503s (no
+/// endpoint can take the request now) are `overloaded_error`, which Anthropic's SDKs
+/// retry.
+pub(crate) fn anthropic_error_body(rescue: &Rescue, request_id: &str) -> Vec<u8> {
+    let kind = rescue.anthropic.unwrap_or(match rescue.status.as_u16() {
+        503 => ErrorType::Overloaded,
+        status => ErrorType::from_status(status),
+    });
+    let mut out = Vec::with_capacity(96 + rescue.message.len());
+    errors::write_error(kind, &rescue.message, Some(request_id), &mut out);
+    out
 }
 
 #[cfg(test)]

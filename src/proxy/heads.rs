@@ -30,6 +30,10 @@ pub(crate) struct UpstreamTarget<'a> {
     pub(crate) strip: usize,
     /// Whether the client's `Authorization`/`X-Api-Key`/`Api-Key` go along.
     pub(crate) forward_auth: bool,
+    /// A translated request (`messages.rs`): the path it takes instead of the client's
+    /// (after the scope's prefix). The client's `Accept-Encoding` stays behind: ringway
+    /// must read the answer to translate it.
+    pub(crate) translated_path: Option<&'static [u8]>,
 }
 
 /// Appends the head of the request for the endpoint: request line with the rewritten
@@ -50,7 +54,13 @@ pub(crate) fn upstream_head(
     let names = head.connection_names_headers;
     let prefix = to.scope.upstream_prefix(ep.kind);
     let (method, target) = (head.method.range(), head.target.range());
-    if ep.base_path.is_empty()
+    if let Some(path) = to.translated_path {
+        out.extend_from_slice(head.method.get(buf));
+        out.push(b' ');
+        out.extend_from_slice(&ep.base_path);
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(path);
+    } else if ep.base_path.is_empty()
         && prefix.is_empty()
         && to.strip == 0
         && target.start == method.end + 1
@@ -78,6 +88,9 @@ pub(crate) fn upstream_head(
     };
     for h in headers {
         let copy = match h.kind {
+            HeaderKind::Other if to.translated_path.is_some() => {
+                !own(h) && !h.name.get(buf).eq_ignore_ascii_case(b"accept-encoding")
+            }
             HeaderKind::Other => !own(h),
             HeaderKind::RequestId | HeaderKind::SessionId => true,
             // Read by ringway's CORS (`cors.rs`) when it is on, and forwarded all the same.
@@ -133,6 +146,9 @@ pub(crate) struct Routing<'a> {
     pub(crate) decision: Option<Decision>,
     /// The `X-Ringway-Placement` line ([`placement_line`]).
     pub(crate) placement: &'static [u8],
+    /// `X-Olla-Mode: passthrough`, whole, for a Messages request passed through; else
+    /// empty.
+    pub(crate) mode: &'static [u8],
     /// Endpoints tried, this one included (`X-Ringway-Attempts` when above 1).
     pub(crate) attempts: usize,
     pub(crate) sticky: StickyReport,
@@ -157,6 +173,9 @@ pub(crate) struct Reframe {
     pub(crate) decode: bool,
     pub(crate) is_head: bool,
     pub(crate) http10: bool,
+    /// A body of ringway's own replaces the endpoint's (a translated answer): its type and
+    /// length; a body of unknown length is chunked (for HTTP/1.0: ends at the close).
+    pub(crate) own_body: Option<(&'static [u8], Option<usize>)>,
 }
 
 /// The client's response head: the endpoint's status and end-to-end headers, ringway's
@@ -192,6 +211,12 @@ pub(crate) fn response_head(
     let replacing = own.cors | own.rate_limit;
     for h in headers {
         let copy = match h.kind {
+            _ if how.own_body.is_some() => {
+                h.kind == HeaderKind::Other
+                    && !is_body_header(h.name.get(upstream_buf))
+                    && is_end_to_end(upstream_buf, headers, h, response.connection_names_headers)
+                    && !(replacing && own.replaces(h.name.get(upstream_buf)))
+            }
             HeaderKind::ContentLength => {
                 has_length = true;
                 !how.decode
@@ -206,11 +231,19 @@ pub(crate) fn response_head(
         }
     }
     lines.finish(out);
-    match response.body {
-        Framing::Chunked if !how.decode => {
+    match (how.own_body, response.body) {
+        (Some((content_type, length)), _) => {
+            push_header(out, b"Content-Type", content_type);
+            match length {
+                Some(n) => http1::push_header_decimal(out, b"Content-Length", n as u64),
+                None if !how.http10 => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+                None => {}
+            }
+        }
+        (None, Framing::Chunked) if !how.decode => {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
-        Framing::Empty if !has_length && !response.is_bodiless_status() && !how.is_head => {
+        (None, Framing::Empty) if !has_length && !response.is_bodiless_status() && !how.is_head => {
             out.extend_from_slice(b"Content-Length: 0\r\n");
         }
         _ => {}
@@ -225,6 +258,7 @@ pub(crate) fn response_head(
         decision.push_headers(out);
     }
     out.extend_from_slice(routing.placement);
+    out.extend_from_slice(routing.mode);
     if routing.attempts > 1 {
         http1::push_header_decimal(out, b"X-Ringway-Attempts", routing.attempts as u64);
     }
@@ -239,6 +273,22 @@ pub(crate) fn response_head(
     }
     out.extend_from_slice(b"\r\n");
 }
+
+/// Headers that describe the endpoint's body, dropped when ringway writes its own.
+fn is_body_header(name: &[u8]) -> bool {
+    [
+        &b"content-type"[..],
+        b"content-encoding",
+        b"etag",
+        b"content-md5",
+        b"digest",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// `X-Olla-Mode`, whole, for a Messages request passed through to a native endpoint.
+pub(crate) const PASSTHROUGH_LINE: &[u8] = b"X-Olla-Mode: passthrough\r\n";
 
 /// `X-Ringway-Placement`, whole: how the endpoint was picked among those the route
 /// allows: "sticky" (rendezvous on the session key), else the balancer's name.
@@ -385,6 +435,7 @@ mod tests {
                 model: None,
                 decision: None,
                 placement: placement_line(false, Balancer::RoundRobin),
+                mode: b"",
                 attempts: 1,
                 sticky: StickyReport {
                     outcome: Outcome::Disabled,
@@ -397,6 +448,7 @@ mod tests {
                 decode: false,
                 is_head: false,
                 http10: false,
+                own_body: None,
             };
             let request = Answering {
                 buf: b"",

@@ -3,7 +3,11 @@
 //! streamed tokens are never held back. The endpoint connection goes back to the pool
 //! only after a clean end of the message.
 
+mod translated;
+
 use std::time::Instant;
+
+pub(super) use translated::relay as translated;
 
 use super::attempt::Upstream;
 use super::client::Client;
@@ -44,6 +48,7 @@ pub(super) async fn relay(
         decode,
         is_head: request.head.is_head,
         http10: request.head.minor_version == 0,
+        own_body: None,
     };
     let mut relayed = Relayed {
         keep_alive: false,

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 
 use super::error::ProxyError;
+use super::messages::{self, Messages};
 use super::request::Request;
 use crate::api;
 use crate::auth;
@@ -47,6 +48,8 @@ pub(super) struct Forward<'c> {
     pub(super) key: Option<SessionKey>,
     /// The key's home: its best endpoint among all the route's, up or down.
     pub(super) home: Option<usize>,
+    /// A Messages API request: passthrough or translation (`messages.rs`).
+    pub(super) messages: Option<Messages>,
 }
 
 /// A model alias's targets, each with the endpoints that list it.
@@ -117,6 +120,53 @@ pub(super) fn route<'c>(
             match plan_forward(config, catalog, endpoints, head, buf, body, peer_ip, scope) {
                 Ok(plan) => Plan::Forward(Forward { strip, ..plan }),
                 Err(e) => Plan::Refuse(e),
+            }
+        }
+        // `[anthropic] enabled = false`: none of its routes.
+        Route::Messages { .. }
+        | Route::Internal(Internal::AnthropicModels | Internal::AnthropicCountTokens)
+            if !config.anthropic.enabled =>
+        {
+            Plan::Refuse(ProxyError::NotFound)
+        }
+        Route::Messages { strip } => {
+            let body = request.body.bytes(buf);
+            let scope = Scope::OpenAi;
+            let planned = plan_forward(config, catalog, endpoints, head, buf, body, peer_ip, scope)
+                .and_then(|plan| {
+                    let mut plan = Forward { strip, ..plan };
+                    let now = crate::clock::now_ms();
+                    plan.messages = Some(messages::plan(config, endpoints, body, &mut plan, now)?);
+                    Ok(plan)
+                });
+            match planned {
+                Ok(plan) => Plan::Forward(plan),
+                Err(e) => Plan::Refuse(e),
+            }
+        }
+        Route::Internal(Internal::AnthropicCountTokens)
+            if config.anthropic.count_tokens_by_endpoint =>
+        {
+            let body = request.body.bytes(buf);
+            let target = head.target.get(buf);
+            let strip = if target.starts_with(b"/olla/anthropic/") {
+                b"/olla/anthropic".len()
+            } else {
+                0
+            };
+            let scope = Scope::OpenAi;
+            let planned = plan_forward(config, catalog, endpoints, head, buf, body, peer_ip, scope)
+                .ok()
+                .and_then(|plan| {
+                    let mut plan = Forward { strip, ..plan };
+                    let now = crate::clock::now_ms();
+                    plan.messages = Some(messages::plan_count(endpoints, &mut plan, now)?);
+                    Some(plan)
+                });
+            match planned {
+                Some(plan) => Plan::Forward(plan),
+                // Estimated here, as by default (a request it cannot read gets its 400).
+                None => Plan::Page(Internal::AnthropicCountTokens),
             }
         }
         // Pages answer any method, as Olla's do (its router ignores the method).
@@ -238,6 +288,7 @@ fn plan_forward<'c>(
         alias,
         key,
         home,
+        messages: None,
     })
 }
 

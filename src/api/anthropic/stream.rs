@@ -58,9 +58,13 @@ const LINE_KEPT: usize = 64 << 10;
 /// One stream's translation state: feed it the backend's bytes, send what it writes.
 pub(crate) struct StreamTranslator {
     model: String,
+    /// What a message id is derived from when no chunk gave one (`with_seed`).
+    seed: u64,
     input_estimate: u64,
     message_id: String,
     phase: Phase,
+    /// An `error` event ended it.
+    failed: bool,
     /// The start of a line whose newline has not arrived yet.
     line: Vec<u8>,
     open: Open,
@@ -103,9 +107,11 @@ impl StreamTranslator {
     pub(crate) fn new(model: &str, input_estimate: u64) -> StreamTranslator {
         StreamTranslator {
             model: model.to_owned(),
+            seed: xxhash_rust::xxh3::xxh3_64(model.as_bytes()),
             input_estimate,
             message_id: String::new(),
             phase: Phase::Waiting,
+            failed: false,
             line: Vec::new(),
             open: Open::None,
             blocks: 0,
@@ -117,6 +123,13 @@ impl StreamTranslator {
             produced: 0,
             skipped: 0,
         }
+    }
+
+    /// Seeds the message id used when the message starts before any chunk (a `ping`, or
+    /// a stream without chunks) with `seed`: the request's id, so ids do not repeat.
+    pub(crate) fn with_seed(mut self, seed: &[u8]) -> StreamTranslator {
+        self.seed = xxhash_rust::xxh3::xxh3_64(seed);
+        self
     }
 
     /// Translates the next bytes of the backend's stream, appending whatever events they
@@ -171,13 +184,24 @@ impl StreamTranslator {
     }
 
     /// A `ping` event, for the caller to send while the backend is silent (prefill).
-    pub(crate) fn ping(&self, out: &mut Vec<u8>) {
+    /// Before the first chunk, `message_start` goes first (Anthropic's clients expect it
+    /// to open the stream); its id then comes from the seed, not the backend.
+    pub(crate) fn ping(&mut self, out: &mut Vec<u8>) {
+        if self.phase == Phase::Waiting {
+            self.start_seeded(out);
+        }
         if self.phase != Phase::Done {
             out.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
         }
     }
 
+    /// An `error` event ended the stream.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// `message_stop` or an `error` has been written.
+    #[cfg(test)]
     pub(crate) fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }
@@ -267,6 +291,12 @@ impl StreamTranslator {
         }
     }
 
+    /// `message_start` before any chunk, its id from the seed.
+    fn start_seeded(&mut self, out: &mut Vec<u8>) {
+        let seed = self.seed.to_le_bytes();
+        self.start(None, &seed, out);
+    }
+
     /// `message_start`, at the first chunk (or at the end of a stream without any).
     fn start(&mut self, openai_id: Option<&str>, seed: &[u8], out: &mut Vec<u8>) {
         self.message_id = super::message_id(openai_id, seed);
@@ -345,8 +375,7 @@ impl StreamTranslator {
     /// usage, `message_stop`.
     fn end(&mut self, out: &mut Vec<u8>) {
         if self.phase == Phase::Waiting {
-            let seed = self.model.clone();
-            self.start(None, seed.as_bytes(), out);
+            self.start_seeded(out);
         }
         self.close_open(out);
         self.flush_held(out);
@@ -375,6 +404,7 @@ impl StreamTranslator {
         errors::write_error(kind, message, None, out);
         out.extend_from_slice(b"\n\n");
         self.phase = Phase::Done;
+        self.failed = true;
         self.line = Vec::new();
     }
 

@@ -179,6 +179,12 @@ pub(super) fn convert(
         fallback: rs.options.fallback_behavior,
     };
     root.model_aliases = o.model_aliases;
+    let t = o.translators.anthropic;
+    root.anthropic = file::Anthropic {
+        enabled: t.enabled,
+        passthrough: t.passthrough_enabled,
+        ..file::Anthropic::default()
+    };
     let json = o.logging.format.eq_ignore_ascii_case("json");
     root.log.level = o.logging.level;
     root.log.access = match (s.request_logging, json) {
@@ -294,6 +300,7 @@ fn endpoint(i: usize, e: Endpoint, warnings: &mut Vec<String>) -> file::Endpoint
         auth: e.auth,
         headers: e.headers,
         models_path: Some(models_path),
+        anthropic: None,
     }
 }
 

@@ -92,6 +92,12 @@ pub(super) fn overrides(o: &mut Olla, env: Env<'_>, warnings: &mut Vec<String>) 
         "OLLA_PROXY_STICKY_SESSIONS_ENABLED",
         &mut p.sticky_sessions.enabled,
     );
+    let t = &mut o.translators.anthropic;
+    set.flag("OLLA_TRANSLATORS_ANTHROPIC_ENABLED", &mut t.enabled);
+    set.flag(
+        "OLLA_TRANSLATORS_ANTHROPIC_PASSTHROUGH_ENABLED",
+        &mut t.passthrough_enabled,
+    );
     set.text("OLLA_LOGGING_LEVEL", &mut o.logging.level);
     set.text("OLLA_LOGGING_FORMAT", &mut o.logging.format);
     for (var, key) in [
@@ -110,14 +116,6 @@ pub(super) fn overrides(o: &mut Olla, env: Env<'_>, warnings: &mut Vec<String>) 
         (
             "OLLA_MODEL_UNIFIER_ENABLED",
             "model_registry.enable_unifier",
-        ),
-        (
-            "OLLA_TRANSLATORS_ANTHROPIC_ENABLED",
-            "translators.anthropic.enabled",
-        ),
-        (
-            "OLLA_TRANSLATORS_ANTHROPIC_PASSTHROUGH_ENABLED",
-            "translators.anthropic.passthrough_enabled",
         ),
         (
             "OLLA_TRANSLATORS_ANTHROPIC_MAX_MESSAGE_SIZE",

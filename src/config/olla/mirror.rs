@@ -34,6 +34,32 @@ pub(super) struct Olla {
     pub(super) model_aliases: HashMap<String, Vec<String>>,
     #[serde(deserialize_with = "or_default")]
     pub(super) logging: Logging,
+    #[serde(deserialize_with = "or_default")]
+    pub(super) translators: Translators,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct Translators {
+    #[serde(deserialize_with = "or_default")]
+    pub(super) anthropic: AnthropicTranslator,
+}
+
+/// `translators.anthropic`: ringway's `[anthropic]`.
+#[derive(Deserialize)]
+#[serde(default)]
+pub(super) struct AnthropicTranslator {
+    pub(super) enabled: bool,
+    pub(super) passthrough_enabled: bool,
+}
+
+impl Default for AnthropicTranslator {
+    fn default() -> Self {
+        AnthropicTranslator {
+            enabled: true,
+            passthrough_enabled: true,
+        }
+    }
 }
 
 #[derive(Deserialize)]

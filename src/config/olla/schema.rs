@@ -161,10 +161,19 @@ pub(super) static SCHEMA: Key = Table(&[
     ("model_aliases", Used),
     (
         "translators",
-        Unless(
-            anthropic_off,
-            "ringway has no Anthropic translator: /v1/messages is not served",
-        ),
+        Table(&[(
+            "anthropic",
+            Table(&[
+                ("enabled", Used),
+                ("passthrough_enabled", Used),
+                (
+                    "max_message_size",
+                    Ignored(
+                        "server.max_body_bytes (Olla's request_limits.max_body_size) bounds every body",
+                    ),
+                ),
+            ]),
+        )]),
     ),
     (
         "logging",
@@ -262,11 +271,6 @@ fn disabled(v: &Value) -> bool {
     v.get("enabled").is_some_and(is_false)
 }
 
-/// `translators` with the Anthropic translator turned off.
-fn anthropic_off(v: &Value) -> bool {
-    v.get("anthropic").is_some_and(disabled)
-}
-
 /// What the survey found: ignored keys (with why) and keys nobody knows, in file order.
 #[derive(Default)]
 pub(super) struct Survey {
@@ -361,7 +365,6 @@ mod tests {
             "`discovery.refresh_interval`",
             "`discovery.model_discovery.timeout`",
             "`model_registry.enable_unifier`",
-            "`translators`",
         ] {
             assert!(all.contains(key), "{key} not in:\n{all}");
         }
@@ -372,6 +375,7 @@ mod tests {
             "dashboard",
             "logging.output",
             "model_registry.type",
+            "translators",
         ] {
             assert!(!all.contains(quiet), "{quiet} in:\n{all}");
         }

@@ -414,10 +414,39 @@ fn memory_is_bounded() {
 
 #[test]
 fn pings() {
-    let mut t = StreamTranslator::new("m", 1);
+    let mut t = StreamTranslator::new("m", 1).with_seed(b"request 1");
     let mut out = Vec::new();
     t.ping(&mut out);
-    assert_eq!(out, b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+    // The message starts first, its id from the seed: a client sees message_start first.
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.starts_with("event: message_start\n"), "{text}");
+    assert!(
+        text.ends_with("event: ping\ndata: {\"type\":\"ping\"}\n\n"),
+        "{text}"
+    );
+    let id = |t: &str| {
+        t.split("\"id\":\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let mut other = StreamTranslator::new("m", 1).with_seed(b"request 2");
+    let mut second = Vec::new();
+    other.ping(&mut second);
+    assert_ne!(
+        id(&text),
+        id(std::str::from_utf8(&second).unwrap()),
+        "ids repeat"
+    );
+    out.clear();
+    t.ping(&mut out);
+    assert_eq!(
+        out, b"event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        "one message_start"
+    );
     t.feed(DONE.as_bytes(), &mut out);
     let n = out.len();
     t.ping(&mut out);
