@@ -73,7 +73,7 @@ pub fn head_writer(data: &[u8]) {
         }
     }
     let ep = &endpoints().endpoints[0];
-    // As received, and translated to the chat API (`proxy::messages`).
+    // As received, and translated to the chat API (`proxy::route::messages`).
     for translated_path in [None, Some(&b"/v1/chat/completions"[..])] {
         let target = UpstreamTarget {
             ep,
@@ -98,7 +98,10 @@ pub fn head_writer(data: &[u8]) {
             let start = head.method.get(request).len() + 1;
             // The endpoint's base path, then the chat API's.
             let expected = [&ep.base_path[..], path].concat();
-            assert_eq!(line_end.map(|n| &out[start..start + n]), Some(&expected[..]));
+            assert_eq!(
+                line_end.map(|n| &out[start..start + n]),
+                Some(&expected[..])
+            );
             assert!(
                 !sent
                     .iter()
