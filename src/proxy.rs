@@ -20,6 +20,11 @@
 //! writes the lines every answer to the request carries; `attempt` takes the endpoint's
 //! token when endpoints are limited.
 //!
+//! Anthropic's Messages API takes the same phases: `route/messages.rs` decides, once the
+//! model's endpoints are known, between passthrough (to endpoints that speak it, the body
+//! unchanged) and translation (the body becomes an OpenAI chat request), and
+//! `relay/translated.rs` translates a translated request's answer back, event by event.
+//!
 //! `heads.rs` writes every head (to the client, to the endpoint, ringway's own answers);
 //! `error.rs` maps every failure to its status and body in one place. A connection's
 //! state lasts across its requests (`connection::Client`: stream, peer, buffers); a
@@ -33,7 +38,6 @@ mod client;
 mod connection;
 pub(crate) mod error;
 mod heads;
-mod messages;
 mod relay;
 mod request;
 mod route;

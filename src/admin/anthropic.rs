@@ -1,7 +1,7 @@
 //! The two Anthropic pages ringway answers itself, from the catalogue and the request,
 //! without an endpoint: `/olla/anthropic/v1/models` (Anthropic's list shape) and
 //! `.../v1/messages/count_tokens` (an estimate, as Olla makes it). The Messages API
-//! itself is forwarded (`proxy/messages.rs`).
+//! itself is forwarded (`proxy/route/messages.rs`).
 
 use http::StatusCode;
 

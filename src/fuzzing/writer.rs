@@ -73,7 +73,7 @@ pub fn head_writer(data: &[u8]) {
         }
     }
     let ep = &endpoints().endpoints[0];
-    // As received, and translated to the chat API (`proxy::messages`).
+    // As received, and translated to the chat API (`proxy::route::messages`).
     for translated_path in [None, Some(&b"/v1/chat/completions"[..])] {
         let target = UpstreamTarget {
             ep,
@@ -96,7 +96,12 @@ pub fn head_writer(data: &[u8]) {
         if let Some(path) = translated_path {
             let line_end = memchr::memchr(b' ', &out[head.method.get(request).len() + 1..]);
             let start = head.method.get(request).len() + 1;
-            assert_eq!(line_end.map(|n| &out[start..start + n]), Some(path));
+            // The endpoint's base path, then the chat API's.
+            let expected = [&ep.base_path[..], path].concat();
+            assert_eq!(
+                line_end.map(|n| &out[start..start + n]),
+                Some(&expected[..])
+            );
             assert!(
                 !sent
                     .iter()

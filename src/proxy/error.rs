@@ -90,7 +90,7 @@ pub(crate) enum ProxyError {
         what: &'static str,
     },
 
-    // ---- the Messages API (`messages.rs`, `relay/translated.rs`) ----
+    // ---- the Messages API (`route/messages.rs`, `relay/translated.rs`) ----
     /// A Messages request that cannot be translated for an OpenAI-compatible endpoint.
     Messages(TranslateError),
     /// The endpoint's answer to a translated request cannot be translated back.

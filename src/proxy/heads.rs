@@ -30,7 +30,7 @@ pub(crate) struct UpstreamTarget<'a> {
     pub(crate) strip: usize,
     /// Whether the client's `Authorization`/`X-Api-Key`/`Api-Key` go along.
     pub(crate) forward_auth: bool,
-    /// A translated request (`messages.rs`): the path it takes instead of the client's
+    /// A translated request (`route/messages.rs`): the path it takes instead of the client's
     /// (after the scope's prefix). The client's `Accept-Encoding` stays behind: ringway
     /// must read the answer to translate it.
     pub(crate) translated_path: Option<&'static [u8]>,

@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::ops::Range;
 
 use super::error::ProxyError;
-use super::messages::{self, Messages};
 use super::request::Request;
 use crate::api;
 use crate::auth;
@@ -21,6 +20,9 @@ use crate::routing::sticky::{self, KeyInputs, SessionKey};
 use crate::routing::{Internal, Route, Scope};
 use crate::upstream::Endpoint;
 use crate::upstream::models::Catalog;
+use messages::Messages;
+
+pub(super) mod messages;
 
 /// What to do with a request.
 pub(super) enum Plan<'c> {
@@ -48,7 +50,7 @@ pub(super) struct Forward<'c> {
     pub(super) key: Option<SessionKey>,
     /// The key's home: its best endpoint among all the route's, up or down.
     pub(super) home: Option<usize>,
-    /// A Messages API request: passthrough or translation (`messages.rs`).
+    /// A Messages API request: passthrough or translation (`route/messages.rs`).
     pub(super) messages: Option<Messages>,
 }
 

@@ -78,7 +78,9 @@ fn ollas_yaml_file_serves_chats_on_ollas_routes_and_the_root_api() {
     // What ringway does not do is said, by key.
     let warnings = config.warnings.join("\n");
     assert!(warnings.contains("`proxy.engine`"), "{warnings}");
-    assert!(warnings.contains("`translators`"), "{warnings}");
+    // The Anthropic translator is ringway's `[anthropic]`: no news.
+    assert!(!warnings.contains("translators"), "{warnings}");
+    assert!(config.anthropic.enabled && config.anthropic.passthrough);
     let proxy = start(config);
     // beta's model list was read with its token: both endpoints serve the model.
     assert_eq!(endpoint_status(&proxy, "beta")["model_count"], 2);

@@ -1,4 +1,4 @@
-//! The `relay` phase for a translated Messages request (`messages.rs`): the endpoint
+//! The `relay` phase for a translated Messages request (`route/messages.rs`): the endpoint
 //! answered in OpenAI's shapes, the client gets Anthropic's.
 //!
 //! - A stream (`text/event-stream` to a request with `stream: true`) goes through a

@@ -14,19 +14,19 @@
 //! Model routing, aliases and sticky keys were decided on the Anthropic body before this
 //! step, exactly as for an OpenAI request.
 
-use super::error::ProxyError;
-use super::route::{Forward, Want};
+use super::{Forward, Want};
 use crate::api;
 use crate::api::anthropic::request::{self, Options, Translated};
 use crate::config::Config;
 use crate::endpoint_set::EndpointSet;
 use crate::metrics::translators::Fallback;
+use crate::proxy::error::ProxyError;
 use crate::routing::sticky;
 use crate::upstream::Endpoint;
 
 /// How a Messages request is served.
 #[derive(Debug)]
-pub(super) enum Mode {
+pub(in crate::proxy) enum Mode {
     Passthrough,
     Translation {
         translated: Translated,
@@ -37,26 +37,26 @@ pub(super) enum Mode {
 
 /// A Messages request's plan, beside its [`Forward`].
 #[derive(Debug)]
-pub(super) struct Messages {
-    pub(super) mode: Mode,
+pub(in crate::proxy) struct Messages {
+    pub(in crate::proxy) mode: Mode,
     /// The translated body, until the connection puts it in place of the client's.
-    pub(super) body: Option<Vec<u8>>,
+    pub(in crate::proxy) body: Option<Vec<u8>>,
 }
 
 /// The path a translated request takes on the endpoint (after its OpenAI prefix).
-pub(super) const CHAT_PATH: &[u8] = b"/v1/chat/completions";
+pub(in crate::proxy) const CHAT_PATH: &[u8] = b"/v1/chat/completions";
 
 impl Messages {
     /// Where the request goes on the endpoint instead of the client's target: for a
     /// translation, the chat API.
-    pub(super) fn upstream_path(&self) -> Option<&'static [u8]> {
+    pub(in crate::proxy) fn upstream_path(&self) -> Option<&'static [u8]> {
         match self.mode {
             Mode::Passthrough => None,
             Mode::Translation { .. } => Some(CHAT_PATH),
         }
     }
 
-    pub(super) fn translated(&self) -> Option<&Translated> {
+    pub(in crate::proxy) fn translated(&self) -> Option<&Translated> {
         match &self.mode {
             Mode::Passthrough => None,
             Mode::Translation { translated, .. } => Some(translated),
@@ -67,7 +67,7 @@ impl Messages {
 /// Plans a `.../count_tokens` request (planned on its body as `forward`) for a native
 /// endpoint that counts tokens itself (`anthropic.count_tokens = "endpoint"`): `None`
 /// when none serving the model is available, and ringway estimates the count.
-pub(super) fn plan_count(
+pub(in crate::proxy) fn plan_count(
     endpoints: &[Endpoint],
     forward: &mut Forward<'_>,
     now: u64,
@@ -99,7 +99,7 @@ pub(super) fn plan_count(
 /// Decides passthrough or translation for `forward` (planned on the Anthropic `body`),
 /// narrowing it to the native endpoints, or translating the body, as the mode needs.
 /// `now` is `clock::now_ms()`.
-pub(super) fn plan(
+pub(in crate::proxy) fn plan(
     config: &Config,
     endpoints: &[Endpoint],
     body: &[u8],
@@ -152,7 +152,7 @@ pub(super) fn plan(
     let mut out = Vec::with_capacity(body.len() + 256);
     let translated = request::to_openai(body, &opts, &mut out).map_err(ProxyError::Messages)?;
     // The model's span in the body as sent (an alias is rewritten there, per endpoint).
-    forward.model = super::route::model_span(&out, api::model(&out))?;
+    forward.model = super::model_span(&out, api::model(&out))?;
     Ok(Messages {
         mode: Mode::Translation {
             translated,
