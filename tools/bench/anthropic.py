@@ -2,8 +2,8 @@
 """Messages API benchmark: what Anthropic translation and passthrough cost ringway, side by
 side with a plain OpenAI stream, in one run.
 
-    tools/bench/anthropic.py                       # 64-token streams, 5 rounds x 300 requests
-    tools/bench/anthropic.py --tokens 256 --rounds 3 --requests 200
+    tools/bench/anthropic.py                       # 32-chunk streams, 5 rounds x 150 requests
+    tools/bench/anthropic.py --tokens 128 --rounds 3 --requests 100
 
 Two ringway-mock backends behind one ringway (one shard, defaults otherwise): an
 `openai`-type endpoint serving `m-translate` and an `ollama`-type one serving `m-native`.
@@ -54,7 +54,8 @@ class Fleet:
         ports = {}
         for name, model in [("openai", "m-translate"), ("native", "m-native")]:
             cmd = [f"{ROOT}/target/release/ringway-mock", "--listen", "127.0.0.1:0",
-                   "--name", name, "--models", model, "--tokens", str(self.args.tokens)]
+                   "--name", name, "--models", model, "--tokens", str(self.args.tokens),
+                   "--token-delay-ms", str(self.args.token_delay_ms)]
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             self.procs.append(p)
             ports[name] = port_of(wait_for_line(p, "listening on"))
@@ -160,9 +161,12 @@ def cpu_ns(pid):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tokens", type=int, default=64, help="chunks per streamed answer")
+    ap.add_argument("--tokens", type=int, default=32, help="chunks per streamed answer")
+    ap.add_argument("--token-delay-ms", type=int, default=1,
+                    help="the mocks' delay between chunks: each chunk then arrives, and is "
+                         "translated and written, on its own, as from a real server")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=300, help="per kind per round")
+    ap.add_argument("--requests", type=int, default=150, help="per kind per round")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build")
     args = ap.parse_args()
     if not args.no_build:
@@ -198,7 +202,8 @@ def main():
     med = {k: {m: statistics.median(v) for m, v in r.items()} for k, r in results.items()}
     print(f"# Messages API: translation and passthrough vs plain OpenAI through ringway\n")
     print(machine())
-    print(f"{args.tokens}-chunk streams, {args.rounds} rounds x {args.requests} requests per kind, "
+    print(f"{args.tokens}-chunk streams ({args.token_delay_ms} ms apart), {args.rounds} rounds x "
+          f"{args.requests} requests per kind, "
           "one at a time, keep-alive; medians over rounds. CPU = ringway's CPU time per "
           "request, all threads (/proc/PID/task/*/schedstat, ns).\n")
     print("| kind | CPU per request (µs) | vs openai | median TTFT (µs) | TTFT vs openai (µs) |")
