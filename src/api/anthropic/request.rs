@@ -201,7 +201,10 @@ fn check<'r, 'a>(req: &'r Request<'a>) -> Result<Checked<'r, 'a>, TranslateError
             "messages.{i}.role: field required"
         )));
     }
-    let max_tokens = req.max_tokens.unwrap_or(0);
+    // Anthropic's word for a missing one; Olla's for one out of range.
+    let max_tokens = req
+        .max_tokens
+        .ok_or_else(|| TranslateError::client("max_tokens: field required"))?;
     if max_tokens < 1 {
         return Err(TranslateError::client(format!(
             "max_tokens must be at least 1, got {max_tokens}"

@@ -319,6 +319,10 @@ fn invalid_requests_are_client_errors() {
     );
     assert_eq!(
         error(&format!(r#"{{"model":"m",{msg}}}"#)),
+        "max_tokens: field required"
+    );
+    assert_eq!(
+        error(&format!(r#"{{"model":"m","max_tokens":0,{msg}}}"#)),
         "max_tokens must be at least 1, got 0"
     );
     assert_eq!(
