@@ -440,6 +440,14 @@ FINDINGS = {
         # Finding 2: 505 or 400 depending on how much of the request line has arrived.
         "2-version-or-request-line": b"T /  HTTP/1",
     },
+    "anthropic_stream_ops": {
+        # Finding 3: a call's id arrives after its block opened with a made-up id; a
+        # delta naming the call by that id, without an index, started a nameless call.
+        "3-late-id-no-index": bytes([0x61, 0, 0, 0, 0])
+        + tools(tool(0, name_mode=3, name_str=b"\x00"))
+        + tools(tool(0, id_mode=2))
+        + tools(tool(3, id_mode=2, args=b"\x0a")),
+    },
 }
 
 
