@@ -854,7 +854,7 @@ fn response_tool_id(message_id: &str, slot: usize) -> String {
 /// The first byte picks the backend's options (`top_k`, `stream_usage`); the rest is the
 /// body. `to_openai` never panics; when it accepts, it appended (after what the buffer
 /// held) one JSON object with the `model` it reports and a list of `messages`, each with
-/// a known role; when it refuses, it appended nothing.
+/// a role; when it refuses, it appended nothing.
 pub fn anthropic_request(data: &[u8]) {
     let [flags, body @ ..] = data else {
         return;
@@ -872,12 +872,10 @@ pub fn anthropic_request(data: &[u8]) {
             });
             assert_eq!(v["model"], translated.model.as_str());
             let messages = v["messages"].as_array().expect("messages");
+            // Roles are passed on as the client wrote them (an inline `system` is kept;
+            // a role the backend does not know is for it to refuse).
             for m in messages {
-                let role = str_field(m, "role", "a message");
-                assert!(
-                    ["system", "user", "assistant", "tool"].contains(&role),
-                    "role {role}"
-                );
+                str_field(m, "role", "a message");
             }
             assert_eq!(v["stream"].as_bool().unwrap_or(false), translated.stream);
             assert_eq!(v.get("tools").is_some(), translated.tools);
