@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `tools/fuzz` (feature `fuzzing`; not an API): the
 //! head targets in `fuzzing/heads.rs`, the head writers' in `fuzzing/writer.rs`, the body
-//! targets in `fuzzing/bodies.rs`, and here the checks they share.
+//! targets in `fuzzing/bodies.rs`, the Anthropic translator's in `fuzzing/anthropic.rs`,
+//! and here the checks they share.
 //!
 //! Each function runs the code of the request path on arbitrary bytes, exactly as the
 //! proxy calls it (default limits from the embedded configuration, the same call
@@ -9,6 +10,7 @@
 //! by `tests/fuzz_corpus.rs` in the normal test suite. `tools/fuzz/README.md` says how
 //! to run them.
 
+mod anthropic;
 mod bodies;
 mod heads;
 mod writer;
@@ -21,6 +23,9 @@ use crate::config::Config;
 use crate::http1::{self, BodyProgress, Framing, HeadError, HeadLimits, Header, HeaderKind, Span};
 use crate::routing::sticky::KeySource;
 
+pub use anthropic::{
+    anthropic_request, anthropic_response, anthropic_stream, anthropic_stream_ops,
+};
 pub use bodies::{body_keys, chunked_body};
 pub use heads::{request_head, response_head};
 pub use writer::head_writer;
@@ -50,6 +55,19 @@ fn defaults() -> &'static Defaults {
 /// A split position in `0..=data.len()` that depends on all of `data`.
 fn derived_split(data: &[u8]) -> usize {
     (xxh3_64(data) % (data.len() as u64 + 1)) as usize
+}
+
+/// Piece sizes from a seed: a xorshift sequence, each size bounded by a cap the seed also
+/// picks (1 byte at a time up to 4 KiB reads).
+fn piece_sizes(seed: u16) -> impl Iterator<Item = usize> {
+    let cap = [1usize, 2, 3, 7, 16, 64, 512, 4096][usize::from(seed & 7)];
+    let mut state = u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    std::iter::from_fn(move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        Some(1 + (state % cap as u64) as usize)
+    })
 }
 
 /// Where a head may be cut in two to test incremental parsing: a position derived from

@@ -63,3 +63,26 @@ fn body_keys_corpus() {
 fn head_writer_corpus() {
     replay("head_writer", ringway::fuzzing::head_writer);
 }
+
+#[test]
+fn anthropic_stream_corpus() {
+    replay("anthropic_stream", ringway::fuzzing::anthropic_stream);
+}
+
+#[test]
+fn anthropic_stream_ops_corpus() {
+    replay(
+        "anthropic_stream_ops",
+        ringway::fuzzing::anthropic_stream_ops,
+    );
+}
+
+#[test]
+fn anthropic_request_corpus() {
+    replay("anthropic_request", ringway::fuzzing::anthropic_request);
+}
+
+#[test]
+fn anthropic_response_corpus() {
+    replay("anthropic_response", ringway::fuzzing::anthropic_response);
+}

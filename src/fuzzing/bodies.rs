@@ -1,7 +1,7 @@
 //! Fuzz targets over bodies: a chunked message body, and a JSON request body read for
 //! routing (model, session keys, placement).
 
-use super::{defaults, derived_split};
+use super::{defaults, derived_split, piece_sizes};
 use crate::api::{self, RequestFacts};
 use crate::http1::{BodyProgress, ChunkError, ChunkedDecoder};
 use crate::routing::balancer::Candidate;
@@ -79,19 +79,6 @@ fn feed_chunked(
         done,
         error,
     }
-}
-
-/// Piece sizes from a seed: a xorshift sequence, each size bounded by a cap the seed also
-/// picks (1 byte at a time up to 4 KiB reads).
-fn piece_sizes(seed: u16) -> impl Iterator<Item = usize> {
-    let cap = [1usize, 2, 3, 7, 16, 64, 512, 4096][usize::from(seed & 7)];
-    let mut state = u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    std::iter::from_fn(move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        Some(1 + (state % cap as u64) as usize)
-    })
 }
 
 /// Fuzz target `chunked_body`: a chunked message body (RFC 9112 §7.1).

@@ -277,6 +277,157 @@ def head_writer_seeds() -> dict:
     return seeds
 
 
+# ---- anthropic_stream: three control bytes (piece sizes, end), then a backend's SSE ----
+
+CHUNK_ID = "chatcmpl-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+
+def sse(*chunks, done: bool = True, eol: str = "\n\n") -> bytes:
+    """OpenAI `chat.completion.chunk` lines (dicts as JSON, strings as they are)."""
+    out = ""
+    for c in chunks:
+        out += "data: " + (c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)) + eol
+    if done:
+        out += "data: [DONE]" + eol
+    return out.encode()
+
+
+def delta(d: dict, finish=None, **extra) -> dict:
+    choice = {"index": 0, "delta": d, "finish_reason": finish, **extra}
+    return {"id": CHUNK_ID, "object": "chat.completion.chunk", "model": "qwen3:8b", "choices": [choice]}
+
+
+def call(index, args, id=None, name=None) -> dict:
+    c = {"index": index, "type": "function", "function": {"arguments": args}}
+    if id is not None:
+        c["id"] = id
+    if name is not None:
+        c["function"]["name"] = name
+    return delta({"tool_calls": [c]})
+
+
+USAGE = {"id": CHUNK_ID, "choices": [], "usage": {"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129, "prompt_tokens_details": {"cached_tokens": 100}}}
+
+STREAMS = {
+    "text": sse(delta({"role": "assistant", "content": ""}), delta({"content": "The"}), delta({"content": " sky é😀"}), delta({}, "stop"), USAGE),
+    "reasoning-then-text": sse(delta({"reasoning_content": "Let me think"}), delta({"reasoning": " more"}), delta({"content": "Blue."}), delta({}, "stop")),
+    "tool-call": sse(call(0, "", "call_0", "Bash"), call(0, '{"command": "'), call(0, 'ls -la'), call(0, '"}'), delta({}, "tool_calls"), USAGE),
+    "text-then-two-tools": sse(delta({"content": "Checking."}), call(0, '{"city":"Paris"}', "call_a", "weather"), call(1, '{"city":"Rome"}', "call_b", "weather"), delta({}, "tool_calls")),
+    "interleaved-tools": sse(call(0, '{"a":', "c0", "f"), call(1, '{"b":', "c1", "g"), call(0, "1}"), call(1, "2}"), delta({}, "tool_calls")),
+    "args-after-close": sse(call(0, '{"a":1}', "c0", "f"), delta({"content": "text"}), call(0, ', "late": 2')),
+    "no-index-no-id": sse('{"choices":[{"delta":{"tool_calls":[{"id":"x","function":{"name":"f","arguments":"{\\"q\\""}}]}}]}', '{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":":1}"}}]}}]}'),
+    "raw-object-args": sse('{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":{"k":[1,2]}}}]}}]}'),
+    "name-later": sse(call(0, '{"x":'), call(0, "1}", name="late_name"), delta({}, "stop")),
+    "error-chunk": sse(delta({"content": "partial"}), {"error": {"message": "CUDA out of memory", "type": "server_error", "code": 503}}, done=False),
+    "vllm-flat-error": sse({"object": "error", "message": "max_tokens too large", "type": "BadRequestError", "code": 400}, done=False),
+    "crlf": sse(delta({"content": "a"}), delta({"content": "b"}), eol="\r\n\r\n"),
+    "no-done": sse(delta({"content": "cut"}), done=False),
+    "last-line-no-newline": b'data: {"choices":[{"delta":{"content":"end"}}]}',
+    "junk-lines": b": ping\n\nevent: x\nid: 3\nretry: 5\ndata: not json\n\ndata:\n\ndata:{\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n",
+    "content-parts": sse(delta({"content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {}}, {"type": "text", "text": "b"}]})),
+    "stop-sequence": sse(delta({"content": "x"}), delta({}, "stop", stop_reason="</answer>"), delta({}, "stop", matched_stop=42)),
+    "invalid-utf8": b'data: {"choices":[{"delta":{"content":"\xff\xfe"}}]}\n\ndata: {"choices":[{"delta":{"content":"\\ud83d"}}]}\n\n',
+    "empty": b"",
+    "done-only": b"data: [DONE]\n\n",
+    "after-done": sse(delta({"content": "a"})) + sse(delta({"content": "ignored"})),
+}
+
+# ---- anthropic_stream_ops: five control bytes, then chunk operations ----
+# The encoding read by `Op::read` in src/fuzzing/anthropic.rs. A string is one byte: an
+# index into STRINGS there (0-31), or 32 + n (n < 8 mod 8) followed by n bytes.
+
+TEXT, REASON, BOTH, TOOLS, USAGE_OP, FINISH, ERROR_OR_JUNK, DONE_OR_EMPTY, JUNK = 0, 2, 3, 4, 6, 7, 8, 9, 10
+
+
+def raw(b: bytes) -> bytes:
+    return bytes([32 + len(b) + 8 * 3]) + b  # 32 + 24 + n: n = (b % 8)
+
+
+def tool(index=0, id_mode=0, name_mode=0, args=None, id_str=b"", name_str=b"", id_n=0) -> bytes:
+    """One call op: index 3 = none; id_mode 0 none, 1 "", 2 call_<id_n>, 3 id_str;
+    name_mode 0 none, 2 "", 3 name_str; args None (absent) or a string byte(s)."""
+    flags = index | id_mode << 2 | id_n << 4 | name_mode << 6
+    out = bytes([flags])
+    if id_mode == 3:
+        out += id_str
+    if name_mode == 3:
+        out += name_str
+    out += b"\x00" if args is None else b"\x03" + args
+    return out
+
+
+def tools(*calls: bytes) -> bytes:
+    return bytes([TOOLS, 1 if len(calls) == 1 else 0]) + b"".join(calls)
+
+
+OPS = {
+    "text": bytes([TEXT, 0, 0, TEXT, 1, 1, TEXT, 4, 2, TEXT, 3, 3, FINISH, 0, 1, DONE_OR_EMPTY, 0]),
+    "reasoning-text": bytes([REASON, 0, 1, 0, REASON, 2, 3, 2, BOTH, 30, 29, TEXT, 5, 0, USAGE_OP, 40, 7]),
+    "tool": tools(tool(0, 2, 3, b"\x0a", name_str=b"\x00")) + tools(tool(0, args=b"\x12")) + tools(tool(0, args=b"\x0e")) + tools(tool(0, args=b"\x13")) + tools(tool(0, args=b"\x0b")) + bytes([FINISH, 2, 1]),
+    "interleaved": tools(tool(0, 2, 3, b"\x0a", name_str=b"\x00")) + tools(tool(1, 2, 3, b"\x0a", name_str=b"\x01", id_n=1)) + tools(tool(0, args=b"\x0b"), tool(1, args=b"\x0b")) + bytes([TEXT, 0, 0]),
+    "late-args": tools(tool(0, 2, 3, b"\x14", name_str=b"\x00")) + bytes([TEXT, 0, 0]) + tools(tool(0, args=b"\x10")) + tools(tool(0, args=b"\x12")),
+    "no-index": tools(tool(3, 2, 3, b"\x0a", name_str=b"\x00")) + tools(tool(3, args=b"\x0b")) + tools(tool(3, 2, args=b"\x11", id_n=0)),
+    "raw-args": tools(tool(0, 3, 3, b"\x14", id_str=raw(b"id-1"), name_str=b"\x02")) + bytes([TOOLS, 1, 0x80 | 0, 2, 0x14]),
+    "error": bytes([TEXT, 0, 0, REASON, 1, 0, 0, ERROR_OR_JUNK, 2, 7, TEXT, 1, 0]),
+    "junk-done": bytes([JUNK, 0, JUNK, 4, ERROR_OR_JUNK, 9, DONE_OR_EMPTY, 16, DONE_OR_EMPTY, 17, DONE_OR_EMPTY, 18, TEXT, 8, 0, DONE_OR_EMPTY, 3, TEXT, 0, 0]),
+    "raw-strings": bytes([TEXT]) + raw(b"\xc3\xa9\xf0\x9f") + b"\x00" + bytes([TEXT]) + raw(b"\x98\x80ok") + b"\x01",
+}
+
+# (piece-size seed, flags) per seed: finish or fail, cut or not, each line style.
+OPS_CONTROLS = [(0x61, 0b0000), (0x62, 0b0001), (0x33, 0b0010), (0x07, 0b0011), (0x44, 0b0100), (0x15, 0b1001), (0x26, 0b1110), (0x58, 0b1100)]
+
+# ---- anthropic_request: one control byte (backend options), then a Messages body ----
+
+MESSAGES = {
+    "claude-code": json.dumps({
+        "model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": True,
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "List the files."}]},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "ls", "signature": "x"}, {"type": "text", "text": "Running ls."}, {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "a.rs\nb.rs"}], "is_error": False}, {"type": "text", "text": "Now read a.rs"}]},
+        ],
+        "tools": [{"name": "Bash", "description": "Run a command", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}, {"type": "web_search_20250305", "name": "web_search"}],
+        "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
+        "thinking": {"type": "enabled", "budget_tokens": 1024}, "metadata": {"user_id": "u-1"},
+        "temperature": 1, "top_k": 40, "top_p": 0.9, "stop_sequences": ["</x>"],
+    }).encode(),
+    "minimal": b'{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}',
+    "image": json.dumps({"model": "llava", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}, {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}, {"type": "text", "text": "What?"}]}]}).encode(),
+    "tool-choice-tool": b'{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"f","input_schema":{}}],"tool_choice":{"type":"tool","name":"f"}}',
+    "tool-choice-bad": b'{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"f","input_schema":{}}],"tool_choice":{"type":"maybe"}}',
+    "error-result": b'{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"boom","is_error":true},{"type":"tool_result","tool_use_id":"u","content":[{"type":"image","source":{"type":"base64","media_type":"image/jpeg","data":"/9j"}}]}]}]}',
+    "empty-turns": b'{"model":"m","max_tokens":1,"system":"","messages":[{"role":"assistant","content":[]},{"role":"user","content":[{"type":"document"}]}]}',
+    "no-model": b'{"max_tokens":1,"messages":[]}',
+    "wrong-types": b'{"model":1,"max_tokens":"x","messages":{}}',
+    "out-of-range": b'{"model":"m","max_tokens":0,"temperature":3,"messages":[{"role":"user","content":"x"}]}',
+    "bad-role": b'{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}',
+    "escapes": '{"model":"m\\u00e9","max_tokens":1,"messages":[{"role":"user","content":"\\ud83d\\ude00 \\" \\\\ \\n \u2028"}]}'.encode(),
+    "truncated": b'{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"',
+}
+
+# ---- anthropic_response: an OpenAI chat completion body ----
+
+def completion(message: dict, finish="stop", **extra) -> bytes:
+    return json.dumps({"id": CHUNK_ID, "object": "chat.completion", "model": "qwen3:8b", "choices": [{"index": 0, "message": message, "finish_reason": finish, **extra}], "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}, ensure_ascii=False).encode()
+
+
+COMPLETIONS = {
+    "text": completion({"role": "assistant", "content": "Blue é😀"}),
+    "reasoning": completion({"role": "assistant", "content": "42", "reasoning_content": "think"}),
+    "reasoning-ollama": completion({"role": "assistant", "content": "", "reasoning": "hmm"}, "length"),
+    "tool-calls": completion({"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}, {"type": "function", "function": {"name": "g", "arguments": {"b": [2]}}}, {"id": "c3", "type": "function", "function": {"name": "h", "arguments": "not json"}}]}, "tool_calls"),
+    "empty": completion({"role": "assistant", "content": None}),
+    "content-parts": completion({"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}),
+    "stop-sequence": completion({"role": "assistant", "content": "x"}, "stop", stop_reason="</s>"),
+    "no-choices": b'{"id":"x","choices":[]}',
+    "error": b'{"error":{"message":"model not found","type":"invalid_request_error","code":404}}',
+    "flat-error": b'{"object":"error","message":"bad","type":"BadRequestError","code":400}',
+    "not-json": b"<html>502</html>",
+    "cached-usage": b'{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":5,"completion_tokens":0,"prompt_tokens_details":{"cached_tokens":9}}}',
+}
+
+
 # ---- reproducers of findings (tools/fuzz/README.md, "Findings"), kept in the corpus ----
 
 FINDINGS = {
@@ -288,6 +439,14 @@ FINDINGS = {
     "request_head": {
         # Finding 2: 505 or 400 depending on how much of the request line has arrived.
         "2-version-or-request-line": b"T /  HTTP/1",
+    },
+    "anthropic_stream_ops": {
+        # Finding 3: a call's id arrives after its block opened with a made-up id; a
+        # delta naming the call by that id, without an index, started a nameless call.
+        "3-late-id-no-index": bytes([0x61, 0, 0, 0, 0])
+        + tools(tool(0, name_mode=3, name_str=b"\x00"))
+        + tools(tool(0, id_mode=2))
+        + tools(tool(3, id_mode=2, args=b"\x0a")),
     },
 }
 
@@ -309,6 +468,15 @@ def main() -> None:
         write("chunked_body", {name: body}, prefix=bytes([0x61 + i % 8, 0x30 + i * 7 % 64]))
     write("body_keys", BODIES)
     write("head_writer", head_writer_seeds())
+    # Control bytes "a"/"b" (piece sizes) and an end: finish for even seeds, fail for odd.
+    for i, (name, stream) in enumerate(STREAMS.items()):
+        write("anthropic_stream", {name: stream}, prefix=bytes([0x61 + i % 8, 0x41 + i % 5, i % 2]))
+    for i, (name, ops) in enumerate(OPS.items()):
+        for j, (seed, flags) in enumerate(OPS_CONTROLS[i % 3 :: 3]):
+            write("anthropic_stream_ops", {f"{name}-{j}": ops}, prefix=bytes([seed, 0, flags, 0x35 + i, 0]))
+    for i, (name, body) in enumerate(MESSAGES.items()):
+        write("anthropic_request", {name: body}, prefix=bytes([i % 4]))
+    write("anthropic_response", COMPLETIONS)
     for target, findings in FINDINGS.items():
         write(target, findings, kind="finding")
 

@@ -22,6 +22,7 @@ pub(super) enum CallState {
 pub(super) struct ToolCall {
     /// The backend's `index`.
     pub(super) index: u32,
+    /// The backend's `id` (empty until it sends one).
     pub(super) id: String,
     pub(super) name: String,
     /// Its content block's index, once opened.
@@ -129,9 +130,13 @@ impl StreamTranslator {
     /// Opens a tool call's block and sends the arguments held for it.
     fn open_tool(&mut self, slot: usize, out: &mut Vec<u8>) {
         let block = self.next_block();
-        if self.tools[slot].id.is_empty() {
-            self.tools[slot].id = response::tool_id(&self.message_id, slot);
-        }
+        // A call without an id yet gets one for the client, but `t.id` stays the
+        // backend's: an id the backend sends later is still how its deltas without an
+        // `index` find the call.
+        let made_up = self.tools[slot]
+            .id
+            .is_empty()
+            .then(|| response::tool_id(&self.message_id, slot));
         let t = &mut self.tools[slot];
         t.block = block;
         t.state = CallState::Live;
@@ -139,7 +144,7 @@ impl StreamTranslator {
         out.extend_from_slice(b"{\"type\":\"content_block_start\",\"index\":");
         json::push_u64(out, u64::from(block));
         out.extend_from_slice(b",\"content_block\":{\"type\":\"tool_use\",\"id\":");
-        json::push_str(out, &t.id);
+        json::push_str(out, made_up.as_deref().unwrap_or(&t.id));
         out.extend_from_slice(b",\"name\":");
         json::push_str(out, &t.name);
         out.extend_from_slice(b",\"input\":{}}}\n\n");

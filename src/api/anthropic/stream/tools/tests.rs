@@ -149,6 +149,26 @@ fn tool_calls_without_index_or_id() {
 }
 
 #[test]
+fn an_id_sent_after_the_block_opened_still_finds_the_call() {
+    // Fuzzing (anthropic_stream_ops): the block opens with a made-up id before the
+    // backend's id arrives; deltas that then name the call by that id, without an index,
+    // used to start a new, nameless call whose arguments were dropped.
+    let input = [
+        call(0, None, Some("f"), "{\"a\":"),
+        call(0, Some("call_0"), None, ""),
+        delta(json!({"tool_calls":[{"id":"call_0","function":{"arguments":"1}"}}]})),
+        DONE.into(),
+    ]
+    .concat();
+    let (events, blocks) = content(&run(&input));
+    assert_eq!(
+        blocks,
+        json!([{"type":"tool_use","id":"toolu_abcdefghijklmnop0123_0","name":"f","input":{"a":1}}])
+    );
+    assert_eq!(events.last().unwrap()["type"], "message_stop");
+}
+
+#[test]
 fn repeated_id_and_name_do_not_reopen_a_call() {
     let input = [
         call(0, Some("c"), Some("f"), "{\"a\":"),
