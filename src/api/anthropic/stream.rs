@@ -201,7 +201,7 @@ impl StreamTranslator {
     }
 
     /// `message_stop` or an `error` has been written.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }
