@@ -25,7 +25,8 @@ pub(crate) use conn::{Conn, Watched, write_out, write_out_by};
 pub(crate) use request::{RequestHead, parse_request};
 pub(crate) use response::{ResponseHead, parse_response};
 pub(crate) use write::{
-    Lines, decimal, is_field_text, push_decimal, push_header, push_header_decimal, push_status_line,
+    Lines, decimal, is_field_text, push_chunk_size, push_decimal, push_header, push_header_decimal,
+    push_status_line,
 };
 
 /// Most headers a head may carry; `server.max_headers` may lower it. The parsers hand

@@ -77,6 +77,16 @@ const DIGIT_PAIRS: [u8; 200] = {
     pairs
 };
 
+/// Appends a chunk of a chunked body's framing before `len` bytes of data: the size in
+/// hex and CRLF (the data and its CRLF follow).
+pub(crate) fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[(len >> (i * 4)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `n` in decimal.
 pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
@@ -123,6 +133,23 @@ pub(crate) fn push_status_line(out: &mut Vec<u8>, status: http::StatusCode) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_sizes_in_hex() {
+        for (len, text) in [
+            (0, "0\r\n"),
+            (9, "9\r\n"),
+            (16, "10\r\n"),
+            (0xabc, "abc\r\n"),
+        ] {
+            let mut out = Vec::new();
+            push_chunk_size(&mut out, len);
+            assert_eq!(out, text.as_bytes());
+        }
+        let mut out = Vec::new();
+        push_chunk_size(&mut out, usize::MAX);
+        assert_eq!(out.len(), usize::BITS as usize / 4 + 2);
+    }
     use crate::http1::{HeadLimits, parse_request};
 
     #[test]

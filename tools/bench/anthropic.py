@@ -44,6 +44,8 @@ import time
 from common import ROOT, drain, machine, port_of, read, wait_for_line
 
 KINDS = ["openai", "translated", "passthrough"]
+# The ringway binary: $RINGWAY_BIN (a profiling build, say), else the release build.
+RINGWAY_BIN = os.environ.get("RINGWAY_BIN", f"{ROOT}/target/release/ringway")
 
 
 class Fleet:
@@ -67,7 +69,7 @@ class Fleet:
                     'type = "openai"\n'
                     f'[[endpoints]]\nname = "native"\nurl = "http://127.0.0.1:{ports["native"]}"\n'
                     'type = "ollama"\n')
-        rw = subprocess.Popen([f"{ROOT}/target/release/ringway", "--config", config,
+        rw = subprocess.Popen([RINGWAY_BIN, "--config", config,
                                "--log-level", "info"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.procs.append(rw)

@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Write as _;
 use std::marker::PhantomData;
 use std::ops::Deref;
 
@@ -128,7 +127,7 @@ pub(super) fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// Appends a number.
 pub(super) fn push_u64(out: &mut Vec<u8>, n: u64) {
-    let _ = write!(out, "{n}");
+    crate::http1::push_decimal(out, n);
 }
 
 /// Appends a JSON number for a float read from a request (always finite: JSON has no

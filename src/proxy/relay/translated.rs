@@ -232,7 +232,7 @@ fn frame(out: &mut Vec<u8>, events: &[u8], chunked: bool) {
         return;
     }
     if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", events.len()).as_bytes());
+        http1::push_chunk_size(out, events.len());
     }
     out.extend_from_slice(events);
     if chunked {
