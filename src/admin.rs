@@ -525,6 +525,8 @@ fn endpoints(shard: &Shard) -> Value {
                 "consecutive_failures": s.consecutive_failures,
                 "in_flight": ep.in_flight(),
                 "active_connections": ep.in_flight(),
+                "in_flight_bytes": ep.in_flight_bytes(),
+                "queued": ep.queued(),
                 "request_count": s.requests,
                 "failure_count": s.request_failures,
                 "success_rate": (success_rate * 100.0).round() / 100.0,

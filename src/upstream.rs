@@ -9,7 +9,7 @@ pub(crate) mod pool;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::{EndpointConfig, Secret, StickyConfig};
@@ -62,22 +62,35 @@ pub(crate) struct Endpoint {
 struct Shared {
     /// Requests dispatched to the endpoint and not finished, on all shards.
     in_flight: AtomicU32,
+    /// Requests the endpoint reports waiting in its own queue (its metrics, read by the
+    /// control thread); 0 where it reports none.
+    queued: AtomicU32,
+    /// The bytes of those requests' bodies: what their prompts cost to prefill.
+    in_flight_bytes: AtomicU64,
     health: Health,
 }
 
-/// Counts a request as in flight on an endpoint until dropped.
-pub(crate) struct InFlight<'a>(&'a Endpoint);
+/// Counts a request, and its body's bytes, as in flight on an endpoint until dropped.
+pub(crate) struct InFlight<'a> {
+    ep: &'a Endpoint,
+    bytes: u64,
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let shared = &self.ep.shared;
+        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        shared.in_flight_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
 impl Endpoint {
-    pub(crate) fn begin_request(&self) -> InFlight<'_> {
+    /// Counts a request with a body of `body_len` bytes as in flight.
+    pub(crate) fn begin_request(&self, body_len: usize) -> InFlight<'_> {
+        let bytes = body_len as u64;
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self)
+        self.shared.in_flight_bytes.fetch_add(bytes, Ordering::Relaxed);
+        InFlight { ep: self, bytes }
     }
 
     pub(crate) fn health(&self) -> &Health {
@@ -87,11 +100,28 @@ impl Endpoint {
     pub(crate) fn in_flight(&self) -> u32 {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
+
+    /// The bytes of the request bodies in flight on the endpoint.
+    pub(crate) fn in_flight_bytes(&self) -> u64 {
+        self.shared.in_flight_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting in the endpoint's own queue, as it last reported.
+    pub(crate) fn queued(&self) -> u32 {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Records the endpoint's own queue depth (the control thread, from its metrics).
+    pub(crate) fn set_queued(&self, n: u32) {
+        self.shared.queued.store(n, Ordering::Relaxed);
+    }
 }
 
 impl Candidate for Endpoint {
-    fn in_flight(&self) -> u32 {
-        Endpoint::in_flight(self)
+    #[inline]
+    fn load(&self) -> u64 {
+        let requests = u64::from(self.in_flight()) + u64::from(self.queued());
+        requests * crate::routing::balancer::REQUEST_LOAD + self.in_flight_bytes()
     }
 
     fn priority(&self) -> u32 {

@@ -158,7 +158,7 @@ pub fn chunked_body(data: &[u8]) {
 struct Backend(u64);
 
 impl Candidate for Backend {
-    fn in_flight(&self) -> u32 {
+    fn load(&self) -> u64 {
         0
     }
     fn priority(&self) -> u32 {

@@ -168,7 +168,8 @@ pub(super) async fn forward<'s>(
         }
         tried.insert(ep.index);
         attempts += 1;
-        let in_flight = ep.begin_request();
+        let body_len = request.body.bytes(&client.conn.buf).len();
+        let in_flight = ep.begin_request(body_len);
         let target = UpstreamTarget {
             ep,
             scope: plan.scope,
@@ -177,7 +178,6 @@ pub(super) async fn forward<'s>(
             forward_auth: proxy.forward_client_auth && !ep.has_auth,
             translated_path: plan.messages.as_ref().and_then(|m| m.upstream_path()),
         };
-        let body_len = request.body.bytes(&client.conn.buf).len();
         client.to_endpoint.clear();
         heads::upstream_head(
             &mut client.to_endpoint,

@@ -7,10 +7,17 @@
 //! eligibility and load are read once per decision, so a concurrent change on another
 //! shard can never make a decision inconsistent.
 
+/// What one request in flight adds to a backend's [`Candidate::load`]: as much as 4 KiB
+/// of request body (about a thousand prompt tokens). A 120 KB prompt being prefilled
+/// weighs thirty short chats.
+pub(crate) const REQUEST_LOAD: u64 = 4096;
+
 /// What a balancer needs to know about a backend.
 pub(crate) trait Candidate {
-    /// Requests in flight on the backend, across all shards.
-    fn in_flight(&self) -> u32;
+    /// The backend's load, across all shards, in what it costs: [`REQUEST_LOAD`] for each
+    /// request in flight or waiting in the backend's own queue, plus the bytes of the
+    /// request bodies in flight.
+    fn load(&self) -> u64;
     /// Higher is preferred by the priority policy.
     fn priority(&self) -> u32;
     /// Stable identity for rendezvous (sticky) placement.
@@ -78,20 +85,20 @@ pub(crate) fn round_robin(
     rotation(len, start).find(|&i| eligible(i))
 }
 
-/// The eligible backend with the fewest requests in flight; among equals, the first at
-/// or after `start`.
+/// The eligible backend with the least load; among equals, the first at or after
+/// `start`.
 #[inline]
 pub(crate) fn least_connections<C: Candidate>(
     backends: &[C],
     eligible: impl Fn(usize) -> bool,
     start: usize,
 ) -> Option<usize> {
-    let mut best: Option<(usize, u32)> = None;
+    let mut best: Option<(usize, u64)> = None;
     for i in rotation(backends.len(), start) {
         if !eligible(i) {
             continue;
         }
-        let load = backends[i].in_flight();
+        let load = backends[i].load();
         if best.is_none_or(|(_, l)| load < l) {
             best = Some((i, load));
             if load == 0 {
@@ -102,19 +109,19 @@ pub(crate) fn least_connections<C: Candidate>(
     best.map(|(i, _)| i)
 }
 
-/// The highest-priority eligible backend; inside a priority tier, least connections.
+/// The highest-priority eligible backend; inside a priority tier, the least loaded.
 #[inline]
 pub(crate) fn priority<C: Candidate>(
     backends: &[C],
     eligible: impl Fn(usize) -> bool,
     start: usize,
 ) -> Option<usize> {
-    let mut best: Option<(usize, u32, u32)> = None;
+    let mut best: Option<(usize, u32, u64)> = None;
     for i in rotation(backends.len(), start) {
         if !eligible(i) {
             continue;
         }
-        let (prio, load) = (backends[i].priority(), backends[i].in_flight());
+        let (prio, load) = (backends[i].priority(), backends[i].load());
         if best.is_none_or(|(_, p, l)| prio > p || (prio == p && load < l)) {
             best = Some((i, prio, load));
         }
@@ -127,12 +134,12 @@ mod tests {
     use super::*;
 
     struct B {
-        load: u32,
+        load: u64,
         prio: u32,
     }
 
     impl Candidate for B {
-        fn in_flight(&self) -> u32 {
+        fn load(&self) -> u64 {
             self.load
         }
         fn priority(&self) -> u32 {
@@ -143,7 +150,7 @@ mod tests {
         }
     }
 
-    fn backends(spec: &[(u32, u32)]) -> Vec<B> {
+    fn backends(spec: &[(u64, u32)]) -> Vec<B> {
         spec.iter().map(|&(load, prio)| B { load, prio }).collect()
     }
 

@@ -27,7 +27,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::api::RequestFacts;
-use crate::routing::balancer::Candidate;
+use crate::routing::balancer::{Candidate, REQUEST_LOAD};
 
 /// Where a session key comes from (`sticky.key_sources`; Olla's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +133,10 @@ fn score(key: u64, id: u64) -> u64 {
 
 /// Rendezvous placement: the eligible backend with the highest score for `key`.
 ///
-/// With `max_load_factor > 0`, a backend with more than `max(1, factor × mean)` requests
-/// in flight (mean over the eligible backends) is passed over for the next best, so one
-/// hot key cannot pile onto a single backend; if every backend is over, load is ignored.
+/// With `max_load_factor > 0`, a backend loaded beyond `factor × mean` (mean over the
+/// eligible backends, and never under one request's worth) is passed over for the next
+/// best, so one hot key cannot pile onto a single backend; if every backend is over,
+/// load is ignored.
 #[inline]
 pub(crate) fn rendezvous<C: Candidate>(
     key: u64,
@@ -143,19 +144,7 @@ pub(crate) fn rendezvous<C: Candidate>(
     eligible: impl Fn(usize) -> bool,
     max_load_factor: f64,
 ) -> Option<usize> {
-    let limit = if max_load_factor > 0.0 {
-        let (mut total, mut n) = (0u64, 0u64);
-        for (i, b) in backends.iter().enumerate() {
-            if eligible(i) {
-                total += u64::from(b.in_flight());
-                n += 1;
-            }
-        }
-        let mean = total as f64 / n.max(1) as f64;
-        Some((max_load_factor * mean).max(1.0))
-    } else {
-        None
-    };
+    let limit = (max_load_factor > 0.0).then(|| load_limit(backends, &eligible, max_load_factor));
     let mut best: Option<(usize, u64)> = None;
     let mut best_within: Option<(usize, u64)> = None;
     for (i, b) in backends.iter().enumerate() {
@@ -166,7 +155,7 @@ pub(crate) fn rendezvous<C: Candidate>(
         if best.is_none_or(|(_, top)| s > top) {
             best = Some((i, s));
         }
-        if limit.is_some_and(|l| f64::from(b.in_flight()) <= l)
+        if limit.is_some_and(|l| b.load() <= l)
             && best_within.is_none_or(|(_, top)| s > top)
         {
             best_within = Some((i, s));
@@ -175,17 +164,37 @@ pub(crate) fn rendezvous<C: Candidate>(
     best_within.or(best).map(|(i, _)| i)
 }
 
+/// The most load an eligible backend may carry under bounded load: `factor` times the
+/// mean over the eligible backends, and never less than one request's worth (an idle
+/// fleet admits anyone).
+#[inline]
+pub(crate) fn load_limit<C: Candidate>(
+    backends: &[C],
+    eligible: &impl Fn(usize) -> bool,
+    factor: f64,
+) -> u64 {
+    let (mut total, mut n) = (0u64, 0u64);
+    for (i, b) in backends.iter().enumerate() {
+        if eligible(i) {
+            total += b.load();
+            n += 1;
+        }
+    }
+    let mean = total as f64 / n.max(1) as f64;
+    ((factor * mean) as u64).max(REQUEST_LOAD)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     struct B {
         id: u64,
-        load: u32,
+        load: u64,
     }
 
     impl Candidate for B {
-        fn in_flight(&self) -> u32 {
+        fn load(&self) -> u64 {
             self.load
         }
         fn priority(&self) -> u32 {
@@ -254,11 +263,11 @@ mod tests {
         let mut bs = fleet(4);
         let k = 42;
         let home = rendezvous(k, &bs, |_| true, 0.0).unwrap();
-        bs[home].load = 12;
+        bs[home].load = 12 * REQUEST_LOAD;
         bs.iter_mut()
             .enumerate()
             .filter(|(i, _)| *i != home)
-            .for_each(|(_, b)| b.load = 1);
+            .for_each(|(_, b)| b.load = REQUEST_LOAD);
         // mean 15/4 = 3.75; factor 2 → limit 7.5: the home (12) is over it.
         let chosen = rendezvous(k, &bs, |_| true, 2.0).unwrap();
         assert_ne!(chosen, home);
@@ -273,7 +282,7 @@ mod tests {
             "within 4x the mean"
         );
         // Everyone over the limit: load is ignored rather than failing.
-        bs.iter_mut().for_each(|b| b.load = 9);
+        bs.iter_mut().for_each(|b| b.load = 9 * REQUEST_LOAD);
         assert_eq!(rendezvous(k, &bs, |_| true, 0.5), Some(home));
     }
 

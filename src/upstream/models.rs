@@ -154,6 +154,16 @@ impl Catalog {
         self.listing(model).union(self.unknown)
     }
 
+    /// The endpoints known not to hold `model` in memory: they report which models they
+    /// hold, and it is not one (a request there waits for the model to load). Endpoints
+    /// that report nothing are never cold.
+    ///
+    /// Stub: nothing reads loaded models yet (the control thread's engine poller fills
+    /// this in).
+    pub(crate) fn cold(&self, _model: &[u8]) -> EndpointSet {
+        EndpointSet::default()
+    }
+
     /// Every distinct model name, with the endpoints listing it, in name order.
     pub(crate) fn models(&self) -> Vec<(&str, EndpointSet)> {
         let mut all: Vec<(&str, EndpointSet)> =
