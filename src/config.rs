@@ -125,6 +125,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub health: HealthConfig,
     pub sticky: StickyConfig,
+    pub prefix_groups: PrefixGroupsConfig,
     pub routing: RoutingConfig,
     pub rate_limits: RateLimitConfig,
     pub cors: CorsConfig,
@@ -228,6 +229,22 @@ pub struct StickyConfig {
     pub max_sessions: usize,
     /// A key unseen for this long is forgotten; `None` = only by `max_sessions`.
     pub idle_ttl: Option<Duration>,
+}
+
+/// `[prefix_groups]`: conversations that share a long prefix are kept on a few
+/// endpoints (`routing/groups.rs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrefixGroupsConfig {
+    pub enabled: bool,
+    /// Endpoints a shared prefix lives on (k), before bounded load widens the group.
+    pub size: usize,
+    /// A member loaded beyond this times the mean (plus one request) is passed over,
+    /// and the group grows while all of its members are.
+    pub max_load_factor: f64,
+    /// Shared parts shorter than this form no group.
+    pub min_prefix_bytes: usize,
+    /// Bytes of the first user message that join the shared prefix.
+    pub user_prefix_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +387,7 @@ impl Config {
         let proxy = validate::proxy(raw.proxy, at)?;
         let health = validate::health(raw.health, at)?;
         let sticky = validate::sticky(raw.sticky, at)?;
+        let prefix_groups = validate::prefix_groups(raw.prefix_groups, at)?;
         let routing = validate::routing(raw.routing, at)?;
         let rate_limits = limits::rate_limits(raw.rate_limits, at)?;
         let cors = limits::cors(raw.cors, at)?;
@@ -384,6 +402,7 @@ impl Config {
             proxy,
             health,
             sticky,
+            prefix_groups,
             routing,
             rate_limits,
             cors,

@@ -17,6 +17,8 @@ pub(super) struct Root {
     #[serde(default)]
     pub(super) sticky: Sticky,
     #[serde(default)]
+    pub(super) prefix_groups: PrefixGroups,
+    #[serde(default)]
     pub(super) routing: Routing,
     #[serde(default)]
     pub(super) rate_limits: RateLimits,
@@ -164,6 +166,28 @@ impl Default for Sticky {
             prompt_prefix_bytes: 1024,
             max_sessions: 10_000,
             idle_ttl_seconds: 600,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct PrefixGroups {
+    pub(super) enabled: bool,
+    pub(super) size: usize,
+    pub(super) max_load_factor: f64,
+    pub(super) min_prefix_bytes: usize,
+    pub(super) user_prefix_bytes: usize,
+}
+
+impl Default for PrefixGroups {
+    fn default() -> Self {
+        PrefixGroups {
+            enabled: true,
+            size: 2,
+            max_load_factor: 1.25,
+            min_prefix_bytes: 1024,
+            user_prefix_bytes: 0,
         }
     }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    AnthropicConfig, Config, ConfigError, DriverChoice, HealthConfig, Origin, ProxyConfig,
-    ServerConfig, StickyConfig, file, keys,
+    AnthropicConfig, Config, ConfigError, DriverChoice, HealthConfig, Origin, PrefixGroupsConfig,
+    ProxyConfig, ServerConfig, StickyConfig, file, keys,
 };
 use crate::http1::HEADER_CAP;
 use crate::log::{AccessFormat, Level};
@@ -157,6 +157,37 @@ pub(super) fn health(h: file::Health, at: Origin<'_>) -> Result<HealthConfig, Co
 }
 
 /// `[sticky]`.
+pub(super) fn prefix_groups(
+    g: file::PrefixGroups,
+    at: Origin<'_>,
+) -> Result<PrefixGroupsConfig, ConfigError> {
+    if !(1..=crate::endpoint_set::MAX_ENDPOINTS).contains(&g.size) {
+        return Err(at.err(
+            "prefix_groups.size",
+            format!(
+                "must be between 1 and {}",
+                crate::endpoint_set::MAX_ENDPOINTS
+            ),
+        ));
+    }
+    if !(g.max_load_factor == 0.0 || g.max_load_factor >= 1.0) || !g.max_load_factor.is_finite() {
+        return Err(at.err(
+            "prefix_groups.max_load_factor",
+            "must be 0 (off) or at least 1.0",
+        ));
+    }
+    if g.min_prefix_bytes == 0 {
+        return Err(at.err("prefix_groups.min_prefix_bytes", "must be at least 1"));
+    }
+    Ok(PrefixGroupsConfig {
+        enabled: g.enabled,
+        size: g.size,
+        max_load_factor: g.max_load_factor,
+        min_prefix_bytes: g.min_prefix_bytes,
+        user_prefix_bytes: g.user_prefix_bytes,
+    })
+}
+
 pub(super) fn sticky(st: file::Sticky, at: Origin<'_>) -> Result<StickyConfig, ConfigError> {
     let mut key_sources = Vec::with_capacity(st.key_sources.len());
     for name in &st.key_sources {
