@@ -25,6 +25,13 @@ impl EndpointSet {
         self
     }
 
+    pub(crate) fn intersection(mut self, other: EndpointSet) -> EndpointSet {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a &= b;
+        }
+        self
+    }
+
     /// The members of `self` that are not in `other`.
     #[inline]
     pub(crate) fn minus(mut self, other: EndpointSet) -> EndpointSet {
@@ -65,5 +72,6 @@ mod tests {
         t.insert(255);
         t.insert(3);
         assert_eq!(s.minus(t).iter().collect::<Vec<_>>(), [0]);
+        assert_eq!(s.intersection(t).iter().collect::<Vec<_>>(), [255]);
     }
 }
