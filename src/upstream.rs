@@ -83,7 +83,9 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let shared = &self.ep.shared;
         shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        shared.in_flight_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        shared
+            .in_flight_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -92,7 +94,9 @@ impl Endpoint {
     pub(crate) fn begin_request(&self, body_len: usize) -> InFlight<'_> {
         let bytes = body_len as u64;
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.shared.in_flight_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.shared
+            .in_flight_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         InFlight { ep: self, bytes }
     }
 

@@ -374,7 +374,10 @@ mod tests {
         );
         assert_eq!(format!("{:?}", empty.cors), format!("{:?}", doc.cors));
         assert_eq!(empty.models_refresh_interval, doc.models_refresh_interval);
-        assert_eq!(empty.models_loaded_refresh_interval, doc.models_loaded_refresh_interval);
+        assert_eq!(
+            empty.models_loaded_refresh_interval,
+            doc.models_loaded_refresh_interval
+        );
         assert_eq!(empty.model_aliases, doc.model_aliases);
         assert_eq!(empty.log_level, doc.log_level);
         assert!(empty.endpoints.is_empty());

@@ -352,7 +352,10 @@ mod tests {
         let e = parse("[models]\nloaded_refresh_interval_ms = 10").unwrap_err();
         assert_eq!(e.key, "models.loaded_refresh_interval_ms");
         let shown = e.to_string();
-        assert!(shown.contains("test.toml") && shown.contains("at least 100"), "{shown}");
+        assert!(
+            shown.contains("test.toml") && shown.contains("at least 100"),
+            "{shown}"
+        );
         let off = parse("[models]\nloaded_refresh_interval_ms = 0").unwrap();
         assert_eq!(off.models_loaded_refresh_interval, None);
         let every = std::time::Duration::from_millis(250);

@@ -44,7 +44,12 @@ const SLICE: Duration = Duration::from_millis(50);
 
 /// Reads what endpoint `ep` holds and its queue every `every` while it is up (at once
 /// when it comes up) until `stop` fires.
-pub(super) async fn watch(ep: &Endpoint, every: Duration, stop: &StopSignal, discovery: &Discovery) {
+pub(super) async fn watch(
+    ep: &Endpoint,
+    every: Duration,
+    stop: &StopSignal,
+    discovery: &Discovery,
+) {
     let reads_queue = queue_metric(ep.kind).is_some();
     if !reads_queue && held_path(ep.kind).is_none() && !holds_what_it_lists(ep.kind) {
         return;

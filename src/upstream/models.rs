@@ -323,7 +323,13 @@ mod tests {
         let both = || Some(vec![model("llama3.2:latest"), model("qwen2.5:7b")]);
         let held = |names: &[&str]| Held::Models(names.iter().map(|n| n.to_string()).collect());
         let catalog = Catalog::new(
-            vec![both(), both(), None, Some(vec![model("qwen2.5:7b")]), both()],
+            vec![
+                both(),
+                both(),
+                None,
+                Some(vec![model("qwen2.5:7b")]),
+                both(),
+            ],
             vec![1, 1, 0, 1, 1],
         );
         assert!(catalog.cold(b"qwen2.5:7b").is_empty(), "nobody reports yet");
@@ -340,7 +346,11 @@ mod tests {
         assert_eq!(catalog.cold(b"mistral"), set(&[0, 1, 3]));
         assert_eq!(catalog.holding(b"qwen2.5:7b"), set(&[1, 3]));
         assert_eq!(catalog.held_by(0), Some(vec!["llama3.2:latest"]));
-        assert_eq!(catalog.held_by(3), Some(vec!["qwen2.5:7b"]), "what it lists");
+        assert_eq!(
+            catalog.held_by(3),
+            Some(vec!["qwen2.5:7b"]),
+            "what it lists"
+        );
         assert_eq!((catalog.held_by(2), catalog.held_by(4)), (None, None));
         // A bare name held matches its `:latest` request, and an empty report makes an
         // endpoint cold for everything.

@@ -168,7 +168,9 @@ fn engine_state_follows_the_control() {
     let states = || -> Vec<String> {
         let v = get(a, "/api/v0/models").json();
         let items = v["data"].as_array().unwrap().iter();
-        items.map(|e| e["state"].as_str().unwrap().to_owned()).collect()
+        items
+            .map(|e| e["state"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(
         names(&get(a, "/api/ps").json(), "models", "name"),
@@ -180,13 +182,23 @@ fn engine_state_follows_the_control() {
     assert_eq!(names(&get(a, "/api/ps").json(), "models", "model"), [Q]);
     assert_eq!(states(), ["not-loaded", "loaded"]);
     control.set_loaded(vec![]);
-    assert!(get(a, "/api/ps").json()["models"].as_array().unwrap().is_empty());
+    assert!(
+        get(a, "/api/ps").json()["models"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     control.set_all_loaded();
     assert_eq!(states(), ["loaded", "loaded"]);
 
     let metrics = get(a, "/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert!(metrics.text().contains("\nllamacpp:requests_deferred 0\n"));
     control.set_queue_depth(12);
     let text = get(a, "/metrics").text();
@@ -195,8 +207,16 @@ fn engine_state_follows_the_control() {
     assert!(text.contains("\nllamacpp:requests_deferred 12\n"), "{text}");
 
     // Over HTTP too; none of these reads counts as traffic.
-    let v = post(a, "/mock/control", json!({"loaded": ["x"], "queue_depth": 3})).json();
-    assert_eq!((&v["loaded"], &v["queue_depth"]), (&json!(["x"]), &json!(3)));
+    let v = post(
+        a,
+        "/mock/control",
+        json!({"loaded": ["x"], "queue_depth": 3}),
+    )
+    .json();
+    assert_eq!(
+        (&v["loaded"], &v["queue_depth"]),
+        (&json!(["x"]), &json!(3))
+    );
     assert_eq!(m.stats().requests(), 1, "only the control request");
     assert!(m.stats().model_lists() >= 7);
 }
