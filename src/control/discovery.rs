@@ -44,7 +44,7 @@ impl Discovery {
             return;
         }
         match &held {
-            Held::Models(models) => debug!("endpoint {} holds {:?}", ep.name, models),
+            Held::Models(models) => debug!("endpoint {} holds {} model(s)", ep.name, models.len()),
             Held::Listed => debug!("endpoint {} holds the models it lists", ep.name),
             Held::Unknown => debug!("endpoint {} no longer says what it holds", ep.name),
         }

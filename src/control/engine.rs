@@ -4,14 +4,16 @@
 //! would first load a request's model) and how many requests wait in its own queue
 //! ([`Endpoint::set_queued`], which placement adds to the endpoint's load).
 //!
-//! | type       | held in memory                                   | queue (`GET /metrics`)       |
-//! |------------|--------------------------------------------------|------------------------------|
-//! | Ollama     | `GET /api/ps`: `models[].name` (or `.model`)     | —                            |
-//! | LM Studio  | `GET /api/v0/models`: entries `"state": "loaded"`| —                            |
-//! | llama.cpp  | `GET /v1/models`: the router's entries whose `status.value` is `loaded`; a plain llama-server holds what it lists | `llamacpp:requests_deferred` (`--metrics`) |
-//! | vLLM       | what it lists (one model, loaded before it is healthy) | `vllm:num_requests_waiting` |
-//! | SGLang     | what it lists                                    | `sglang:num_queue_reqs` (`--enable-metrics`) |
-//! | others     | nothing (a gateway cannot say)                   | —                            |
+//! Per endpoint type, what it holds / where its queue shows (`GET /metrics`):
+//! - Ollama: `GET /api/ps`, `models[].name` (or `.model`) / no queue metric.
+//! - LM Studio: `GET /api/v0/models`, the entries `"state": "loaded"` / none.
+//! - llama.cpp: `GET /v1/models`; in router mode the entries whose `status.value` is
+//!   `loaded`, else (a plain llama-server) what it lists / `llamacpp:requests_deferred`
+//!   (with `--metrics`).
+//! - vLLM: what it lists (one model, loaded before it is healthy) /
+//!   `vllm:num_requests_waiting`.
+//! - SGLang: what it lists / `sglang:num_queue_reqs` (with `--enable-metrics`).
+//! - the others (gateways, OpenAI-compatible servers): nothing / none.
 //!
 //! An endpoint that cannot say (404, an unreadable answer, no answer) reports nothing: it
 //! is never cold, and its queue counts as empty. Everything read is the backend's word:
