@@ -132,6 +132,9 @@ pub struct Config {
     pub anthropic: AnthropicConfig,
     /// How often each endpoint's model list is read again.
     pub models_refresh_interval: Duration,
+    /// How often each endpoint is asked which models it holds in memory and how many
+    /// requests wait in its own queue (`None`: never).
+    pub models_loaded_refresh_interval: Option<Duration>,
     /// `alias → real model names`: a request for the alias goes to an endpoint serving
     /// one of them, with the body's `model` rewritten to that name.
     pub model_aliases: Vec<(String, Vec<String>)>,
@@ -392,7 +395,8 @@ impl Config {
         let rate_limits = limits::rate_limits(raw.rate_limits, at)?;
         let cors = limits::cors(raw.cors, at)?;
         let anthropic = validate::anthropic(raw.anthropic, at)?;
-        let models_refresh_interval = validate::models(raw.models, at)?;
+        let (models_refresh_interval, models_loaded_refresh_interval) =
+            validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
         let endpoints = endpoints::endpoints(raw.endpoints, &health, at, env, &mut warnings)?;
@@ -408,6 +412,7 @@ impl Config {
             cors,
             anthropic,
             models_refresh_interval,
+            models_loaded_refresh_interval,
             model_aliases,
             log_level,
             access_log,

@@ -293,12 +293,15 @@ impl Default for Anthropic {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct Models {
     pub(super) refresh_interval_ms: u64,
+    /// What each endpoint holds in memory, and its own queue: 0 = never read.
+    pub(super) loaded_refresh_interval_ms: u64,
 }
 
 impl Default for Models {
     fn default() -> Self {
         Models {
             refresh_interval_ms: 30_000,
+            loaded_refresh_interval_ms: 5_000,
         }
     }
 }
@@ -395,6 +398,10 @@ mod tests {
         );
         assert_eq!(format!("{:?}", empty.cors), format!("{:?}", doc.cors));
         assert_eq!(empty.models_refresh_interval, doc.models_refresh_interval);
+        assert_eq!(
+            empty.models_loaded_refresh_interval,
+            doc.models_loaded_refresh_interval
+        );
         assert_eq!(empty.model_aliases, doc.model_aliases);
         assert_eq!(empty.log_level, doc.log_level);
         assert!(empty.endpoints.is_empty());
