@@ -506,6 +506,40 @@ fn sticky_stats(shard: &Shard) -> Value {
         "active_sessions": seen.active(crate::clock::now_ms()),
         "max_sessions": seen.capacity(),
         "idle_ttl_seconds": sticky.idle_ttl.map_or(0, |t| t.as_secs()),
+        "prefix_groups": prefix_groups(shard),
+    })
+}
+
+/// The prefix groups' settings, and the busiest groups placed in recently with their
+/// members (the first `size` of the group's ranking over the routable endpoints).
+fn prefix_groups(shard: &Shard) -> Value {
+    let config = &shard.config.prefix_groups;
+    let m = &shard.metrics;
+    let eps = &shard.upstreams.endpoints;
+    let now = crate::clock::mono_ms(std::time::Instant::now());
+    let groups: Vec<Value> = crate::metrics::groups::busiest(m.all().map(|c| &c.groups), 32)
+        .into_iter()
+        .map(|g| {
+            let members = crate::routing::groups::members(g.key, g.size, eps, |i| {
+                eps[i].health().is_routable(now)
+            });
+            json!({
+                "key": format!("{:016x}", g.key),
+                "requests": g.requests,
+                "size": g.size,
+                "widened": g.widened,
+                "members": members.iter().map(|&i| &*eps[i].name).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "enabled": config.enabled,
+        "size": config.size,
+        "max_load_factor": config.max_load_factor,
+        "min_prefix_bytes": config.min_prefix_bytes,
+        "user_prefix_bytes": config.user_prefix_bytes,
+        "requests": m.total(|c| &c.group_requests),
+        "groups": groups,
     })
 }
 

@@ -106,7 +106,7 @@ impl Default for Proxy {
             forward_client_auth: false,
             pool_idle_timeout_ms: 4_000,
             pool_max_idle: 4096,
-            retry_on_status: vec![502, 503, 504],
+            retry_on_status: vec![429, 502, 503, 504],
             max_attempts: 0,
         }
     }

@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::access::StickyReport;
+use super::backpressure;
 use super::client::Client;
 use super::error::ProxyError;
 use super::heads::{self, UpstreamTarget};
@@ -197,6 +198,9 @@ pub(super) async fn forward<'s>(
         // The failure happened now, not when the request started: a breaker opened
         // after a 3 s connect timeout must stay open for its whole cool-down.
         now = Instant::now();
+        if let Ok((conn, head)) = &result {
+            backpressure::heed(ep, head.status, &client.response_headers, &conn.buf, now);
+        }
         let another = || {
             let want = Want {
                 now: clock::mono_ms(now),
@@ -206,13 +210,19 @@ pub(super) async fn forward<'s>(
         };
         match judge(ep, result, &proxy.retry_on_status, another) {
             Verdict::Relay { conn, head, failed } => {
-                if failed {
+                // Too many requests is the endpoint pacing us, not failing.
+                if failed && head.status != 429 {
                     record_failure(shard, ep, now);
                 } else {
                     ep.health().record_success();
                 }
                 let mut sticky = sticky_report(shard, plan.key, plan.home, ep.index, now);
-                sticky.group = plan.group.zip(group_size).map(|(g, size)| (g.key, size));
+                if let (Some(group), Some(size)) = (plan.group, group_size) {
+                    sticky.group = Some((group.key, size));
+                    let counters = shard.counters();
+                    counters.group_requests.bump();
+                    counters.groups.record(group.key, size, group.size);
+                }
                 return Ok(Upstream {
                     ep,
                     conn,
@@ -233,7 +243,9 @@ pub(super) async fn forward<'s>(
                         warning!("endpoint {} is down: {cause}", ep.name);
                     }
                 }
-                record_failure(shard, ep, now);
+                if !matches!(failure, ProxyError::RetriedStatus { status: 429, .. }) {
+                    record_failure(shard, ep, now);
+                }
                 shard.counters().endpoints[ep.index].retried.bump();
                 debug!("endpoint {} failed, trying another: {failure:?}", ep.name);
                 last_error = Some(failure);

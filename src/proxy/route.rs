@@ -26,6 +26,8 @@ use messages::Messages;
 pub(super) mod messages;
 
 /// What to do with a request.
+// Lives on the stack for one request; boxing the forward plan would allocate per request.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Plan<'c> {
     /// Answer with one of ringway's own pages.
     Page(Internal),

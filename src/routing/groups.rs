@@ -95,6 +95,22 @@ pub(crate) fn place<C: Candidate>(
     best.map(|(i, _)| (i, group.size.min(members)))
 }
 
+/// The first `size` eligible backends of group key `key`'s ranking: the group's members
+/// with no load (for the stats page).
+pub(crate) fn members<C: Candidate>(
+    key: u64,
+    size: usize,
+    backends: &[C],
+    eligible: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let mut ranked: Vec<(u64, usize)> = (0..backends.len())
+        .filter(|&i| eligible(i))
+        .map(|i| (score(key, backends[i].id()), i))
+        .collect();
+    ranked.sort_unstable_by(|a, b| b.cmp(a));
+    ranked.into_iter().take(size).map(|(_, i)| i).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use xxhash_rust::xxh3::xxh3_64;
@@ -189,6 +205,9 @@ mod tests {
         let after = members(group, &bs, |i| i != gone);
         assert_eq!(after.len(), 2);
         assert!(after.contains(&before[1]), "the other member stays");
+        let mut ranked = super::members(group.key, 2, &bs, |_| true);
+        ranked.sort();
+        assert_eq!(ranked, before, "the page's members are where conversations go");
         // Groups that did not hold it do not change.
         for tenant in 0..200 {
             let g = Group {
