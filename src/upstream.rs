@@ -137,8 +137,12 @@ impl Endpoint {
 impl Candidate for Endpoint {
     #[inline]
     fn load(&self) -> u64 {
-        let requests = u64::from(self.in_flight()) + u64::from(self.queued());
-        requests * crate::routing::balancer::REQUEST_LOAD + self.in_flight_bytes()
+        self.requests() * crate::routing::balancer::REQUEST_LOAD + self.in_flight_bytes()
+    }
+
+    #[inline]
+    fn requests(&self) -> u64 {
+        u64::from(self.in_flight()) + u64::from(self.queued())
     }
 
     fn priority(&self) -> u32 {

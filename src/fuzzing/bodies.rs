@@ -161,6 +161,9 @@ impl Candidate for Backend {
     fn load(&self) -> u64 {
         0
     }
+    fn requests(&self) -> u64 {
+        0
+    }
     fn priority(&self) -> u32 {
         100
     }

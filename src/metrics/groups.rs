@@ -1,6 +1,6 @@
 //! The prefix groups a shard placed requests in recently, for `/internal/stats/sticky`:
-//! a small table indexed by the group's key (a hash), one slot per key, a newer key
-//! taking the slot of an older one that collides. One store or two per request, by the
+//! a small table indexed by the group's key (a hash), two slots per key, a newer key
+//! taking the less used of the two when both hold others. One store or two per request, by the
 //! shard that owns the table; the page merges all shards' tables.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -47,7 +47,16 @@ impl GroupTable {
     /// Records a request placed in group `key` of size `size` (configured: `base`).
     #[inline]
     pub(crate) fn record(&self, key: u64, size: usize, base: usize) {
-        let slot = &self.slots[key as usize % SLOTS];
+        // Two slots may hold a key; a new key takes the one with fewer requests.
+        let i = key as usize % SLOTS;
+        let (a, b) = (&self.slots[i], &self.slots[i ^ 1]);
+        let slot = if a.key.load(Relaxed) == key {
+            a
+        } else if b.key.load(Relaxed) == key || b.requests.get() < a.requests.get() {
+            b
+        } else {
+            a
+        };
         if slot.key.load(Relaxed) != key {
             // Not reset atomically with the key: a page read in between may see the
             // old group's counts under the new key once, which a statistic can bear.
@@ -79,7 +88,10 @@ impl GroupTable {
 }
 
 /// The groups of all `tables` merged by key, busiest first, at most `n`.
-pub(crate) fn busiest<'a>(tables: impl Iterator<Item = &'a GroupTable>, n: usize) -> Vec<GroupSeen> {
+pub(crate) fn busiest<'a>(
+    tables: impl Iterator<Item = &'a GroupTable>,
+    n: usize,
+) -> Vec<GroupSeen> {
     let mut all: Vec<GroupSeen> = Vec::new();
     for g in tables.flat_map(GroupTable::seen) {
         match all.iter_mut().find(|a| a.key == g.key) {
@@ -126,11 +138,14 @@ mod tests {
                 }
             ]
         );
-        // A key that collides takes the slot over.
+        // A key that collides takes the other slot; a third one the less used.
         a.record(7 + SLOTS as u64, 2, 2);
+        assert_eq!(busiest([&a].into_iter(), 10).len(), 2);
+        a.record(7 + 2 * SLOTS as u64, 2, 2);
         let seen = busiest([&a].into_iter(), 10);
-        assert_eq!(seen.len(), 1);
-        assert_eq!((seen[0].key, seen[0].requests), (7 + SLOTS as u64, 1));
+        assert_eq!(seen.len(), 2);
+        assert_eq!((seen[0].key, seen[0].requests), (7, 3));
+        assert_eq!((seen[1].key, seen[1].requests), (7 + 2 * SLOTS as u64, 1));
         assert_eq!(busiest([&a, &b].into_iter(), 1).len(), 1);
     }
 }

@@ -77,7 +77,12 @@ mod tests {
             b"Wed, 21 Oct 2015 07:28:00 GMT",
             b"0x10",
         ] {
-            assert_eq!(delta_seconds(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                delta_seconds(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(delta_seconds(b"99999999999999999999999"), Some(u64::MAX));
         assert_eq!(
@@ -88,7 +93,8 @@ mod tests {
 
     #[test]
     fn the_header_is_found_in_any_case() {
-        let head = b"HTTP/1.1 429 Too Many Requests\r\nX-A: 1\r\nretry-AFTER: 7\r\nRetry-After: 9\r\n\r\n";
+        let head =
+            b"HTTP/1.1 429 Too Many Requests\r\nX-A: 1\r\nretry-AFTER: 7\r\nRetry-After: 9\r\n\r\n";
         let limits = crate::http1::HeadLimits {
             max_bytes: 4096,
             max_headers: 16,

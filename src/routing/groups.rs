@@ -46,8 +46,11 @@ impl Group {
 /// index and the size the group had to grow to (at least `group.size`, or the number of
 /// eligible backends if fewer). `None` when nothing is eligible.
 ///
-/// With `max_load_factor` 0 load is ignored: the conversation's best member of the
-/// first `size`.
+/// While one member of the first `size` is within the load limit, the conversation goes
+/// to its own best member, loaded or not: conversations move only when the whole group
+/// is over, so turns do not flap between members at every burst. Then the group grows
+/// by the next backends of the ranking until one is within, and the conversation goes
+/// to its best of those. With `max_load_factor` 0 load is ignored.
 #[inline]
 pub(crate) fn place<C: Candidate>(
     group: Group,
@@ -57,10 +60,11 @@ pub(crate) fn place<C: Candidate>(
     max_load_factor: f64,
 ) -> Option<(usize, usize)> {
     let limit = (max_load_factor > 0.0).then(|| load_limit(backends, &eligible, max_load_factor));
-    // The conversation's best member of the first `size`, regardless of load, and its
-    // best member within the limit so far.
+    // The conversation's best member of the first `size`, whether one of them is within
+    // the limit, and its best of the members added beyond `size` that are.
     let mut best: Option<(usize, u64)> = None;
-    let mut best_within: Option<(usize, u64)> = None;
+    let mut any_within = false;
+    let mut best_added: Option<(usize, u64)> = None;
     let mut members = 0;
     // Members in the prefix's ranking: each step finds the best score below the last.
     let mut below = u64::MAX;
@@ -80,18 +84,23 @@ pub(crate) fn place<C: Candidate>(
         (below, first) = (s, false);
         members += 1;
         let conv = score(key, backends[i].id());
-        if members <= group.size && best.is_none_or(|(_, top)| conv > top) {
-            best = Some((i, conv));
-        }
         let within = limit.is_none_or(|l| backends[i].load() <= l);
-        if within && best_within.is_none_or(|(_, top)| conv > top) {
-            best_within = Some((i, conv));
-        }
-        if members >= group.size && best_within.is_some() {
-            return best_within.map(|(i, _)| (i, members));
+        if members <= group.size {
+            any_within |= within;
+            if best.is_none_or(|(_, top)| conv > top) {
+                best = Some((i, conv));
+            }
+            if members == group.size && any_within {
+                break;
+            }
+        } else if within {
+            if best_added.is_none_or(|(_, top)| conv > top) {
+                best_added = Some((i, conv));
+            }
+            return best_added.map(|(i, _)| (i, members));
         }
     }
-    // Every eligible backend is over the limit: load is ignored.
+    // Within the first `size`, or every eligible backend is over: load is ignored.
     best.map(|(i, _)| (i, group.size.min(members)))
 }
 
@@ -127,6 +136,9 @@ mod tests {
     impl Candidate for B {
         fn load(&self) -> u64 {
             self.load
+        }
+        fn requests(&self) -> u64 {
+            self.load.div_ceil(REQUEST_LOAD)
         }
         fn priority(&self) -> u32 {
             100
@@ -207,7 +219,10 @@ mod tests {
         assert!(after.contains(&before[1]), "the other member stays");
         let mut ranked = super::members(group.key, 2, &bs, |_| true);
         ranked.sort();
-        assert_eq!(ranked, before, "the page's members are where conversations go");
+        assert_eq!(
+            ranked, before,
+            "the page's members are where conversations go"
+        );
         // Groups that did not hold it do not change.
         for tenant in 0..200 {
             let g = Group {
@@ -238,11 +253,17 @@ mod tests {
         for c in 0..100 {
             assert_eq!(place(group, h(c), &bs, |_| true, 1.25), Some((third, 3)));
         }
-        // One member over, the other within: conversations stay in the group.
+        // One member over, the other within: each conversation stays on its own member
+        // (turns do not flap at every burst).
         bs[home[1]].load = 0;
-        for c in 0..100 {
-            assert_eq!(place(group, h(c), &bs, |_| true, 1.25), Some((home[1], 2)));
-        }
+        let split: Vec<usize> = (0..100)
+            .map(|c| place(group, h(c), &bs, |_| true, 1.25).unwrap())
+            .map(|(i, size)| {
+                assert_eq!(size, 2);
+                i
+            })
+            .collect();
+        assert!(home.iter().all(|i| split.contains(i)));
         // Load falls: back to the two, each conversation to its own member again.
         bs[home[0]].load = 0;
         let split: Vec<usize> = (0..100)

@@ -162,23 +162,26 @@ pub(crate) fn rendezvous<C: Candidate>(
 }
 
 /// The most load an eligible backend may carry under bounded load: `factor` times the
-/// mean over the eligible backends, plus one request's worth, so that at low load (a
-/// mean under one request) a backend is not over for carrying a single request.
+/// mean over the eligible backends, plus one request's worth (the mean cost of the
+/// requests in flight, at least [`REQUEST_LOAD`]), so that carrying a single request is
+/// never overload, however long its prompt.
 #[inline]
 pub(crate) fn load_limit<C: Candidate>(
     backends: &[C],
     eligible: &impl Fn(usize) -> bool,
     factor: f64,
 ) -> u64 {
-    let (mut total, mut n) = (0u64, 0u64);
+    let (mut total, mut requests, mut n) = (0u64, 0u64, 0u64);
     for (i, b) in backends.iter().enumerate() {
         if eligible(i) {
             total += b.load();
+            requests += b.requests();
             n += 1;
         }
     }
     let mean = total as f64 / n.max(1) as f64;
-    (factor * mean) as u64 + REQUEST_LOAD
+    let one_request = total.checked_div(requests).unwrap_or(0).max(REQUEST_LOAD);
+    (factor * mean) as u64 + one_request
 }
 
 #[cfg(test)]
@@ -193,6 +196,9 @@ mod tests {
     impl Candidate for B {
         fn load(&self) -> u64 {
             self.load
+        }
+        fn requests(&self) -> u64 {
+            self.load.div_ceil(REQUEST_LOAD)
         }
         fn priority(&self) -> u32 {
             100

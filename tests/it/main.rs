@@ -7,6 +7,7 @@ mod credentials;
 mod engine;
 mod failover;
 mod forwarding;
+mod groups;
 mod hardening;
 mod harness;
 mod hostile;

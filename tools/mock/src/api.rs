@@ -142,6 +142,9 @@ pub(crate) fn head(
         Framing::UntilClose => {}
     }
     out.extend_from_slice(&sh.backend_header);
+    if let (429 | 503, Some(secs)) = (status, sh.control.retry_after()) {
+        w!(out, "Retry-After: {secs}\r\n");
+    }
     if let Some(p) = kv {
         // Whole milliseconds, rounded: enough for a benchmark driver's sanity checks.
         let ms = (p.delay.as_micros() + 500) / 1000;

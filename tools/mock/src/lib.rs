@@ -153,6 +153,8 @@ pub struct Control {
     /// The models held in memory; `None`: every served one.
     loaded: Mutex<Option<Vec<String>>>,
     queue_depth: AtomicU32,
+    /// `Retry-After` seconds + 1 on 429 and 503 answers; 0 means none.
+    retry_after: AtomicU32,
 }
 
 impl Control {
@@ -188,6 +190,14 @@ impl Control {
     /// not actually held back.
     pub fn set_queue_depth(&self, n: u32) {
         self.queue_depth.store(n, Relaxed);
+    }
+    /// Send `Retry-After: SECS` with every 429 and 503 answer (`None`: no header).
+    pub fn set_retry_after(&self, secs: Option<u32>) {
+        self.retry_after
+            .store(secs.map_or(0, |s| s.saturating_add(1)), Relaxed);
+    }
+    pub(crate) fn retry_after(&self) -> Option<u32> {
+        self.retry_after.load(Relaxed).checked_sub(1)
     }
     fn queue_depth(&self) -> u32 {
         self.queue_depth.load(Relaxed)
@@ -287,6 +297,7 @@ pub fn spawn(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer
             models: Mutex::new(config.models.clone()),
             loaded: Mutex::new(None),
             queue_depth: AtomicU32::new(0),
+            retry_after: AtomicU32::new(0),
         },
         kv: config.kv_cache.clone().map(kv::KvCache::new),
         config,
