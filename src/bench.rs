@@ -121,7 +121,7 @@ impl Fleet {
     /// 256 bytes of shared prefix): the prefix-group path. Returns the endpoint and the
     /// group's size.
     pub fn place_in_group(&self, body: &[u8]) -> Option<(usize, usize)> {
-        let config = crate::config::PrefixGroupsConfig {
+        let config = crate::routing::PrefixGroupsConfig {
             enabled: true,
             size: 2,
             max_load_factor: 1.25,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::endpoint_type::EndpointType;
 use crate::http1::HeadLimits;
 use crate::log::{AccessFormat, Level};
-use crate::routing::{Balancer, KeySource, RoutingConfig};
+use crate::routing::{Balancer, KeySource, PrefixGroupsConfig, RoutingConfig};
 pub use limits::{Cidr, CorsConfig, RateLimitConfig};
 
 /// The documented example configuration, which is also the default when no file is given.
@@ -232,22 +232,6 @@ pub struct StickyConfig {
     pub max_sessions: usize,
     /// A key unseen for this long is forgotten; `None` = only by `max_sessions`.
     pub idle_ttl: Option<Duration>,
-}
-
-/// `[prefix_groups]`: conversations that share a long prefix are kept on a few
-/// endpoints (`routing/groups.rs`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PrefixGroupsConfig {
-    pub enabled: bool,
-    /// Endpoints a shared prefix lives on (k), before bounded load widens the group.
-    pub size: usize,
-    /// A member loaded beyond this times the mean (plus one request) is passed over,
-    /// and the group grows while all of its members are.
-    pub max_load_factor: f64,
-    /// Shared parts shorter than this form no group.
-    pub min_prefix_bytes: usize,
-    /// Bytes of the first user message that join the shared prefix.
-    pub user_prefix_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

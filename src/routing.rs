@@ -10,6 +10,7 @@ pub(crate) mod seen;
 pub(crate) mod sticky;
 
 pub use balancer::Balancer;
+pub use groups::PrefixGroupsConfig;
 pub use sticky::KeySource;
 
 use crate::endpoint_type::EndpointType;

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    AnthropicConfig, Config, ConfigError, DriverChoice, HealthConfig, Origin, PrefixGroupsConfig,
-    ProxyConfig, ServerConfig, StickyConfig, file, keys,
+    AnthropicConfig, Config, ConfigError, DriverChoice, HealthConfig, Origin, ProxyConfig,
+    ServerConfig, StickyConfig, file, keys,
 };
 use crate::http1::HEADER_CAP;
 use crate::log::{AccessFormat, Level};
-use crate::routing::{Balancer, Fallback, KeySource, RoutingConfig, Strategy};
+use crate::routing::{Balancer, Fallback, KeySource, PrefixGroupsConfig, RoutingConfig, Strategy};
 
 /// `[server]`, inbound API keys included.
 pub(super) fn server(s: file::Server, at: Origin<'_>) -> Result<ServerConfig, ConfigError> {

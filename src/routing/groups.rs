@@ -19,9 +19,24 @@
 //! of the ranking, and only the groups it was in change.
 
 use crate::api::SharedPrefix;
-use crate::config::PrefixGroupsConfig;
 use crate::routing::balancer::Candidate;
 use crate::routing::sticky::{load_limit, score};
+
+/// `[prefix_groups]`: conversations that share a long prefix are kept on a few
+/// endpoints (`routing/groups.rs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrefixGroupsConfig {
+    pub enabled: bool,
+    /// Endpoints a shared prefix lives on (k), before bounded load widens the group.
+    pub size: usize,
+    /// A member loaded beyond this times the mean (plus one request) is passed over,
+    /// and the group grows while all of its members are.
+    pub max_load_factor: f64,
+    /// Shared parts shorter than this form no group.
+    pub min_prefix_bytes: usize,
+    /// Bytes of the first user message that join the shared prefix.
+    pub user_prefix_bytes: usize,
+}
 
 /// A request's prefix group: its shared-prefix key and the configured size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
