@@ -19,7 +19,7 @@
 //! of the ranking, and only the groups it was in change.
 
 use crate::api::SharedPrefix;
-use crate::routing::balancer::Candidate;
+use crate::routing::balancer::{Candidate, REQUEST_LOAD};
 use crate::routing::sticky::{load_limit, score};
 
 /// `[prefix_groups]`: conversations that share a long prefix are kept on a few
@@ -74,12 +74,92 @@ pub(crate) fn place<C: Candidate>(
     eligible: impl Fn(usize) -> bool,
     max_load_factor: f64,
 ) -> Option<(usize, usize)> {
+    // The first `size` of the ranking in one pass (best first); `found` of them exist.
+    let mut top = [(0u64, 0usize); FAST_SIZE];
+    let size = group.size.min(FAST_SIZE);
+    let mut found = 0;
+    for (i, b) in backends.iter().enumerate() {
+        if !eligible(i) {
+            continue;
+        }
+        let s = score(group.key, b.id());
+        if found < size {
+            found += 1;
+        } else if s <= top[size - 1].0 {
+            continue;
+        }
+        let mut at = found - 1;
+        while at > 0 && top[at - 1].0 < s {
+            top[at] = top[at - 1];
+            at -= 1;
+        }
+        top[at] = (s, i);
+    }
+    if found == 0 {
+        return None;
+    }
+    if group.size > FAST_SIZE {
+        return place_ranked(group, key, backends, eligible, max_load_factor);
+    }
+    let members = &top[..found];
+    let best = members
+        .iter()
+        .max_by_key(|&&(_, i)| score(key, backends[i].id()))
+        .map(|&(_, i)| i)?;
+    if max_load_factor <= 0.0 {
+        return Some((best, found));
+    }
+    // Within the limit if one member carries no more than one request's worth (the
+    // limit is never lower), else against the limit itself, computed only then.
+    if members
+        .iter()
+        .any(|&(_, i)| backends[i].load() <= REQUEST_LOAD)
+    {
+        return Some((best, found));
+    }
+    let limit = load_limit(backends, &eligible, max_load_factor);
+    if members.iter().any(|&(_, i)| backends[i].load() <= limit) || found < group.size {
+        return Some((best, found));
+    }
+    // Every member is over: the next backends of the ranking, until one is within.
+    let mut below = members[found - 1].0;
+    let mut grown = found;
+    loop {
+        let next = backends
+            .iter()
+            .enumerate()
+            .filter(|&(i, b)| eligible(i) && score(group.key, b.id()) < below)
+            .map(|(i, b)| (score(group.key, b.id()), i))
+            .max();
+        let Some((s, i)) = next else {
+            // Everyone is over: load is ignored.
+            return Some((best, found));
+        };
+        below = s;
+        grown += 1;
+        if backends[i].load() <= limit {
+            return Some((i, grown));
+        }
+    }
+}
+
+/// Groups up to this size are ranked in one pass over the backends.
+const FAST_SIZE: usize = 8;
+
+/// [`place`] for groups larger than [`FAST_SIZE`]: the ranking walked one member at a
+/// time (each step a pass over the backends).
+fn place_ranked<C: Candidate>(
+    group: Group,
+    key: u64,
+    backends: &[C],
+    eligible: impl Fn(usize) -> bool,
+    max_load_factor: f64,
+) -> Option<(usize, usize)> {
     let limit = (max_load_factor > 0.0).then(|| load_limit(backends, &eligible, max_load_factor));
     // The conversation's best member of the first `size`, whether one of them is within
     // the limit, and its best of the members added beyond `size` that are.
     let mut best: Option<(usize, u64)> = None;
     let mut any_within = false;
-    let mut best_added: Option<(usize, u64)> = None;
     let mut members = 0;
     // Members in the prefix's ranking: each step finds the best score below the last.
     let mut below = u64::MAX;
@@ -98,10 +178,10 @@ pub(crate) fn place<C: Candidate>(
         let Some((i, s)) = next else { break };
         (below, first) = (s, false);
         members += 1;
-        let conv = score(key, backends[i].id());
         let within = limit.is_none_or(|l| backends[i].load() <= l);
         if members <= group.size {
             any_within |= within;
+            let conv = score(key, backends[i].id());
             if best.is_none_or(|(_, top)| conv > top) {
                 best = Some((i, conv));
             }
@@ -109,10 +189,7 @@ pub(crate) fn place<C: Candidate>(
                 break;
             }
         } else if within {
-            if best_added.is_none_or(|(_, top)| conv > top) {
-                best_added = Some((i, conv));
-            }
-            return best_added.map(|(i, _)| (i, members));
+            return Some((i, members));
         }
     }
     // Within the first `size`, or every eligible backend is over: load is ignored.
@@ -140,7 +217,6 @@ mod tests {
     use xxhash_rust::xxh3::xxh3_64;
 
     use super::*;
-    use crate::routing::balancer::REQUEST_LOAD;
     use crate::routing::sticky::endpoint_id;
 
     struct B {
@@ -295,6 +371,36 @@ mod tests {
         let (i, size) = place(group, h(1), &bs, |_| true, 1.25).unwrap();
         assert!(home.contains(&i));
         assert_eq!(size, 2);
+    }
+
+    #[test]
+    fn large_groups_walk_the_same_ranking() {
+        let mut bs = fleet(40);
+        for (i, b) in bs.iter_mut().enumerate() {
+            b.load = (i as u64 % 7) * REQUEST_LOAD;
+        }
+        for tenant in 0..50 {
+            for size in [1, 2, 3, 8] {
+                let group = Group {
+                    key: h(tenant),
+                    size,
+                };
+                for c in 0..10 {
+                    for factor in [0.0, 1.25] {
+                        assert_eq!(
+                            place(group, h(c), &bs, |i| i % 5 != 0, factor),
+                            place_ranked(group, h(c), &bs, |i| i % 5 != 0, factor),
+                            "size {size}, factor {factor}"
+                        );
+                    }
+                }
+            }
+        }
+        let big = Group {
+            key: h(1),
+            size: 12,
+        };
+        assert_eq!(place(big, h(2), &bs, |_| true, 0.0).unwrap().1, 12);
     }
 
     #[test]
