@@ -50,6 +50,7 @@ impl Fleet {
                     auth: None,
                     headers: Vec::new(),
                     anthropic_native: true,
+                    tls: None,
                 }
             })
             .collect();

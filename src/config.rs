@@ -21,6 +21,7 @@ use crate::endpoint_type::EndpointType;
 use crate::http1::HeadLimits;
 use crate::log::{AccessFormat, Level};
 use crate::routing::{Balancer, KeySource, PrefixGroupsConfig, RoutingConfig};
+pub(crate) use endpoints::tls::EndpointTls;
 pub use limits::{Cidr, CorsConfig, RateLimitConfig};
 
 /// The documented example configuration, which is also the default when no file is given.
@@ -292,6 +293,8 @@ pub struct EndpointConfig {
     /// It serves Anthropic's Messages API itself: `/v1/messages` requests are passed
     /// through to it unchanged (`anthropic = "native"`; default by type).
     pub anthropic_native: bool,
+    /// An `https://` endpoint's TLS client settings; `None` for `http://`.
+    pub tls: Option<EndpointTls>,
 }
 
 impl ServerConfig {

@@ -6,13 +6,14 @@ pub(crate) mod conn;
 pub(crate) mod health;
 pub(crate) mod models;
 pub(crate) mod pool;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::config::{EndpointConfig, Secret, StickyConfig};
+use crate::config::{EndpointConfig, EndpointTls, Secret, StickyConfig};
 use crate::endpoint_type::EndpointType;
 use crate::routing::balancer::Candidate;
 use crate::routing::seen::SeenKeys;
@@ -52,6 +53,8 @@ pub(crate) struct Endpoint {
     pub(crate) anthropic_native: bool,
     /// `X-Olla-Endpoint` and `X-Olla-Backend-Type`, whole, for every response it serves.
     pub(crate) olla_lines: Box<[u8]>,
+    /// For an `https://` endpoint: how to make and check its TLS sessions.
+    pub(crate) tls: Option<EndpointTls>,
     shared: Shared,
 }
 
@@ -197,6 +200,7 @@ impl Upstreams {
                 )
                 .into_bytes()
                 .into(),
+                tls: c.tls.clone(),
                 shared: Shared::default(),
             })
             .collect();
@@ -217,13 +221,20 @@ fn own_lines(c: &EndpointConfig) -> Secret {
     Secret::new(String::from_utf8(lines).expect("names and values checked by the config"))
 }
 
-/// Opens a connection to the endpoint, trying its addresses in order.
+/// Opens a connection to the endpoint, trying its addresses in order; `within` bounds
+/// each address's TCP connect and TLS handshake together.
 pub(crate) async fn connect(ep: &Endpoint, within: Duration) -> io::Result<EndpointConn> {
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
     for &addr in ep.addrs.iter() {
-        match monoio::time::timeout(within, conn::open(addr)).await {
+        match monoio::time::timeout(within, conn::open(addr, ep.tls.as_ref())).await {
             Ok(Ok(conn)) => return Ok(conn),
             Ok(Err(e)) => last = e,
+            Err(_) if ep.tls.is_some() => {
+                last = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connect and TLS handshake timed out",
+                );
+            }
             Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
         }
     }

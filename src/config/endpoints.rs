@@ -1,14 +1,16 @@
 //! The `[[endpoints]]` section: each backend's URL parsed and its host resolved (once,
 //! here, off the request path), its name checked, its credentials (`api_key*` or an
-//! `auth` block, Olla's shape) and static `headers` settled, its health-check and
-//! model-list settings.
+//! `auth` block, Olla's shape) and static `headers` settled, its TLS settings for an
+//! `https://` URL, its health-check and model-list settings.
 //!
 //! Taken apart in `url` (the URL), `auth` (the credentials), `headers` (static headers
-//! and which header names an endpoint may set) and `vars` (`${VAR}` expansion, shared by
+//! and which header names an endpoint may set), `tls` (certificates, read at load) and
+//! `vars` (`${VAR}` expansion, shared by
 //! the last two).
 
 pub(super) mod auth;
 mod headers;
+pub(super) mod tls;
 mod url;
 mod vars;
 
@@ -18,6 +20,7 @@ use super::{ConfigError, EndpointConfig, Env, HealthConfig, Origin, file};
 use crate::endpoint_type::EndpointType;
 use auth::{api_key, auth_block};
 use headers::static_headers;
+use tls::endpoint_tls;
 use url::parse_url;
 
 /// `[[endpoints]]`, in order; errors name the endpoint by index (`endpoints[1].url`).
@@ -99,6 +102,7 @@ fn endpoint(
         None => api_key(&e, &key, at, env)?,
     };
     let headers = static_headers(&e, auth.as_ref(), &name, &key, at, env, warnings)?;
+    let tls = endpoint_tls(&e, &name, &url.host, url.tls, &key, at, warnings)?;
     let addrs = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| at.err(&key("url"), format!("cannot resolve {:?}: {e}", url.host)))?
@@ -156,6 +160,7 @@ fn endpoint(
         auth,
         headers,
         anthropic_native,
+        tls,
     })
 }
 

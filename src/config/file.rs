@@ -348,6 +348,13 @@ pub(super) struct Endpoint {
     pub(super) models_path: Option<String>,
     /// "native" or "translate"; default: the type's (`EndpointType::speaks_anthropic`).
     pub(super) anthropic: Option<String>,
+    /// `https://` only: PEM CA certificates trusted instead of the system's roots.
+    pub(super) tls_ca_file: Option<String>,
+    /// `https://` only: a PEM client certificate chain, with `tls_key_file` its key.
+    pub(super) tls_cert_file: Option<String>,
+    pub(super) tls_key_file: Option<String>,
+    /// `https://` only: accept any certificate (default false; warned about at start).
+    pub(super) tls_insecure_skip_verify: Option<bool>,
 }
 
 /// An endpoint's `auth` block, as Olla writes it: `type` is "bearer" (`token`),

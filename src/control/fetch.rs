@@ -5,8 +5,8 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use crate::deadline::{self, Deadline};
-use crate::http1::{self, BodyProgress, Conn, Framing, HeadLimits};
-use crate::upstream::{self, Endpoint};
+use crate::http1::{self, BodyProgress, Framing, HeadLimits};
+use crate::upstream::{self, Endpoint, EndpointConn};
 
 /// Bounds on an endpoint's answer to a health check or a model-list read.
 const LIMITS: HeadLimits = HeadLimits {
@@ -39,16 +39,13 @@ pub(super) async fn fetch(
     request.extend_from_slice(ep.own_lines.expose().as_bytes());
     request.extend_from_slice(b"\r\n");
     let len = request.len();
-    match deadline
-        .run(http1::write_out(&mut conn.stream, &mut request, 0..len))
-        .await
-    {
+    match deadline.run(conn.write(&mut request, 0..len)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("request failed: {e}")),
         Err(_) => return Err("timed out".into()),
     }
     // `Ok(0)`: the endpoint closed the connection.
-    let fill = async |conn: &mut Conn, deadline: &mut Deadline<'_>| match deadline
+    let fill = async |conn: &mut EndpointConn, deadline: &mut Deadline<'_>| match deadline
         .run(conn.fill())
         .await
     {

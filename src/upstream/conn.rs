@@ -11,6 +11,10 @@
 //! The handle is a duplicate of the socket's descriptor (one more per endpoint
 //! connection), asked with non-blocking calls: `recv(MSG_PEEK | MSG_DONTWAIT)` and
 //! `shutdown(SHUT_WR)`.
+//!
+//! An `https://` endpoint's connection also holds its TLS session (`tls`, see
+//! `upstream/tls.rs`): reads, writes and the quietness check then go through it, and
+//! `buf` holds plaintext. A plain connection pays one `None` test per read and write.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -22,6 +26,8 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::tls::{self, Tls};
+use crate::config::EndpointTls;
 use crate::deadline::{Deadline, Elapsed};
 use crate::http1::{self, Conn};
 
@@ -30,7 +36,10 @@ use crate::http1::{self, Conn};
 const ASK_EVERY: Duration = Duration::from_millis(20);
 
 pub(crate) struct EndpointConn {
+    /// For TLS, `io.stream` carries ciphertext and `io.buf` plaintext: read with
+    /// [`EndpointConn::fill`], never `io.stream` directly.
     io: Conn,
+    tls: Option<Box<Tls>>,
     /// The same socket, for [`EndpointConn::is_quiet`] and [`EndpointConn::stop_sending`].
     control: Socket,
     /// Sending was stopped: the connection cannot carry another request.
@@ -47,9 +56,39 @@ pub(crate) enum Sent {
 
 impl EndpointConn {
     /// Whether nothing has arrived and the endpoint has not closed: the connection can
-    /// carry a new request.
-    pub(crate) fn is_quiet(&self) -> bool {
-        is_quiet(&self.control)
+    /// carry a new request. Over TLS, records that are not a response (session tickets,
+    /// a KeyUpdate) are processed and do not count; a close_notify does.
+    pub(crate) fn is_quiet(&mut self) -> bool {
+        match &mut self.tls {
+            None => is_quiet(&self.control),
+            Some(tls) => tls.session.is_quiet(&self.control),
+        }
+    }
+
+    /// Reads whatever arrives next into `buf`, as [`Conn::fill`] (`Ok(0)`: end of stream).
+    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.io.fill().await,
+            Some(tls) => tls.session.fill(&mut self.io).await,
+        }
+    }
+
+    /// Replaces `buf`'s contents with whatever arrives next, as [`Conn::refill`].
+    pub(crate) async fn refill(&mut self) -> io::Result<usize> {
+        self.io.buf.clear();
+        self.fill().await
+    }
+
+    /// Writes `buf[range]`, with no stall checks (the control thread's requests).
+    /// Cancelled, the connection must be dropped.
+    pub(crate) async fn write(&mut self, buf: &mut Vec<u8>, range: Range<usize>) -> io::Result<()> {
+        match &mut self.tls {
+            None => http1::write_out(&mut self.io.stream, buf, range).await,
+            Some(tls) => {
+                tls.seal(&buf[range])?;
+                tls.write_outgoing(&mut self.io.stream).await
+            }
+        }
     }
 
     /// Whether it may go back to the pool after a clean end of its response.
@@ -72,28 +111,55 @@ impl EndpointConn {
     ) -> Result<Sent, SendError> {
         let EndpointConn {
             io,
+            tls,
             control,
             stopped,
-        } = self;
-        let mut write = pin!(http1::write_out(&mut io.stream, buf, range));
-        let mut ask_at = now + ASK_EVERY;
-        loop {
-            deadline.set(ask_at.min(until));
-            match deadline.race(write.as_mut()).await {
-                Ok(Ok(())) => return Ok(Sent::All),
-                Ok(Err(_)) if *stopped => return Ok(Sent::Cut),
-                Ok(Err(_)) => return Err(SendError::Failed),
-                Err(Elapsed) if deadline.at() >= until => return Err(SendError::Elapsed),
-                Err(Elapsed) => {
-                    if !*stopped && !is_quiet(control) {
-                        *stopped = true;
-                        // Wakes the stalled write, which then fails: the buffer is back.
-                        let _ = control.shutdown(Shutdown::Write);
+        } = &mut *self;
+        // Over TLS the request is encrypted whole first: the write then needs only the
+        // stream and the ciphertext, and the session is free to judge what arrives.
+        let (mut session, buf, range) = match tls {
+            None => (None, buf, range),
+            Some(tls) => {
+                if tls.seal(&buf[range]).is_err() {
+                    return Err(SendError::Failed);
+                }
+                let len = tls.outgoing.len();
+                (Some(&mut tls.session), &mut tls.outgoing, 0..len)
+            }
+        };
+        let sealed = session.is_some();
+        let sent = {
+            let mut write = pin!(http1::write_out(&mut io.stream, buf, range));
+            let mut ask_at = now + ASK_EVERY;
+            loop {
+                deadline.set(ask_at.min(until));
+                match deadline.race(write.as_mut()).await {
+                    Ok(Ok(())) => break Ok(Sent::All),
+                    Ok(Err(_)) if *stopped => break Ok(Sent::Cut),
+                    Ok(Err(_)) => break Err(SendError::Failed),
+                    Err(Elapsed) if deadline.at() >= until => break Err(SendError::Elapsed),
+                    Err(Elapsed) => {
+                        let answered = !*stopped
+                            && !match &mut session {
+                                None => is_quiet(control),
+                                Some(session) => session.is_quiet(control),
+                            };
+                        if answered {
+                            *stopped = true;
+                            // Wakes the stalled write, which then fails: the buffer is back.
+                            let _ = control.shutdown(Shutdown::Write);
+                        }
+                        ask_at = Instant::now() + ASK_EVERY;
                     }
-                    ask_at = Instant::now() + ASK_EVERY;
                 }
             }
+        };
+        if sealed && matches!(sent, Ok(Sent::All)) {
+            if let Some(tls) = &mut self.tls {
+                tls::sent(&mut tls.outgoing);
+            }
         }
+        sent
     }
 }
 
@@ -130,8 +196,9 @@ impl DerefMut for EndpointConn {
 }
 
 /// Connects to `addr`: a non-blocking connect on a socket of our own (so its
-/// descriptor can be duplicated), completed by the runtime.
-pub(crate) async fn open(addr: SocketAddr) -> io::Result<EndpointConn> {
+/// descriptor can be duplicated), completed by the runtime; then, with `tls`, the TLS
+/// handshake.
+pub(crate) async fn open(addr: SocketAddr, tls: Option<&EndpointTls>) -> io::Result<EndpointConn> {
     // `Socket::new` sets close-on-exec; so does `try_clone`.
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
@@ -142,7 +209,7 @@ pub(crate) async fn open(addr: SocketAddr) -> io::Result<EndpointConn> {
         Err(e) => return Err(e),
     }
     let control = socket.try_clone()?;
-    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let mut stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
     stream.writable(false).await?;
     if let Some(e) = control.take_error()? {
         return Err(e);
@@ -153,8 +220,13 @@ pub(crate) async fn open(addr: SocketAddr) -> io::Result<EndpointConn> {
     if !monoio::utils::is_legacy() {
         control.set_nonblocking(false)?;
     }
+    let tls = match tls {
+        None => None,
+        Some(settings) => Some(Box::new(Tls::handshake(&mut stream, settings).await?)),
+    };
     Ok(EndpointConn {
         io: Conn::new(stream, 16 * 1024),
+        tls,
         control,
         stopped: false,
     })

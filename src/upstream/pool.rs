@@ -48,7 +48,7 @@ impl Pool {
     pub(crate) fn take(&self, ep: usize, now: Instant) -> Option<EndpointConn> {
         let mut idle = self.idle.borrow_mut();
         let list = &mut idle[ep];
-        while let Some(newest) = list.pop() {
+        while let Some(mut newest) = list.pop() {
             if now.saturating_duration_since(newest.since) >= self.idle_timeout {
                 // The newest is expired, so all older ones are too.
                 list.clear();
@@ -126,7 +126,7 @@ mod tests {
             let pool = Pool::new(1, Duration::from_secs(60), 16);
             let mut peers = Vec::new();
             for _ in 0..4 {
-                let conn = conn::open(addr).await.unwrap();
+                let conn = conn::open(addr, None).await.unwrap();
                 peers.push(listener.accept().unwrap().0);
                 pool.put(0, conn, Instant::now());
             }
@@ -140,7 +140,7 @@ mod tests {
             peers[2].shutdown(std::net::Shutdown::Both).unwrap();
             peers[3].shutdown(std::net::Shutdown::Write).unwrap();
             monoio::time::sleep(Duration::from_millis(50)).await;
-            let taken = pool.take(0, Instant::now()).expect("the quiet one");
+            let mut taken = pool.take(0, Instant::now()).expect("the quiet one");
             assert!(taken.is_quiet());
             assert!(
                 pool.take(0, Instant::now()).is_none(),
@@ -154,7 +154,9 @@ mod tests {
         on_both_drivers(async || {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let pool = Pool::new(1, Duration::from_millis(100), 16);
-            let conn = conn::open(listener.local_addr().unwrap()).await.unwrap();
+            let conn = conn::open(listener.local_addr().unwrap(), None)
+                .await
+                .unwrap();
             let _peer = listener.accept().unwrap();
             let then = Instant::now();
             pool.put(0, conn, then);

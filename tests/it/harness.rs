@@ -91,8 +91,12 @@ pub(crate) fn config_text(endpoints: &[Ep<'_>], server_extra: &str, extra: &str)
 /// Starts ringway (one shard unless `server_extra` says otherwise) in front of
 /// `endpoints`, with extra config tables in `extra` (e.g. "[proxy]\nbalancer = ...").
 pub(crate) fn proxy(endpoints: &[Ep<'_>], server_extra: &str, extra: &str) -> Server {
-    let text = config_text(endpoints, server_extra, extra);
-    let config = Config::from_toml(&text, "test config").expect("valid test config");
+    proxy_from(&config_text(endpoints, server_extra, extra))
+}
+
+/// [`proxy`] from a whole config `text` (a [`config_text`] the test has changed).
+pub(crate) fn proxy_from(text: &str) -> Server {
+    let config = Config::from_toml(text, "test config").expect("valid test config");
     let server = ringway::start(config).expect("start ringway");
     // Tests start once every endpoint has had its first health check, so the checker's
     // requests do not interleave with the test's.

@@ -18,3 +18,4 @@ mod olla_pages;
 mod process;
 mod ratelimit;
 mod sticky;
+mod tls;

@@ -1,5 +1,5 @@
-//! An endpoint's URL taken apart: `http://host[:port][/path]` only, credentials in it
-//! refused without being echoed.
+//! An endpoint's URL taken apart: `http://` or `https://host[:port][/path]`, credentials
+//! in it refused without being echoed.
 
 /// An endpoint URL taken apart.
 pub(super) struct Url {
@@ -7,9 +7,11 @@ pub(super) struct Url {
     pub(super) port: u16,
     pub(super) authority: String,
     pub(super) base_path: String,
+    /// `https://`: TLS, port 443 by default.
+    pub(super) tls: bool,
 }
 
-/// Accepts `http://host[:port][/path]`; anything else is refused with the reason.
+/// Accepts `http[s]://host[:port][/path]`; anything else is refused with the reason.
 /// Credentials in the URL are refused without being echoed (the errors show
 /// placeholders), pointing to the `auth` block instead.
 pub(super) fn parse_url(s: &str) -> Result<Url, String> {
@@ -28,15 +30,11 @@ pub(super) fn parse_url(s: &str) -> Result<Url, String> {
             "\"{scheme}://{placeholder}@{host}{path}\": credentials in the URL are not supported; write \"{scheme}://{host}{path}\" and put them in the endpoint's auth block (type basic with username and password, or username_file and password_file; a token alone is type bearer)"
         ));
     }
-    match scheme {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "{s:?}: https endpoints are not supported yet; use http:// (inference servers on a private network) or put a TLS client proxy in front"
-            ));
-        }
-        _ => return Err(format!("{s:?} is not an http:// URL")),
-    }
+    let tls = match scheme {
+        "http" => false,
+        "https" => true,
+        _ => return Err(format!("{s:?} is not an http:// or https:// URL")),
+    };
     if path.contains(['?', '#']) {
         return Err(format!(
             "{s:?}: a query or fragment is not allowed in an endpoint URL"
@@ -64,6 +62,7 @@ pub(super) fn parse_url(s: &str) -> Result<Url, String> {
         return Err(format!("{s:?} has no host"));
     }
     let port = match port {
+        None if tls => 443,
         None => 80,
         Some(p) => p
             .parse::<u16>()
@@ -76,6 +75,7 @@ pub(super) fn parse_url(s: &str) -> Result<Url, String> {
         port,
         authority: authority.to_string(),
         base_path: path.trim_end_matches('/').to_string(),
+        tls,
     })
 }
 
@@ -99,7 +99,6 @@ mod tests {
         assert_eq!(e.priority, 100);
         assert_eq!(c.endpoints[1].addrs[0], "[::1]:80".parse().unwrap());
         for bad in [
-            "https://a:1",
             "ftp://a",
             "http://:80",
             "http://a:0",

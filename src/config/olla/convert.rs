@@ -301,6 +301,10 @@ fn endpoint(i: usize, e: Endpoint, warnings: &mut Vec<String>) -> file::Endpoint
         headers: e.headers,
         models_path: Some(models_path),
         anthropic: None,
+        tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
+        tls_insecure_skip_verify: None,
     }
 }
 
