@@ -29,7 +29,7 @@ pub(crate) async fn run(
         let discovery = discovery.clone();
         monoio::spawn(async move {
             let ep = &upstreams.endpoints[index];
-            checks::watch(ep, &config, &stop, &discovery).await;
+            checks::watch(ep, &upstreams.events, &config, &stop, &discovery).await;
         });
     }
     monoio::spawn(sweep_seen_keys(upstreams.clone(), stop.clone()));

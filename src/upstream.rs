@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::config::{EndpointConfig, Secret, StickyConfig};
 use crate::endpoint_type::EndpointType;
+use crate::events::Events;
 use crate::routing::balancer::Candidate;
 use crate::routing::seen::SeenKeys;
 pub(crate) use conn::EndpointConn;
@@ -80,7 +81,9 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let shared = &self.ep.shared;
         shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        shared.in_flight_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        shared
+            .in_flight_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -89,7 +92,9 @@ impl Endpoint {
     pub(crate) fn begin_request(&self, body_len: usize) -> InFlight<'_> {
         let bytes = body_len as u64;
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.shared.in_flight_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.shared
+            .in_flight_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         InFlight { ep: self, bytes }
     }
 
@@ -139,6 +144,9 @@ impl Candidate for Endpoint {
 pub(crate) struct Upstreams {
     pub(crate) endpoints: Box<[Endpoint]>,
     pub(crate) seen: SeenKeys,
+    /// Recent endpoint state changes and warnings, for the dashboard (never written on
+    /// the request path).
+    pub(crate) events: Events,
 }
 
 impl Upstreams {
@@ -183,6 +191,7 @@ impl Upstreams {
         Upstreams {
             endpoints,
             seen: SeenKeys::new(sticky.max_sessions, ttl),
+            events: Events::default(),
         }
     }
 }

@@ -155,9 +155,7 @@ pub(crate) fn rendezvous<C: Candidate>(
         if best.is_none_or(|(_, top)| s > top) {
             best = Some((i, s));
         }
-        if limit.is_some_and(|l| b.load() <= l)
-            && best_within.is_none_or(|(_, top)| s > top)
-        {
+        if limit.is_some_and(|l| b.load() <= l) && best_within.is_none_or(|(_, top)| s > top) {
             best_within = Some((i, s));
         }
     }
