@@ -424,6 +424,7 @@ fn status_models(shard: &Shard) -> Value {
                 .map(|&i| catalog.seen_unix_ms[i])
                 .max()
                 .unwrap_or(0);
+            let names = |set: EndpointSet| set.iter().map(|i| &*eps[i].name).collect::<Vec<_>>();
             json!({
                 "name": name,
                 "type": eps[on[0]].kind.name(),
@@ -431,6 +432,25 @@ fn status_models(shard: &Shard) -> Value {
                 "endpoints": on.iter().map(|&i| &*eps[i].url).collect::<Vec<_>>(),
                 "endpoint_names": on.iter().map(|&i| &*eps[i].name).collect::<Vec<_>>(),
                 "last_seen": time(last_seen),
+                // Those that say they hold it in memory, and those that say they do not.
+                "loaded_on": names(catalog.holding(name.as_bytes())),
+                "cold_on": names(catalog.cold(name.as_bytes()).intersection(set)),
+            })
+        })
+        .collect();
+    // Per endpoint: whether it says what it holds in memory, what, when that was last
+    // read, and the requests others left waiting in its own queue.
+    let engines: Vec<Value> = eps
+        .iter()
+        .map(|ep| {
+            let held = catalog.held_by(ep.index);
+            json!({
+                "name": &*ep.name,
+                "type": ep.kind.name(),
+                "reports_loaded": held.is_some(),
+                "loaded": held,
+                "loaded_read": time(ep.engine_read_unix_ms()),
+                "queued": ep.queued(),
             })
         })
         .collect();
@@ -441,6 +461,7 @@ fn status_models(shard: &Shard) -> Value {
         "total_endpoints": eps.len(),
         "models_by_family": by_family,
         "recent_models": recent,
+        "endpoints": engines,
     })
 }
 
@@ -515,6 +536,40 @@ fn sticky_stats(shard: &Shard) -> Value {
         "active_sessions": seen.active(crate::clock::now_ms()),
         "max_sessions": seen.capacity(),
         "idle_ttl_seconds": sticky.idle_ttl.map_or(0, |t| t.as_secs()),
+        "prefix_groups": prefix_groups(shard),
+    })
+}
+
+/// The prefix groups' settings, and the busiest groups placed in recently with their
+/// members (the first `size` of the group's ranking over the routable endpoints).
+fn prefix_groups(shard: &Shard) -> Value {
+    let config = &shard.config.prefix_groups;
+    let m = &shard.metrics;
+    let eps = &shard.upstreams.endpoints;
+    let now = crate::clock::mono_ms(std::time::Instant::now());
+    let groups: Vec<Value> = crate::metrics::groups::busiest(m.all().map(|c| &c.groups), 32)
+        .into_iter()
+        .map(|g| {
+            let members = crate::routing::groups::members(g.key, g.size, eps, |i| {
+                eps[i].health().is_routable(now)
+            });
+            json!({
+                "key": format!("{:016x}", g.key),
+                "requests": g.requests,
+                "size": g.size,
+                "widened": g.widened,
+                "members": members.iter().map(|&i| &*eps[i].name).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "enabled": config.enabled,
+        "size": config.size,
+        "max_load_factor": config.max_load_factor,
+        "min_prefix_bytes": config.min_prefix_bytes,
+        "user_prefix_bytes": config.user_prefix_bytes,
+        "requests": m.total(|c| &c.group_requests),
+        "groups": groups,
     })
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::endpoint_type::EndpointType;
 use crate::http1::HeadLimits;
 use crate::log::{AccessFormat, Level};
-use crate::routing::{Balancer, KeySource, RoutingConfig};
+use crate::routing::{Balancer, KeySource, PrefixGroupsConfig, RoutingConfig};
 pub use limits::{Cidr, CorsConfig, RateLimitConfig};
 
 /// The documented example configuration, which is also the default when no file is given.
@@ -125,12 +125,16 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub health: HealthConfig,
     pub sticky: StickyConfig,
+    pub prefix_groups: PrefixGroupsConfig,
     pub routing: RoutingConfig,
     pub rate_limits: RateLimitConfig,
     pub cors: CorsConfig,
     pub anthropic: AnthropicConfig,
     /// How often each endpoint's model list is read again.
     pub models_refresh_interval: Duration,
+    /// How often each endpoint is asked which models it holds in memory and how many
+    /// requests wait in its own queue (`None`: never).
+    pub models_loaded_refresh_interval: Option<Duration>,
     /// `alias → real model names`: a request for the alias goes to an endpoint serving
     /// one of them, with the body's `model` rewritten to that name.
     pub model_aliases: Vec<(String, Vec<String>)>,
@@ -370,11 +374,13 @@ impl Config {
         let proxy = validate::proxy(raw.proxy, at)?;
         let health = validate::health(raw.health, at)?;
         let sticky = validate::sticky(raw.sticky, at)?;
+        let prefix_groups = validate::prefix_groups(raw.prefix_groups, at)?;
         let routing = validate::routing(raw.routing, at)?;
         let rate_limits = limits::rate_limits(raw.rate_limits, at)?;
         let cors = limits::cors(raw.cors, at)?;
         let anthropic = validate::anthropic(raw.anthropic, at)?;
-        let models_refresh_interval = validate::models(raw.models, at)?;
+        let (models_refresh_interval, models_loaded_refresh_interval) =
+            validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
         let endpoints = endpoints::endpoints(raw.endpoints, &health, at, env, &mut warnings)?;
@@ -384,11 +390,13 @@ impl Config {
             proxy,
             health,
             sticky,
+            prefix_groups,
             routing,
             rate_limits,
             cors,
             anthropic,
             models_refresh_interval,
+            models_loaded_refresh_interval,
             model_aliases,
             log_level,
             access_log,

@@ -67,6 +67,6 @@ pub use config::{
 };
 pub use endpoint_type::EndpointType;
 pub use log::{AccessFormat, Level, set_level};
-pub use routing::{Balancer, Fallback, KeySource, RoutingConfig, Strategy};
+pub use routing::{Balancer, Fallback, KeySource, PrefixGroupsConfig, RoutingConfig, Strategy};
 pub use runtime::{Server, StartError, ThreadDied, start};
 pub use stop::Stopper;

@@ -2,6 +2,7 @@
 //! owns one block of counters and is its only writer; readers (the status and metrics
 //! pages) sum the blocks of all shards.
 
+pub(crate) mod groups;
 pub(crate) mod models;
 pub(crate) mod translators;
 
@@ -102,6 +103,9 @@ pub(crate) struct ShardCounters {
     pub(crate) sticky_no_key: Counter,
     /// Requests keyed by each source, indexed by `KeySource as usize`.
     pub(crate) sticky_by_source: [Counter; KeySource::ALL.len()],
+    /// Requests placed in a prefix group, and the groups recently placed in.
+    pub(crate) group_requests: Counter,
+    pub(crate) groups: groups::GroupTable,
     /// Messages API requests (Olla's "anthropic" translator).
     pub(crate) anthropic: TranslatorCounters,
 }
@@ -131,6 +135,11 @@ impl Metrics {
 
     pub(crate) fn shard(&self, id: usize) -> &ShardCounters {
         &self.shards[id]
+    }
+
+    /// Every shard's counters.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &ShardCounters> {
+        self.shards.iter()
     }
 
     /// The sum over all shards of one counter.

@@ -25,6 +25,9 @@
 //! unchanged) and translation (the body becomes an OpenAI chat request), and
 //! `relay/translated.rs` translates a translated request's answer back, event by event.
 //!
+//! `attempt` heeds backends' pushback (`backpressure.rs`: a 429 or 503 with
+//! `Retry-After` keeps an endpoint out of placement for that long, on every shard).
+//!
 //! `heads.rs` writes every head (to the client, to the endpoint, ringway's own answers);
 //! `error.rs` maps every failure to its status and body in one place. A connection's
 //! state lasts across its requests (`connection::Client`: stream, peer, buffers); a
@@ -34,6 +37,7 @@
 mod access;
 mod admission;
 mod attempt;
+mod backpressure;
 mod client;
 mod connection;
 pub(crate) mod error;

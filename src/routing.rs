@@ -5,10 +5,12 @@
 
 pub(crate) mod balancer;
 pub(crate) mod decision;
+pub(crate) mod groups;
 pub(crate) mod seen;
 pub(crate) mod sticky;
 
 pub use balancer::Balancer;
+pub use groups::PrefixGroupsConfig;
 pub use sticky::KeySource;
 
 use crate::endpoint_type::EndpointType;

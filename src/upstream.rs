@@ -68,6 +68,9 @@ struct Shared {
     queued: AtomicU32,
     /// The bytes of those requests' bodies: what their prompts cost to prefill.
     in_flight_bytes: AtomicU64,
+    /// When the control thread last read what the endpoint holds in memory (Unix ms;
+    /// 0 = never); what it read is in the model catalogue.
+    engine_read_unix_ms: AtomicU64,
     health: Health,
 }
 
@@ -120,13 +123,27 @@ impl Endpoint {
     pub(crate) fn set_queued(&self, n: u32) {
         self.shared.queued.store(n, Ordering::Relaxed);
     }
+
+    /// When what the endpoint holds in memory was last read (Unix ms; 0 = never).
+    pub(crate) fn engine_read_unix_ms(&self) -> u64 {
+        self.shared.engine_read_unix_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records a read of what the endpoint holds (the control thread).
+    pub(crate) fn set_engine_read_unix_ms(&self, at: u64) {
+        self.shared.engine_read_unix_ms.store(at, Ordering::Relaxed);
+    }
 }
 
 impl Candidate for Endpoint {
     #[inline]
     fn load(&self) -> u64 {
-        let requests = u64::from(self.in_flight()) + u64::from(self.queued());
-        requests * crate::routing::balancer::REQUEST_LOAD + self.in_flight_bytes()
+        self.requests() * crate::routing::balancer::REQUEST_LOAD + self.in_flight_bytes()
+    }
+
+    #[inline]
+    fn requests(&self) -> u64 {
+        u64::from(self.in_flight()) + u64::from(self.queued())
     }
 
     fn priority(&self) -> u32 {

@@ -18,6 +18,8 @@ pub(crate) trait Candidate {
     /// request in flight or waiting in the backend's own queue, plus the bytes of the
     /// request bodies in flight.
     fn load(&self) -> u64;
+    /// The requests that load is made of (in flight or queued at the backend).
+    fn requests(&self) -> u64;
     /// Higher is preferred by the priority policy.
     fn priority(&self) -> u32;
     /// Stable identity for rendezvous (sticky) placement.
@@ -141,6 +143,9 @@ mod tests {
     impl Candidate for B {
         fn load(&self) -> u64 {
             self.load
+        }
+        fn requests(&self) -> u64 {
+            self.load.div_ceil(REQUEST_LOAD)
         }
         fn priority(&self) -> u32 {
             self.prio

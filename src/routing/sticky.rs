@@ -124,7 +124,7 @@ pub(crate) fn endpoint_id(name: &str) -> u64 {
 
 /// The score of a backend for a key (a strong 64-bit mixer: SplitMix64's finalizer).
 #[inline]
-fn score(key: u64, id: u64) -> u64 {
+pub(crate) fn score(key: u64, id: u64) -> u64 {
     let mut z = key ^ id;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -133,10 +133,9 @@ fn score(key: u64, id: u64) -> u64 {
 
 /// Rendezvous placement: the eligible backend with the highest score for `key`.
 ///
-/// With `max_load_factor > 0`, a backend loaded beyond `factor × mean` (mean over the
-/// eligible backends, and never under one request's worth) is passed over for the next
-/// best, so one hot key cannot pile onto a single backend; if every backend is over,
-/// load is ignored.
+/// With `max_load_factor > 0`, a backend loaded beyond [`load_limit`] is passed over for
+/// the next best, so one hot key cannot pile onto a single backend; if every backend is
+/// over, load is ignored.
 #[inline]
 pub(crate) fn rendezvous<C: Candidate>(
     key: u64,
@@ -163,23 +162,26 @@ pub(crate) fn rendezvous<C: Candidate>(
 }
 
 /// The most load an eligible backend may carry under bounded load: `factor` times the
-/// mean over the eligible backends, and never less than one request's worth (an idle
-/// fleet admits anyone).
+/// mean over the eligible backends, plus one request's worth (the mean cost of the
+/// requests in flight, at least [`REQUEST_LOAD`]), so that carrying a single request is
+/// never overload, however long its prompt.
 #[inline]
 pub(crate) fn load_limit<C: Candidate>(
     backends: &[C],
     eligible: &impl Fn(usize) -> bool,
     factor: f64,
 ) -> u64 {
-    let (mut total, mut n) = (0u64, 0u64);
+    let (mut total, mut requests, mut n) = (0u64, 0u64, 0u64);
     for (i, b) in backends.iter().enumerate() {
         if eligible(i) {
             total += b.load();
+            requests += b.requests();
             n += 1;
         }
     }
     let mean = total as f64 / n.max(1) as f64;
-    ((factor * mean) as u64).max(REQUEST_LOAD)
+    let one_request = total.checked_div(requests).unwrap_or(0).max(REQUEST_LOAD);
+    (factor * mean) as u64 + one_request
 }
 
 #[cfg(test)]
@@ -194,6 +196,9 @@ mod tests {
     impl Candidate for B {
         fn load(&self) -> u64 {
             self.load
+        }
+        fn requests(&self) -> u64 {
+            self.load.div_ceil(REQUEST_LOAD)
         }
         fn priority(&self) -> u32 {
             100
@@ -266,7 +271,7 @@ mod tests {
             .enumerate()
             .filter(|(i, _)| *i != home)
             .for_each(|(_, b)| b.load = REQUEST_LOAD);
-        // mean 15/4 = 3.75; factor 2 → limit 7.5: the home (12) is over it.
+        // mean 15/4 = 3.75; factor 2 → limit 7.5 + 1: the home (12) is over it.
         let chosen = rendezvous(k, &bs, |_| true, 2.0).unwrap();
         assert_ne!(chosen, home);
         assert_eq!(

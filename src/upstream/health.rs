@@ -33,6 +33,9 @@ pub(crate) struct Health {
     failures: AtomicU32,
     /// The breaker is open until this `clock::mono_ms`; 0 when closed.
     open_until_ms: AtomicU64,
+    /// The endpoint asked for no requests until this `clock::mono_ms` (a 429 or 503 with
+    /// `Retry-After`); 0 when it has not.
+    busy_until_ms: AtomicU64,
     requests: AtomicU64,
     request_failures: AtomicU64,
     /// Times the breaker opened since the last success: its cool-down doubles with each.
@@ -74,6 +77,8 @@ pub(crate) enum Status {
     Healthy,
     /// Up, but the breaker is open.
     CircuitOpen,
+    /// Up, but it asked for no requests for a while (`Retry-After`).
+    Busy,
     Offline,
 }
 
@@ -82,6 +87,7 @@ impl Status {
         match self {
             Status::Healthy => "healthy",
             Status::CircuitOpen => "circuit-open",
+            Status::Busy => "busy",
             Status::Offline => "offline",
         }
     }
@@ -91,7 +97,16 @@ impl Health {
     /// Whether requests may go to the endpoint at `now` (`clock::mono_ms`).
     #[inline]
     pub(crate) fn is_routable(&self, now: u64) -> bool {
-        !self.down.load(Relaxed) && self.open_until_ms.load(Relaxed) <= now
+        !self.down.load(Relaxed)
+            && self.open_until_ms.load(Relaxed) <= now
+            && self.busy_until_ms.load(Relaxed) <= now
+    }
+
+    /// Keeps new requests off the endpoint, on every shard, until `until`
+    /// (`clock::mono_ms`): it answered 429 or 503 with `Retry-After`. A later mark
+    /// extends it, an earlier one does not shorten it.
+    pub(crate) fn mark_busy(&self, until: u64) {
+        self.busy_until_ms.fetch_max(until, Relaxed);
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -103,6 +118,8 @@ impl Health {
             Status::Offline
         } else if self.open_until_ms.load(Relaxed) > now {
             Status::CircuitOpen
+        } else if self.busy_until_ms.load(Relaxed) > now {
+            Status::Busy
         } else {
             Status::Healthy
         }
