@@ -104,6 +104,7 @@ fn data(shard: &Shard) -> Value {
     let catalog = shard.catalog();
     let config = &shard.config;
     let now = now_ms();
+    let groups = groups_by_endpoint(shard);
     let endpoints: Vec<Value> = eps
         .iter()
         .map(|ep| {
@@ -114,7 +115,6 @@ fn data(shard: &Shard) -> Value {
                 .map(|class| m.total(|c| &c.endpoints[i].responses[class]))
                 .collect();
             let list = catalog.lists[i].as_ref();
-            let loaded = list.map(|l| l.iter().filter(|m| &*m.facts.state == "loaded").count());
             json!({
                 "name": &*ep.name,
                 "url": &*ep.url,
@@ -133,7 +133,9 @@ fn data(shard: &Shard) -> Value {
                 "check_ms": f64::from(s.last_check_latency_us) / 1000.0,
                 "changed_at": s.last_change_unix_ms,
                 "models": list.map(Vec::len),
-                "loaded": loaded,
+                // What it holds in memory; null when it does not say.
+                "loaded": catalog.held_by(i).map(|held| held.len()),
+                "groups": groups.as_ref().map(|g| &g[i]),
             })
         })
         .collect();
@@ -150,15 +152,8 @@ fn data(shard: &Shard) -> Value {
         .into_iter()
         .map(|(name, on)| {
             let on: Vec<usize> = (0..eps.len()).filter(|&i| on.contains(i)).collect();
-            let loaded: Vec<usize> = on
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    catalog
-                        .entry(i, name)
-                        .is_some_and(|m| &*m.facts.state == "loaded")
-                })
-                .collect();
+            let held = catalog.holding(name.as_bytes());
+            let loaded: Vec<usize> = (0..eps.len()).filter(|&i| held.contains(i)).collect();
             json!({ "name": name, "on": on, "loaded": loaded, "aliases": aliases_of(name) })
         })
         .collect();
@@ -220,6 +215,27 @@ fn data(shard: &Shard) -> Value {
         "models": models,
         "events": events,
     })
+}
+
+/// Per endpoint, the prefix groups (`[prefix_groups]`) it is a member of among the
+/// busiest placed in recently, as short keys; `None` while prefix groups are off.
+fn groups_by_endpoint(shard: &Shard) -> Option<Vec<Vec<String>>> {
+    if !shard.config.prefix_groups.enabled {
+        return None;
+    }
+    let eps = &shard.upstreams.endpoints;
+    let now = crate::clock::mono_ms(std::time::Instant::now());
+    let mut by_endpoint = vec![Vec::new(); eps.len()];
+    let all = shard.metrics.all().map(|c| &c.groups);
+    for g in crate::metrics::groups::busiest(all, 32) {
+        let members = crate::routing::groups::members(g.key, g.size, eps, |i| {
+            eps[i].health().is_routable(now)
+        });
+        for i in members {
+            by_endpoint[i].push(format!("{:08x}", g.key >> 32));
+        }
+    }
+    Some(by_endpoint)
 }
 
 #[cfg(test)]

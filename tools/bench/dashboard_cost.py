@@ -74,8 +74,15 @@ class Poller:
         self.etag, self.polls, self.not_modified, self.bytes = None, 0, 0, 0
 
     def poll(self):
-        self.conn.request("GET", "/internal/ui/data", headers={"If-None-Match": self.etag} if self.etag else {})
-        r = self.conn.getresponse()
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        try:
+            self.conn.request("GET", "/internal/ui/data", headers=headers)
+            r = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # ringway closed the idle keep-alive connection: reconnect, as a browser does.
+            self.conn.close()
+            self.conn.request("GET", "/internal/ui/data", headers=headers)
+            r = self.conn.getresponse()
         body = r.read()
         self.polls += 1
         if r.status == 304:

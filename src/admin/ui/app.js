@@ -229,7 +229,7 @@
         el('td', { class: 'n', text: `${e.models == null ? '?' : fmt(e.models)} / ${e.loaded == null ? '–' : fmt(e.loaded)}` }),
       ];
       if (groupsShown) {
-        const groups = Array.isArray(e.groups) ? e.groups.join(', ') : e.groups ? String(e.groups) : '–';
+        const groups = Array.isArray(e.groups) && e.groups.length ? e.groups.join(', ') : '–';
         cells.push(el('td', { class: 'wrap', text: groups }));
       }
       return el('tr', { data: { endpoint: e.name, status: e.status } }, ...cells);
