@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::config::{EndpointConfig, Secret, StickyConfig};
 use crate::endpoint_type::EndpointType;
+use crate::events::Events;
 use crate::routing::balancer::Candidate;
 use crate::routing::seen::SeenKeys;
 pub(crate) use conn::EndpointConn;
@@ -160,6 +161,9 @@ impl Candidate for Endpoint {
 pub(crate) struct Upstreams {
     pub(crate) endpoints: Box<[Endpoint]>,
     pub(crate) seen: SeenKeys,
+    /// Recent endpoint state changes and warnings, for the dashboard (never written on
+    /// the request path).
+    pub(crate) events: Events,
 }
 
 impl Upstreams {
@@ -204,6 +208,7 @@ impl Upstreams {
         Upstreams {
             endpoints,
             seen: SeenKeys::new(sticky.max_sessions, ttl),
+            events: Events::default(),
         }
     }
 }
