@@ -51,6 +51,36 @@ fn sticky(c: &mut Criterion) {
     group.finish();
 }
 
+/// A chat request of about `size` bytes whose system prompt (shared by the tenant's
+/// conversations) is about 60% of it.
+fn tenant_body(size: usize) -> Vec<u8> {
+    let text = "You answer questions about the attached product manual. ".repeat(size / 56 + 1);
+    let system = &text[..size * 6 / 10];
+    let question = &text[..size * 3 / 10];
+    format!(
+        r#"{{"model":"llama3.1:8b","stream":true,"messages":[{{"role":"system","content":"{system}"}},{{"role":"user","content":"{question}"}}],"temperature":0.7}}"#
+    )
+    .into_bytes()
+}
+
+/// Key derivation (conversation and shared-prefix keys) and placement in the prefix
+/// group: the prefix-group path of `select_backend`.
+fn prefix_groups(c: &mut Criterion) {
+    let mut group = c.benchmark_group("prefix_group_key_and_placement");
+    for size in [1024, 32 * 1024] {
+        let body = tenant_body(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        for n in [2, 8, 32] {
+            let fleet = Fleet::new(n);
+            let id = BenchmarkId::new(format!("{}KB", size / 1024), n);
+            group.bench_with_input(id, &body, |b, body| {
+                b.iter(|| fleet.place_in_group(black_box(body)).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
 /// The seen-key memory behind the sticky outcome labels: one `observe` per request with a
 /// key. `hits`: 1,000 conversations cycled (each key found); `misses`: a new key every
 /// time, in a full table (each evicts the least recently seen of its bucket).
@@ -113,6 +143,7 @@ criterion_group!(
     benches,
     balancers,
     sticky,
+    prefix_groups,
     seen_keys,
     request_head,
     routing_and_rewriting

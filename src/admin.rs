@@ -394,6 +394,7 @@ fn status_models(shard: &Shard) -> Value {
                 .map(|&i| catalog.seen_unix_ms[i])
                 .max()
                 .unwrap_or(0);
+            let names = |set: EndpointSet| set.iter().map(|i| &*eps[i].name).collect::<Vec<_>>();
             json!({
                 "name": name,
                 "type": eps[on[0]].kind.name(),
@@ -401,6 +402,25 @@ fn status_models(shard: &Shard) -> Value {
                 "endpoints": on.iter().map(|&i| &*eps[i].url).collect::<Vec<_>>(),
                 "endpoint_names": on.iter().map(|&i| &*eps[i].name).collect::<Vec<_>>(),
                 "last_seen": time(last_seen),
+                // Those that say they hold it in memory, and those that say they do not.
+                "loaded_on": names(catalog.holding(name.as_bytes())),
+                "cold_on": names(catalog.cold(name.as_bytes()).intersection(set)),
+            })
+        })
+        .collect();
+    // Per endpoint: whether it says what it holds in memory, what, when that was last
+    // read, and the requests others left waiting in its own queue.
+    let engines: Vec<Value> = eps
+        .iter()
+        .map(|ep| {
+            let held = catalog.held_by(ep.index);
+            json!({
+                "name": &*ep.name,
+                "type": ep.kind.name(),
+                "reports_loaded": held.is_some(),
+                "loaded": held,
+                "loaded_read": time(ep.engine_read_unix_ms()),
+                "queued": ep.queued(),
             })
         })
         .collect();
@@ -411,6 +431,7 @@ fn status_models(shard: &Shard) -> Value {
         "total_endpoints": eps.len(),
         "models_by_family": by_family,
         "recent_models": recent,
+        "endpoints": engines,
     })
 }
 

@@ -30,19 +30,37 @@ pub(crate) struct RequestFacts<'a> {
     pub(crate) continues: bool,
     /// The body has a `messages` array (chat shape), so `continues` is meaningful.
     pub(crate) chat: bool,
+    /// What this conversation shares with others (the prefix groups' key), when it has
+    /// any shared part.
+    pub(crate) shared: Option<SharedPrefix>,
+}
+
+/// The part of a request that conversations of one application share: model, system
+/// (and developer) messages or `system`, the `tools` definitions, and optionally the
+/// first bytes of the first user message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SharedPrefix {
+    pub(crate) hash: u64,
+    /// Its size in the body as written (system and tools values, the user prefix).
+    pub(crate) bytes: usize,
 }
 
 /// Reads what routing needs from a JSON request body. `prompt_prefix` bounds how much of
-/// a completion prompt goes into the key (turns of a conversation share that prefix).
-pub(crate) fn inspect(body: &[u8], prompt_prefix: usize) -> RequestFacts<'_> {
+/// a completion prompt goes into the key (turns of a conversation share that prefix);
+/// `user_prefix` is how much of the first user message joins the shared prefix.
+pub(crate) fn inspect(body: &[u8], prompt_prefix: usize, user_prefix: usize) -> RequestFacts<'_> {
     let mut s = Scanner { s: body, i: 0 };
     let mut facts = RequestFacts::default();
-    let mut opening = Opening::default();
+    let mut opening = Opening {
+        user_prefix_limit: user_prefix,
+        ..Opening::default()
+    };
     if s.top_level(&mut facts, &mut opening, prompt_prefix)
         .is_none()
     {
         return RequestFacts::default();
     }
+    facts.shared = opening.shared(facts.model);
     facts.opening = opening.finish(facts.model);
     facts
 }
@@ -120,15 +138,40 @@ struct Opening {
     system: Option<u64>,
     first_user: Option<u64>,
     prompt: Option<u64>,
+    /// The shared parts besides the system text: the raw `tools` value's hash, and the
+    /// first user message's first `user_prefix_limit` bytes.
+    tools: Option<u64>,
+    user_prefix: Option<u64>,
+    user_prefix_limit: usize,
+    /// Bytes of the shared parts, as written.
+    shared_bytes: usize,
 }
 
 impl Opening {
-    /// Adds a system text; several system messages chain in order.
-    fn add_system(&mut self, h: u64) {
+    /// Adds a system text (`bytes` long as written); several system messages chain in
+    /// order.
+    fn add_system(&mut self, h: u64, bytes: usize) {
+        self.shared_bytes += bytes;
         self.system = Some(match self.system {
             None => h,
             Some(prev) => xxh3_64(&[prev.to_le_bytes(), h.to_le_bytes()].concat()),
         });
+    }
+
+    /// The prefix groups' key, when the request has a shared part.
+    fn shared(&self, model: Option<&[u8]>) -> Option<SharedPrefix> {
+        if self.system.is_none() && self.tools.is_none() && self.user_prefix.is_none() {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&xxh3_64(model.unwrap_or_default()).to_le_bytes());
+        key[8..16].copy_from_slice(&self.system.unwrap_or(0).to_le_bytes());
+        key[16..24].copy_from_slice(&self.tools.unwrap_or(0).to_le_bytes());
+        key[24..].copy_from_slice(&self.user_prefix.unwrap_or(0).to_le_bytes());
+        Some(SharedPrefix {
+            hash: xxh3_64(&key),
+            bytes: self.shared_bytes,
+        })
     }
 
     fn finish(self, model: Option<&[u8]>) -> Option<u64> {
@@ -296,8 +339,19 @@ impl<'a> Scanner<'a> {
                 s.messages(facts, opening)
             }
             b"system" => {
+                s.ws();
+                let at = s.i;
                 let h = s.text_hash(usize::MAX)?;
-                opening.add_system(h);
+                opening.add_system(h, s.i - at);
+                Some(())
+            }
+            b"tools" => {
+                // Hashed as written: one application sends the same bytes each time.
+                s.ws();
+                let at = s.i;
+                s.skip_value()?;
+                opening.shared_bytes += s.i - at;
+                opening.tools = Some(xxh3_64(&s.s[at..s.i]));
                 Some(())
             }
             b"prompt" => {
@@ -326,29 +380,37 @@ impl<'a> Scanner<'a> {
     fn messages(&mut self, facts: &mut RequestFacts<'a>, opening: &mut Opening) -> Option<()> {
         self.array(|s| {
             let mut role: &[u8] = b"";
-            let mut content: Option<usize> = None;
+            let mut content: Option<(usize, usize)> = None;
             s.object(|s, key| {
                 match key {
                     b"role" => role = s.string()?.0,
                     b"content" => {
-                        content = Some(s.i);
+                        s.ws();
+                        let at = s.i;
                         s.skip_value()?;
+                        content = Some((at, s.i));
                     }
                     _ => s.skip_value()?,
                 }
                 Some(())
             })?;
             let element = &s.s[..s.i];
-            let content_hash = || match content {
-                Some(at) => Scanner { s: element, i: at }.text_hash(usize::MAX),
+            let content_hash = |limit| match content {
+                Some((at, _)) => Scanner { s: element, i: at }.text_hash(limit),
                 None => Some(xxh3_64(b"")),
             };
+            let content_len = content.map_or(0, |(at, end)| end - at);
             match role {
                 b"system" | b"developer" if opening.first_user.is_none() => {
-                    opening.add_system(content_hash()?);
+                    opening.add_system(content_hash(usize::MAX)?, content_len);
                 }
                 b"user" if opening.first_user.is_none() => {
-                    opening.first_user = Some(content_hash()?);
+                    opening.first_user = Some(content_hash(usize::MAX)?);
+                    let limit = opening.user_prefix_limit;
+                    if limit > 0 {
+                        opening.user_prefix = Some(content_hash(limit)?);
+                        opening.shared_bytes += content_len.min(limit);
+                    }
                 }
                 b"assistant" => facts.continues = true,
                 _ => {}
@@ -497,7 +559,7 @@ mod tests {
     use super::*;
 
     fn facts(body: &str) -> RequestFacts<'_> {
-        inspect(body.as_bytes(), 1024)
+        inspect(body.as_bytes(), 1024, 0)
     }
 
     fn key(body: &str) -> u64 {

@@ -23,6 +23,8 @@ pub struct Fleet {
     /// A catalogue where two models are listed by every endpoint.
     catalog: Catalog,
     cursor: Cell<usize>,
+    /// No endpoint is cold (every one holds every model).
+    cold: EndpointSet,
     /// The attempt's clock reading (`clock::mono_ms`), read once: the request path reads
     /// it once per attempt, not per decision.
     now: u64,
@@ -59,6 +61,7 @@ impl Fleet {
             upstreams: Upstreams::new(&configs, &crate::config::Config::embedded_default().sticky),
             catalog: Catalog::new(lists, vec![0; n]),
             cursor: Cell::new(0),
+            cold: EndpointSet::default(),
             now: clock::now_ms(),
         }
     }
@@ -77,6 +80,9 @@ impl Fleet {
             balancer,
             cursor: &self.cursor,
             max_load_factor: 0.0,
+            group: None,
+            group_load_factor: 0.0,
+            cold: &self.cold,
         }
     }
 
@@ -84,13 +90,14 @@ impl Fleet {
     pub fn pick(&self, balancer: Balancer) -> Option<usize> {
         let (want, none) = (self.want(), EndpointSet::default());
         let endpoints = &self.upstreams.endpoints;
-        select_backend(endpoints, &want, &none, None, &self.placement(balancer)).map(|e| e.index)
+        select_backend(endpoints, &want, &none, None, &self.placement(balancer))
+            .map(|(e, _)| e.index)
     }
 
     /// Key derivation from a request body, then `select_backend` with the key: the
     /// sticky path.
     pub fn place(&self, body: &[u8]) -> Option<usize> {
-        let facts = crate::api::inspect(body, 1024);
+        let facts = crate::api::inspect(body, 1024, 0);
         let inputs = KeyInputs {
             session_id: None,
             facts: &facts,
@@ -106,7 +113,39 @@ impl Fleet {
         let (want, none) = (self.want(), EndpointSet::default());
         let placement = self.placement(Balancer::RoundRobin);
         let endpoints = &self.upstreams.endpoints;
-        select_backend(endpoints, &want, &none, Some(key), &placement).map(|e| e.index)
+        select_backend(endpoints, &want, &none, Some(key), &placement).map(|(e, _)| e.index)
+    }
+
+    /// Key derivation (conversation and shared prefix) from a request body, then
+    /// `select_backend` in its prefix group (size 2, bounded load 1.25, groups formed from
+    /// 256 bytes of shared prefix): the prefix-group path. Returns the endpoint and the
+    /// group's size.
+    pub fn place_in_group(&self, body: &[u8]) -> Option<(usize, usize)> {
+        let config = crate::config::PrefixGroupsConfig {
+            enabled: true,
+            size: 2,
+            max_load_factor: 1.25,
+            min_prefix_bytes: 256,
+            user_prefix_bytes: 0,
+        };
+        let facts = crate::api::inspect(body, 1024, config.user_prefix_bytes);
+        let inputs = KeyInputs {
+            session_id: None,
+            facts: &facts,
+            authorization: None,
+            client_ip: "127.0.0.1",
+        };
+        let key = sticky::derive_key(&[KeySource::SessionHeader, KeySource::PrefixHash], &inputs)?;
+        let group = crate::routing::groups::Group::of(&config, facts.shared)?;
+        let (want, none) = (self.want(), EndpointSet::default());
+        let placement = Placement {
+            group: Some(group),
+            group_load_factor: config.max_load_factor,
+            ..self.placement(Balancer::RoundRobin)
+        };
+        let endpoints = &self.upstreams.endpoints;
+        let (ep, size) = select_backend(endpoints, &want, &none, Some(key), &placement)?;
+        Some((ep.index, size?))
     }
 
     /// Classifies the request's route, finds its model and the endpoints serving it, as
@@ -127,7 +166,7 @@ impl Fleet {
         let Route::Forward { scope, .. } = crate::routing::classify(target) else {
             return None;
         };
-        let model = crate::api::inspect(body, 1024).model?;
+        let model = crate::api::inspect(body, 1024, 0).model?;
         let endpoints = &self.upstreams.endpoints;
         let routing = crate::routing::RoutingConfig {
             strategy: crate::routing::Strategy::Strict,

@@ -125,12 +125,16 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub health: HealthConfig,
     pub sticky: StickyConfig,
+    pub prefix_groups: PrefixGroupsConfig,
     pub routing: RoutingConfig,
     pub rate_limits: RateLimitConfig,
     pub cors: CorsConfig,
     pub anthropic: AnthropicConfig,
     /// How often each endpoint's model list is read again.
     pub models_refresh_interval: Duration,
+    /// How often each endpoint is asked which models it holds in memory and how many
+    /// requests wait in its own queue (`None`: never).
+    pub models_loaded_refresh_interval: Option<Duration>,
     /// `alias → real model names`: a request for the alias goes to an endpoint serving
     /// one of them, with the body's `model` rewritten to that name.
     pub model_aliases: Vec<(String, Vec<String>)>,
@@ -228,6 +232,22 @@ pub struct StickyConfig {
     pub max_sessions: usize,
     /// A key unseen for this long is forgotten; `None` = only by `max_sessions`.
     pub idle_ttl: Option<Duration>,
+}
+
+/// `[prefix_groups]`: conversations that share a long prefix are kept on a few
+/// endpoints (`routing/groups.rs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrefixGroupsConfig {
+    pub enabled: bool,
+    /// Endpoints a shared prefix lives on (k), before bounded load widens the group.
+    pub size: usize,
+    /// A member loaded beyond this times the mean (plus one request) is passed over,
+    /// and the group grows while all of its members are.
+    pub max_load_factor: f64,
+    /// Shared parts shorter than this form no group.
+    pub min_prefix_bytes: usize,
+    /// Bytes of the first user message that join the shared prefix.
+    pub user_prefix_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -370,11 +390,13 @@ impl Config {
         let proxy = validate::proxy(raw.proxy, at)?;
         let health = validate::health(raw.health, at)?;
         let sticky = validate::sticky(raw.sticky, at)?;
+        let prefix_groups = validate::prefix_groups(raw.prefix_groups, at)?;
         let routing = validate::routing(raw.routing, at)?;
         let rate_limits = limits::rate_limits(raw.rate_limits, at)?;
         let cors = limits::cors(raw.cors, at)?;
         let anthropic = validate::anthropic(raw.anthropic, at)?;
-        let models_refresh_interval = validate::models(raw.models, at)?;
+        let (models_refresh_interval, models_loaded_refresh_interval) =
+            validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
         let endpoints = endpoints::endpoints(raw.endpoints, &health, at, env, &mut warnings)?;
@@ -384,11 +406,13 @@ impl Config {
             proxy,
             health,
             sticky,
+            prefix_groups,
             routing,
             rate_limits,
             cors,
             anthropic,
             models_refresh_interval,
+            models_loaded_refresh_interval,
             model_aliases,
             log_level,
             access_log,

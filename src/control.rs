@@ -1,10 +1,12 @@
 //! The control thread: everything slow, off the shards. One task per endpoint checks its
 //! health (`checks`) and reads its model list when due (`discovery`), which publishes
-//! each new model catalogue to every shard over the shard's own channel. Both talk to
+//! each new model catalogue to every shard over the shard's own channel; another reads
+//! what its engine holds in memory and how deep its own queue is (`engine`). All talk to
 //! endpoints with `fetch`, a minimal HTTP/1.1 GET.
 
 mod checks;
 mod discovery;
+mod engine;
 mod fetch;
 
 use std::rc::Rc;
@@ -31,6 +33,15 @@ pub(crate) async fn run(
             let ep = &upstreams.endpoints[index];
             checks::watch(ep, &config, &stop, &discovery).await;
         });
+    }
+    if let Some(every) = config.models_loaded_refresh_interval {
+        for index in 0..upstreams.endpoints.len() {
+            let (upstreams, stop, discovery) = (upstreams.clone(), stop.clone(), discovery.clone());
+            monoio::spawn(async move {
+                let ep = &upstreams.endpoints[index];
+                engine::watch(ep, every, &stop, &discovery).await;
+            });
+        }
     }
     monoio::spawn(sweep_seen_keys(upstreams.clone(), stop.clone()));
     // The watchers notice the stop within one sleep slice; a probe in progress is

@@ -30,6 +30,7 @@ const DEFAULT_EXPOSED: &[&str] = &[
     "X-Olla-Session-ID",
     "X-Olla-Mode",
     "X-Ringway-Placement",
+    "X-Ringway-Prefix-Group",
     "X-Ringway-Attempts",
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",

@@ -25,6 +25,22 @@ impl EndpointSet {
         self
     }
 
+    pub(crate) fn intersection(mut self, other: EndpointSet) -> EndpointSet {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a &= b;
+        }
+        self
+    }
+
+    /// The members of `self` that are not in `other`.
+    #[inline]
+    pub(crate) fn minus(mut self, other: EndpointSet) -> EndpointSet {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a &= !b;
+        }
+        self
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.iter().all(|w| *w == 0)
     }
@@ -52,5 +68,10 @@ mod tests {
         assert!(s.contains(255) && s.contains(0) && !s.contains(64));
         assert_eq!(s.len(), 2);
         assert_eq!(s.iter().collect::<Vec<_>>(), [0, 255]);
+        let mut t = EndpointSet::default();
+        t.insert(255);
+        t.insert(3);
+        assert_eq!(s.minus(t).iter().collect::<Vec<_>>(), [0]);
+        assert_eq!(s.intersection(t).iter().collect::<Vec<_>>(), [255]);
     }
 }

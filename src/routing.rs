@@ -5,6 +5,7 @@
 
 pub(crate) mod balancer;
 pub(crate) mod decision;
+pub(crate) mod groups;
 pub(crate) mod seen;
 pub(crate) mod sticky;
 

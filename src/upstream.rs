@@ -67,6 +67,9 @@ struct Shared {
     queued: AtomicU32,
     /// The bytes of those requests' bodies: what their prompts cost to prefill.
     in_flight_bytes: AtomicU64,
+    /// When the control thread last read what the endpoint holds in memory (Unix ms;
+    /// 0 = never); what it read is in the model catalogue.
+    engine_read_unix_ms: AtomicU64,
     health: Health,
 }
 
@@ -80,7 +83,9 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let shared = &self.ep.shared;
         shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        shared.in_flight_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        shared
+            .in_flight_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -89,7 +94,9 @@ impl Endpoint {
     pub(crate) fn begin_request(&self, body_len: usize) -> InFlight<'_> {
         let bytes = body_len as u64;
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.shared.in_flight_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.shared
+            .in_flight_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         InFlight { ep: self, bytes }
     }
 
@@ -114,6 +121,16 @@ impl Endpoint {
     /// Records the endpoint's own queue depth (the control thread, from its metrics).
     pub(crate) fn set_queued(&self, n: u32) {
         self.shared.queued.store(n, Ordering::Relaxed);
+    }
+
+    /// When what the endpoint holds in memory was last read (Unix ms; 0 = never).
+    pub(crate) fn engine_read_unix_ms(&self) -> u64 {
+        self.shared.engine_read_unix_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records a read of what the endpoint holds (the control thread).
+    pub(crate) fn set_engine_read_unix_ms(&self, at: u64) {
+        self.shared.engine_read_unix_ms.store(at, Ordering::Relaxed);
     }
 }
 

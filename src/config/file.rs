@@ -17,6 +17,8 @@ pub(super) struct Root {
     #[serde(default)]
     pub(super) sticky: Sticky,
     #[serde(default)]
+    pub(super) prefix_groups: PrefixGroups,
+    #[serde(default)]
     pub(super) routing: Routing,
     #[serde(default)]
     pub(super) rate_limits: RateLimits,
@@ -170,6 +172,28 @@ impl Default for Sticky {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub(super) struct PrefixGroups {
+    pub(super) enabled: bool,
+    pub(super) size: usize,
+    pub(super) max_load_factor: f64,
+    pub(super) min_prefix_bytes: usize,
+    pub(super) user_prefix_bytes: usize,
+}
+
+impl Default for PrefixGroups {
+    fn default() -> Self {
+        PrefixGroups {
+            enabled: true,
+            size: 2,
+            max_load_factor: 1.25,
+            min_prefix_bytes: 1024,
+            user_prefix_bytes: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(super) struct Routing {
     pub(super) strategy: String,
     pub(super) fallback: String,
@@ -269,12 +293,15 @@ impl Default for Anthropic {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct Models {
     pub(super) refresh_interval_ms: u64,
+    /// What each endpoint holds in memory, and its own queue: 0 = never read.
+    pub(super) loaded_refresh_interval_ms: u64,
 }
 
 impl Default for Models {
     fn default() -> Self {
         Models {
             refresh_interval_ms: 30_000,
+            loaded_refresh_interval_ms: 5_000,
         }
     }
 }
@@ -371,6 +398,10 @@ mod tests {
         );
         assert_eq!(format!("{:?}", empty.cors), format!("{:?}", doc.cors));
         assert_eq!(empty.models_refresh_interval, doc.models_refresh_interval);
+        assert_eq!(
+            empty.models_loaded_refresh_interval,
+            doc.models_loaded_refresh_interval
+        );
         assert_eq!(empty.model_aliases, doc.model_aliases);
         assert_eq!(empty.log_level, doc.log_level);
         assert!(empty.endpoints.is_empty());

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    AnthropicConfig, Config, ConfigError, DriverChoice, HealthConfig, Origin, ProxyConfig,
-    ServerConfig, StickyConfig, file, keys,
+    AnthropicConfig, Config, ConfigError, DriverChoice, HealthConfig, Origin, PrefixGroupsConfig,
+    ProxyConfig, ServerConfig, StickyConfig, file, keys,
 };
 use crate::http1::HEADER_CAP;
 use crate::log::{AccessFormat, Level};
@@ -157,6 +157,37 @@ pub(super) fn health(h: file::Health, at: Origin<'_>) -> Result<HealthConfig, Co
 }
 
 /// `[sticky]`.
+pub(super) fn prefix_groups(
+    g: file::PrefixGroups,
+    at: Origin<'_>,
+) -> Result<PrefixGroupsConfig, ConfigError> {
+    if !(1..=crate::endpoint_set::MAX_ENDPOINTS).contains(&g.size) {
+        return Err(at.err(
+            "prefix_groups.size",
+            format!(
+                "must be between 1 and {}",
+                crate::endpoint_set::MAX_ENDPOINTS
+            ),
+        ));
+    }
+    if !(g.max_load_factor == 0.0 || g.max_load_factor >= 1.0) || !g.max_load_factor.is_finite() {
+        return Err(at.err(
+            "prefix_groups.max_load_factor",
+            "must be 0 (off) or at least 1.0",
+        ));
+    }
+    if g.min_prefix_bytes == 0 {
+        return Err(at.err("prefix_groups.min_prefix_bytes", "must be at least 1"));
+    }
+    Ok(PrefixGroupsConfig {
+        enabled: g.enabled,
+        size: g.size,
+        max_load_factor: g.max_load_factor,
+        min_prefix_bytes: g.min_prefix_bytes,
+        user_prefix_bytes: g.user_prefix_bytes,
+    })
+}
+
 pub(super) fn sticky(st: file::Sticky, at: Origin<'_>) -> Result<StickyConfig, ConfigError> {
     let mut key_sources = Vec::with_capacity(st.key_sources.len());
     for name in &st.key_sources {
@@ -245,9 +276,28 @@ pub(super) fn anthropic(
     })
 }
 
-/// `[models]`: how often each endpoint's model list is read again.
-pub(super) fn models(m: file::Models, at: Origin<'_>) -> Result<Duration, ConfigError> {
-    at.nonzero_ms("models.refresh_interval_ms", m.refresh_interval_ms)
+/// Shortest `models.loaded_refresh_interval_ms` but 0: faster would poll the engines
+/// harder than their state changes.
+const MIN_LOADED_REFRESH_MS: u64 = 100;
+
+/// `[models]`: how often each endpoint's model list is read again, and how often what it
+/// holds in memory is (`None`: never).
+pub(super) fn models(
+    m: file::Models,
+    at: Origin<'_>,
+) -> Result<(Duration, Option<Duration>), ConfigError> {
+    let lists = at.nonzero_ms("models.refresh_interval_ms", m.refresh_interval_ms)?;
+    let loaded = match m.loaded_refresh_interval_ms {
+        0 => None,
+        ms if ms < MIN_LOADED_REFRESH_MS => {
+            return Err(at.err(
+                "models.loaded_refresh_interval_ms",
+                format!("must be 0 (off) or at least {MIN_LOADED_REFRESH_MS}"),
+            ));
+        }
+        ms => Some(Duration::from_millis(ms)),
+    };
+    Ok((lists, loaded))
 }
 
 /// `[model_aliases]`, sorted by alias (the file's order is lost in the map).
@@ -326,6 +376,22 @@ mod tests {
             parse("[proxy]\nrequest_timeout_ms = 0").unwrap_err().key,
             "proxy.request_timeout_ms"
         );
+    }
+
+    #[test]
+    fn the_loaded_models_interval_is_off_or_not_too_short() {
+        let e = parse("[models]\nloaded_refresh_interval_ms = 10").unwrap_err();
+        assert_eq!(e.key, "models.loaded_refresh_interval_ms");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("test.toml") && shown.contains("at least 100"),
+            "{shown}"
+        );
+        let off = parse("[models]\nloaded_refresh_interval_ms = 0").unwrap();
+        assert_eq!(off.models_loaded_refresh_interval, None);
+        let every = std::time::Duration::from_millis(250);
+        let on = parse("[models]\nloaded_refresh_interval_ms = 250").unwrap();
+        assert_eq!(on.models_loaded_refresh_interval, Some(every));
     }
 
     #[test]

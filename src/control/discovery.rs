@@ -1,6 +1,7 @@
 //! Model discovery: reading each endpoint's model list (Ollama `/api/tags`, LM Studio
 //! `/api/v0/models`, `/v1/models` for the OpenAI-compatible servers) and publishing a new
-//! immutable [`Catalog`] to every shard whenever one is read.
+//! immutable [`Catalog`] to every shard whenever one is read, or what an endpoint holds in
+//! memory changes (`engine.rs`).
 
 use std::cell::RefCell;
 use std::sync::{Arc, mpsc};
@@ -11,17 +12,19 @@ use serde_json::Value;
 use super::fetch::fetch;
 use crate::clock::unix_ms;
 use crate::endpoint_type::EndpointType;
-use crate::log::{info, warning};
+use crate::log::{debug, info, warning};
 use crate::upstream::Endpoint;
-use crate::upstream::models::{Catalog, Model};
+use crate::upstream::models::{Catalog, Held, Model};
 
 /// Largest model list read (bytes).
-const MAX_LIST: usize = 8 << 20;
+pub(super) const MAX_LIST: usize = 8 << 20;
 
-/// The model lists read so far, and the shards to send each new catalogue to.
+/// The model lists read so far, what each endpoint holds in memory, and the shards to
+/// send each new catalogue to.
 pub(super) struct Discovery {
     lists: RefCell<Vec<Option<Vec<Model>>>>,
     seen_unix_ms: RefCell<Vec<u64>>,
+    held: RefCell<Vec<Held>>,
     shards: Vec<mpsc::Sender<Arc<Catalog>>>,
 }
 
@@ -30,7 +33,34 @@ impl Discovery {
         Discovery {
             lists: RefCell::new(vec![None; endpoints]),
             seen_unix_ms: RefCell::new(vec![0; endpoints]),
+            held: RefCell::new(vec![Held::Unknown; endpoints]),
             shards,
+        }
+    }
+
+    /// Records what an endpoint holds in memory; a change is published.
+    pub(super) fn set_held(&self, ep: &Endpoint, held: Held) {
+        if self.held.borrow()[ep.index] == held {
+            return;
+        }
+        match &held {
+            Held::Models(models) => debug!("endpoint {} holds {} model(s)", ep.name, models.len()),
+            Held::Listed => debug!("endpoint {} holds the models it lists", ep.name),
+            Held::Unknown => debug!("endpoint {} no longer says what it holds", ep.name),
+        }
+        self.held.borrow_mut()[ep.index] = held;
+        self.publish();
+    }
+
+    /// Sends every shard a catalogue of what is known now.
+    fn publish(&self) {
+        let catalog = Catalog::new(
+            self.lists.borrow().clone(),
+            self.seen_unix_ms.borrow().clone(),
+        );
+        let catalog = Arc::new(catalog.with_held(self.held.borrow().clone()));
+        for shard in &self.shards {
+            let _ = shard.send(catalog.clone());
         }
     }
 
@@ -46,13 +76,7 @@ impl Discovery {
                 }
                 self.lists.borrow_mut()[ep.index] = Some(list);
                 self.seen_unix_ms.borrow_mut()[ep.index] = unix_ms();
-                let catalog = Arc::new(Catalog::new(
-                    self.lists.borrow().clone(),
-                    self.seen_unix_ms.borrow().clone(),
-                ));
-                for shard in &self.shards {
-                    let _ = shard.send(catalog.clone());
-                }
+                self.publish();
             }
             Err(e) => warning!("endpoint {}: cannot read its model list: {e}", ep.name),
         }

@@ -182,8 +182,8 @@ impl Candidate for Backend {
 /// rendezvous placement of the key is stable.
 pub fn body_keys(data: &[u8]) {
     let defaults = defaults();
-    let facts = api::inspect(data, defaults.prompt_prefix);
-    assert_eq!(facts, api::inspect(data, defaults.prompt_prefix));
+    let facts = api::inspect(data, defaults.prompt_prefix, 64);
+    assert_eq!(facts, api::inspect(data, defaults.prompt_prefix, 64));
     // Reading the model alone (sticky sessions off) finds the same model in any valid
     // JSON. (Malformed bodies may be cut up differently by the two readings: the
     // backend rejects them either way.)
@@ -191,7 +191,7 @@ pub fn body_keys(data: &[u8]) {
         assert_eq!(api::model(data), facts.model, "the model alone differs");
     }
     check_facts(data, &facts);
-    let small = api::inspect(data, 8);
+    let small = api::inspect(data, 8, 0);
     check_facts(data, &small);
     // The prompt prefix only changes how much of a prompt is hashed.
     assert_eq!(
@@ -204,7 +204,7 @@ pub fn body_keys(data: &[u8]) {
         // A recognised object ends at its closing brace: what follows is not read.
         let mut longer = data.to_vec();
         longer.extend_from_slice(b"}\"x\\");
-        let again = api::inspect(&longer, defaults.prompt_prefix);
+        let again = api::inspect(&longer, defaults.prompt_prefix, 64);
         assert_eq!(
             (again.model, again.opening, again.chat, again.continues),
             (facts.model, facts.opening, facts.chat, facts.continues),

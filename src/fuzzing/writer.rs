@@ -63,7 +63,7 @@ pub fn head_writer(data: &[u8]) {
     let body = &request[head.len..];
     let found = [
         api::model(body),
-        api::inspect(body, super::defaults().prompt_prefix).model,
+        api::inspect(body, super::defaults().prompt_prefix, 0).model,
     ];
     let mut models = Vec::new();
     for model in found {
@@ -166,6 +166,7 @@ pub fn head_writer(data: &[u8]) {
                         Outcome::Disabled
                     },
                     source,
+                    group: source.map(|_| (u64::from(head.keep_alive), 2)),
                 },
                 session: head.session_id,
             };

@@ -60,6 +60,8 @@ pub(super) struct Served {
 pub(crate) struct StickyReport {
     pub(crate) outcome: Outcome,
     pub(crate) source: Option<KeySource>,
+    /// The prefix group placement went through: its key and the size it had.
+    pub(crate) group: Option<(u64, usize)>,
 }
 
 impl Record {

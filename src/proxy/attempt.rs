@@ -20,7 +20,9 @@ use crate::log::{debug, warning};
 use crate::ratelimit::Refusal;
 use crate::routing::Balancer;
 use crate::routing::RoutingConfig;
+use crate::routing::balancer::Candidate;
 use crate::routing::decision::Decision;
+use crate::routing::groups::{self, Group};
 use crate::routing::sticky::{self, Outcome, SessionKey};
 use crate::shard::Shard;
 use crate::upstream::conn::{SendError, Sent};
@@ -124,12 +126,15 @@ pub(super) async fn forward<'s>(
                 balancer: proxy.balancer,
                 cursor: &shard.next_pick,
                 max_load_factor: shard.config.sticky.max_load_factor,
+                group: plan.group,
+                group_load_factor: shard.config.prefix_groups.max_load_factor,
+                cold: &plan.cold,
             };
             select_backend(endpoints, &want, &tried, plan.key, &placement)
         } else {
             None
         };
-        let Some(ep) = pick else {
+        let Some((ep, group_size)) = pick else {
             if let (None, Some((_, refusal))) = (&last_error, limited) {
                 shard.counters().rate_limited[refusal.limit as usize].bump();
                 return Err(ProxyError::RateLimited {
@@ -206,7 +211,8 @@ pub(super) async fn forward<'s>(
                 } else {
                     ep.health().record_success();
                 }
-                let sticky = sticky_report(shard, plan.key, plan.home, ep.index, now);
+                let mut sticky = sticky_report(shard, plan.key, plan.home, ep.index, now);
+                sticky.group = plan.group.zip(group_size).map(|(g, size)| (g.key, size));
                 return Ok(Upstream {
                     ep,
                     conn,
@@ -293,36 +299,83 @@ fn none_left(
     }
 }
 
-/// How an endpoint is chosen when the request has no session key.
+/// How an endpoint is chosen among the eligible ones.
 pub(crate) struct Placement<'a> {
+    /// For requests without a session key.
     pub(crate) balancer: Balancer,
     /// Where the balancer starts scanning: just after the shard's previous pick.
     pub(crate) cursor: &'a Cell<usize>,
     /// `sticky.max_load_factor`.
     pub(crate) max_load_factor: f64,
+    /// The request's prefix group, if it has a key and one.
+    pub(crate) group: Option<Group>,
+    /// `prefix_groups.max_load_factor`.
+    pub(crate) group_load_factor: f64,
+    /// Endpoints that would have to load the model: passed over while another is
+    /// eligible.
+    pub(crate) cold: &'a EndpointSet,
 }
 
-/// Picks an eligible endpoint: the key's rendezvous winner when the request has a
-/// session key, the configured balancer's choice otherwise.
+/// Picks an eligible endpoint: for a request with a session key, its member of its
+/// prefix group, or without a group its rendezvous winner; else the configured
+/// balancer's choice. Endpoints holding the model in memory come first. With a group,
+/// also the size the group had.
 pub(crate) fn select_backend<'e>(
     endpoints: &'e [Endpoint],
     want: &Want,
     tried: &EndpointSet,
     key: Option<SessionKey>,
     placement: &Placement<'_>,
-) -> Option<&'e Endpoint> {
+) -> Option<(&'e Endpoint, Option<usize>)> {
     let eligible = |i: usize| want.admits(&endpoints[i], tried);
-    let i = match key {
-        Some(key) => sticky::rendezvous(key.hash, endpoints, eligible, placement.max_load_factor)?,
-        None => {
+    let warm = |i: usize| eligible(i) && !placement.cold.contains(i);
+    if placement.cold.is_empty() {
+        return pick(endpoints, eligible, key, placement);
+    }
+    // A warm endpoint wins while one carries no more than twice the mean load: a model
+    // load costs seconds, but one warm endpoint must not take a whole fleet's traffic.
+    let limit = sticky::load_limit(endpoints, &eligible, COLD_LOAD_FACTOR);
+    if (0..endpoints.len()).any(|i| warm(i) && endpoints[i].load() <= limit) {
+        pick(endpoints, warm, key, placement)
+    } else {
+        pick(endpoints, eligible, key, placement)
+    }
+}
+
+/// How loaded (times the mean, plus a request) the endpoints holding a model may be
+/// before one that would have to load it takes requests too.
+const COLD_LOAD_FACTOR: f64 = 2.0;
+
+fn pick<'e>(
+    endpoints: &'e [Endpoint],
+    eligible: impl Fn(usize) -> bool,
+    key: Option<SessionKey>,
+    placement: &Placement<'_>,
+) -> Option<(&'e Endpoint, Option<usize>)> {
+    let (i, size) = match (key, placement.group) {
+        (Some(key), Some(group)) => {
+            let (i, size) = groups::place(
+                group,
+                key.hash,
+                endpoints,
+                eligible,
+                placement.group_load_factor,
+            )?;
+            (i, Some(size))
+        }
+        (Some(key), None) => (
+            sticky::rendezvous(key.hash, endpoints, eligible, placement.max_load_factor)?,
+            None,
+        ),
+        (None, _) => {
             let i = placement
                 .balancer
                 .pick(endpoints, eligible, placement.cursor.get())?;
             placement.cursor.set(i + 1);
-            i
+            (i, None)
         }
     };
-    Some(&endpoints[i])
+    Some((&endpoints[i], size))
 }
 
 /// The sticky outcome of serving a request on `chosen` at `now`, from the seen-key
@@ -338,6 +391,7 @@ fn sticky_report(
         return StickyReport {
             outcome: Outcome::Disabled,
             source: None,
+            group: None,
         };
     };
     let seen = shard
@@ -353,6 +407,7 @@ fn sticky_report(
     StickyReport {
         outcome: seen.outcome,
         source: Some(key.source),
+        group: None,
     }
 }
 

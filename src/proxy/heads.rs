@@ -268,6 +268,9 @@ pub(crate) fn response_head(
     if let (Some(KeySource::SessionHeader), Some(session)) = (sticky.source, routing.session) {
         push_header(out, b"X-Olla-Session-ID", session.get(request.buf));
     }
+    if let Some((key, size)) = sticky.group {
+        push_group_line(out, key, size);
+    }
     if replacing {
         out.extend_from_slice(&own.bytes);
     }
@@ -299,6 +302,17 @@ pub(crate) fn placement_line(sticky: bool, balancer: Balancer) -> &'static [u8] 
         (false, Balancer::RoundRobin) => b"X-Ringway-Placement: round-robin\r\n",
         (false, Balancer::Priority) => b"X-Ringway-Placement: priority\r\n",
     }
+}
+
+/// `X-Ringway-Prefix-Group: <key, 16 hex digits>; size=<endpoints>`.
+fn push_group_line(out: &mut Vec<u8>, key: u64, size: usize) {
+    out.extend_from_slice(b"X-Ringway-Prefix-Group: ");
+    for i in (0..16).rev() {
+        out.push(b"0123456789abcdef"[(key >> (i * 4)) as usize & 0xf]);
+    }
+    out.extend_from_slice(b"; size=");
+    http1::push_decimal(out, size as u64);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `X-Olla-Sticky-Session`, whole.
@@ -440,6 +454,7 @@ mod tests {
                 sticky: StickyReport {
                     outcome: Outcome::Disabled,
                     source: None,
+                    group: Some((0x00ab_cdef_0123_4567, 3)),
                 },
                 session: None,
             };
@@ -463,6 +478,10 @@ mod tests {
         };
         let off = head(&OwnLines::default());
         assert!(off.contains("Access-Control-Allow-Origin: *\r\n"), "{off}");
+        assert!(
+            off.contains("X-Ringway-Prefix-Group: 00abcdef01234567; size=3\r\n"),
+            "{off}"
+        );
         assert!(off.contains("X-RateLimit-Remaining: 99\r\n"), "{off}");
         let on = OwnLines {
             bytes: b"Vary: Origin\r\nAccess-Control-Allow-Origin: https://a\r\nX-RateLimit-Remaining: 3\r\n".to_vec(),

@@ -16,6 +16,7 @@ use crate::endpoint_set::EndpointSet;
 use crate::http1::{self, RequestHead};
 use crate::routing::RoutingConfig;
 use crate::routing::decision::{Action, Decision};
+use crate::routing::groups::{self, Group};
 use crate::routing::sticky::{self, KeyInputs, SessionKey};
 use crate::routing::{Internal, Route, Scope};
 use crate::upstream::Endpoint;
@@ -48,6 +49,11 @@ pub(super) struct Forward<'c> {
     /// The model is an alias: what to send each endpoint instead.
     pub(super) alias: Option<Alias<'c>>,
     pub(super) key: Option<SessionKey>,
+    /// The prefix group the conversation's endpoint is chosen in (with a key only).
+    pub(super) group: Option<Group>,
+    /// Endpoints known not to hold the model in memory: used only when no other is
+    /// available.
+    pub(super) cold: EndpointSet,
     /// The key's home: its best endpoint among all the route's, up or down.
     pub(super) home: Option<usize>,
     /// A Messages API request: passthrough or translation (`route/messages.rs`).
@@ -228,7 +234,11 @@ fn plan_forward<'c>(
             ..Default::default()
         }
     } else {
-        api::inspect(body, sticky.prompt_prefix_bytes)
+        api::inspect(
+            body,
+            sticky.prompt_prefix_bytes,
+            config.prefix_groups.user_prefix_bytes,
+        )
     };
     let model = model_span(body, facts.model)?;
     let key = if sticky.enabled {
@@ -273,15 +283,9 @@ fn plan_forward<'c>(
         }
         None => (None, None, None),
     };
-    let route = Want {
-        scope,
-        serving,
-        now: 0,
-    };
-    let home = key.and_then(|k| {
-        sticky::rendezvous(k.hash, endpoints, |i| route.in_route(&endpoints[i]), 0.0)
-    });
-    Ok(Forward {
+    let group = key.and(Group::of(&config.prefix_groups, facts.shared));
+    let cold = facts.model.map(|m| catalog.cold(m)).unwrap_or_default();
+    let mut plan = Forward {
         scope,
         strip: 0,
         model,
@@ -289,9 +293,28 @@ fn plan_forward<'c>(
         decision,
         alias,
         key,
-        home,
+        group,
+        cold,
+        home: None,
         messages: None,
-    })
+    };
+    plan.home = home(&plan, endpoints);
+    Ok(plan)
+}
+
+/// The key's home: where it goes with every endpoint of the route up and idle.
+pub(super) fn home(plan: &Forward<'_>, endpoints: &[Endpoint]) -> Option<usize> {
+    let route = Want {
+        scope: plan.scope,
+        serving: plan.serving,
+        now: 0,
+    };
+    let in_route = |i: usize| route.in_route(&endpoints[i]);
+    let key = plan.key?;
+    match plan.group {
+        Some(group) => groups::place(group, key.hash, endpoints, in_route, 0.0).map(|(i, _)| i),
+        None => sticky::rendezvous(key.hash, endpoints, in_route, 0.0),
+    }
 }
 
 /// Whether an endpoint of the route that serves the model is routable at `now`.

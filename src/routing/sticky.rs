@@ -124,7 +124,7 @@ pub(crate) fn endpoint_id(name: &str) -> u64 {
 
 /// The score of a backend for a key (a strong 64-bit mixer: SplitMix64's finalizer).
 #[inline]
-fn score(key: u64, id: u64) -> u64 {
+pub(crate) fn score(key: u64, id: u64) -> u64 {
     let mut z = key ^ id;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -133,10 +133,9 @@ fn score(key: u64, id: u64) -> u64 {
 
 /// Rendezvous placement: the eligible backend with the highest score for `key`.
 ///
-/// With `max_load_factor > 0`, a backend loaded beyond `factor × mean` (mean over the
-/// eligible backends, and never under one request's worth) is passed over for the next
-/// best, so one hot key cannot pile onto a single backend; if every backend is over,
-/// load is ignored.
+/// With `max_load_factor > 0`, a backend loaded beyond [`load_limit`] is passed over for
+/// the next best, so one hot key cannot pile onto a single backend; if every backend is
+/// over, load is ignored.
 #[inline]
 pub(crate) fn rendezvous<C: Candidate>(
     key: u64,
@@ -155,9 +154,7 @@ pub(crate) fn rendezvous<C: Candidate>(
         if best.is_none_or(|(_, top)| s > top) {
             best = Some((i, s));
         }
-        if limit.is_some_and(|l| b.load() <= l)
-            && best_within.is_none_or(|(_, top)| s > top)
-        {
+        if limit.is_some_and(|l| b.load() <= l) && best_within.is_none_or(|(_, top)| s > top) {
             best_within = Some((i, s));
         }
     }
@@ -165,8 +162,8 @@ pub(crate) fn rendezvous<C: Candidate>(
 }
 
 /// The most load an eligible backend may carry under bounded load: `factor` times the
-/// mean over the eligible backends, and never less than one request's worth (an idle
-/// fleet admits anyone).
+/// mean over the eligible backends, plus one request's worth, so that at low load (a
+/// mean under one request) a backend is not over for carrying a single request.
 #[inline]
 pub(crate) fn load_limit<C: Candidate>(
     backends: &[C],
@@ -181,7 +178,7 @@ pub(crate) fn load_limit<C: Candidate>(
         }
     }
     let mean = total as f64 / n.max(1) as f64;
-    ((factor * mean) as u64).max(REQUEST_LOAD)
+    (factor * mean) as u64 + REQUEST_LOAD
 }
 
 #[cfg(test)]
@@ -268,7 +265,7 @@ mod tests {
             .enumerate()
             .filter(|(i, _)| *i != home)
             .for_each(|(_, b)| b.load = REQUEST_LOAD);
-        // mean 15/4 = 3.75; factor 2 → limit 7.5: the home (12) is over it.
+        // mean 15/4 = 3.75; factor 2 → limit 7.5 + 1: the home (12) is over it.
         let chosen = rendezvous(k, &bs, |_| true, 2.0).unwrap();
         assert_ne!(chosen, home);
         assert_eq!(

@@ -67,6 +67,16 @@ pub(crate) fn config_text(endpoints: &[Ep<'_>], server_extra: &str, extra: &str)
     } else {
         "[health]\ncheck_interval_ms = 3600000\n"
     };
+    // No engine polling (what endpoints hold, their queues) unless the test asks: its
+    // reads would count as connections in the tests that count them.
+    let engine = "loaded_refresh_interval_ms = 0\n";
+    let extra = match () {
+        _ if extra.contains("loaded_refresh_interval_ms") => extra.to_string(),
+        _ if extra.contains("[models]\n") => {
+            extra.replace("[models]\n", &format!("[models]\n{engine}"))
+        }
+        _ => format!("{extra}\n[models]\n{engine}"),
+    };
     let mut text =
         format!("[server]\nlisten = \"127.0.0.1:0\"\n{shards}{server_extra}\n{extra}\n{health}");
     for e in endpoints {

@@ -123,12 +123,14 @@ fn a_conversation_stays_on_one_backend_whatever_the_formatting() {
     }
 }
 
-#[test]
-fn forty_conversations_sharing_a_system_prompt_spread_over_four_backends() {
+/// Where 40 conversations sharing one ~5 KB system prompt land, one request each
+/// (sequential: no load), through a proxy with `extra` config.
+fn forty_sharing_a_system_prompt(extra: &str) -> std::collections::HashMap<String, usize> {
     let mocks = four_mocks();
-    let proxy = proxy(&endpoints(&NAMES, &mocks), "", "");
+    let proxy = proxy(&endpoints(&NAMES, &mocks), "", extra);
     let long_system = SYSTEM.repeat(100); // ~5 KB: the same for every conversation
     let mut per_backend = std::collections::HashMap::<String, usize>::new();
+    let mut groups = std::collections::HashSet::new();
     for i in 0..40 {
         let conversation = Conversation::new(
             &long_system,
@@ -143,10 +145,29 @@ fn forty_conversations_sharing_a_system_prompt_spread_over_four_backends() {
             )
             .as_bytes(),
         );
+        assert_eq!(r.status, 200, "{}", r.text());
+        groups.insert(r.header("X-Ringway-Prefix-Group").map(str::to_string));
         *per_backend
             .entry(r.header("X-Olla-Endpoint").unwrap().to_string())
             .or_default() += 1;
     }
+    assert_eq!(groups.len(), 1, "one shared prefix, one group: {groups:?}");
+    per_backend
+}
+
+#[test]
+fn conversations_sharing_a_long_system_prompt_share_a_prefix_group_of_two() {
+    let per_backend = forty_sharing_a_system_prompt("");
+    assert_eq!(per_backend.len(), 2, "{per_backend:?}");
+    assert!(
+        per_backend.values().all(|&n| n >= 10),
+        "the two members share the conversations: {per_backend:?}"
+    );
+}
+
+#[test]
+fn without_prefix_groups_they_spread_over_four_backends() {
+    let per_backend = forty_sharing_a_system_prompt("[prefix_groups]\nenabled = false\n");
     assert_eq!(per_backend.len(), 4, "{per_backend:?}");
     assert!(
         per_backend.values().all(|&n| n <= 16),

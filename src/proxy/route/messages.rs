@@ -21,7 +21,6 @@ use crate::config::Config;
 use crate::endpoint_set::EndpointSet;
 use crate::metrics::translators::Fallback;
 use crate::proxy::error::ProxyError;
-use crate::routing::sticky;
 use crate::upstream::Endpoint;
 
 /// How a Messages request is served.
@@ -124,13 +123,7 @@ pub(in crate::proxy) fn plan(
     if config.anthropic.passthrough && native_up {
         forward.serving = Some(native);
         // The key's home among the endpoints it may now go to.
-        let route = Want {
-            serving: forward.serving,
-            ..route
-        };
-        forward.home = forward.key.and_then(|k| {
-            sticky::rendezvous(k.hash, endpoints, |i| route.in_route(&endpoints[i]), 0.0)
-        });
+        forward.home = super::home(forward, endpoints);
         return Ok(Messages {
             mode: Mode::Passthrough,
             body: None,

@@ -199,6 +199,10 @@ enum Route {
     Version,
     Show,
     LmModels,
+    /// Ollama's models held in memory.
+    Ps,
+    /// Prometheus text: the queue depth as vLLM and llama.cpp report it.
+    Metrics,
     Root,
     Health,
 }
@@ -223,6 +227,8 @@ fn route(path: &str) -> Option<(&'static str, Route)> {
         "/api/version" => ("GET", Version),
         "/api/show" => ("POST", Show),
         "/api/v0/models" => ("GET", LmModels),
+        "/api/ps" => ("GET", Ps),
+        "/metrics" => ("GET", Metrics),
         "/" => ("GET", Root),
         "/health" | "/api/v1/health" => ("GET", Health),
         _ => return None,
@@ -336,10 +342,46 @@ pub(crate) fn handle(
         Route::Models => json!({"object": "list", "data": model_list(sh, |m| json!({
             "id": m, "object": "model", "created": created, "owned_by": "ringway-mock",
             "root": m, "parent": null, "max_model_len": 8192}))}),
-        Route::LmModels => json!({"object": "list", "data": model_list(sh, |m| json!({
+        Route::LmModels => {
+            let loaded = sh.control.loaded();
+            let state = |m: &str| match loaded.iter().any(|l| l == m) {
+                true => "loaded",
+                false => "not-loaded",
+            };
+            json!({"object": "list", "data": model_list(sh, |m| json!({
             "id": m, "object": "model", "type": lm_type(m), "publisher": "ringway-mock", "arch": family(m),
-            "compatibility_type": "gguf", "quantization": "Q4_K_M", "state": "loaded",
-            "max_context_length": 8192}))}),
+            "compatibility_type": "gguf", "quantization": "Q4_K_M", "state": state(m),
+            "max_context_length": 8192}))})
+        }
+        Route::Ps => {
+            let held: Vec<Value> = sh.control.loaded().iter().map(|m| json!({
+                "name": m, "model": m, "size": 1_000_000, "digest": digest(m), "details": details(m),
+                "expires_at": "2099-01-01T00:00:00Z", "size_vram": 1_000_000})).collect();
+            json!({ "models": held })
+        }
+        Route::Metrics => {
+            let n = sh.control.queue_depth();
+            let models = sh.control.with_models(<[String]>::to_vec);
+            let model = models.first().map_or("", String::as_str);
+            let page = format!(
+                "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
+                 # TYPE vllm:num_requests_waiting gauge\n\
+                 vllm:num_requests_waiting{{engine=\"0\",model_name={model:?}}} {n}.0\n\
+                 # HELP vllm:num_requests_running Number of requests in model execution batches.\n\
+                 # TYPE vllm:num_requests_running gauge\n\
+                 vllm:num_requests_running{{engine=\"0\",model_name={model:?}}} 0.0\n\
+                 # HELP llamacpp:requests_deferred Number of requests deferred.\n\
+                 # TYPE llamacpp:requests_deferred gauge\n\
+                 llamacpp:requests_deferred {n}\n"
+            );
+            out.extend_from_slice(page.as_bytes());
+            return Reply::Full {
+                status: 200,
+                ctype: "text/plain; version=0.0.4",
+                delay: Duration::ZERO,
+                kv: None,
+            };
+        }
         Route::Tags => json!({"models": model_list(sh, |m| json!({
             "name": m, "model": m, "modified_at": "2026-01-01T00:00:00Z", "size": 1_000_000,
             "digest": digest(m), "details": details(m)}))}),
@@ -1113,6 +1155,18 @@ fn mock_route(
             if let Some(healthy) = v.get("healthy").and_then(Value::as_bool) {
                 c.set_healthy(healthy);
             }
+            match v.get("loaded") {
+                Some(Value::Array(ms)) => c.set_loaded(
+                    ms.iter()
+                        .filter_map(|m| Some(m.as_str()?.to_owned()))
+                        .collect(),
+                ),
+                Some(Value::Null) => c.set_all_loaded(),
+                _ => {}
+            }
+            if let Some(n) = v.get("queue_depth").and_then(Value::as_u64) {
+                c.set_queue_depth(u32::try_from(n).unwrap_or(u32::MAX));
+            }
             if let Some(ms) = v.get("models").and_then(Value::as_array) {
                 c.set_models(
                     ms.iter()
@@ -1121,7 +1175,8 @@ fn mock_route(
                 );
             }
             json!({"status_override": c.status_override(false), "healthy": c.healthy(),
-                "models": c.with_models(<[String]>::to_vec)})
+                "models": c.with_models(<[String]>::to_vec), "loaded": c.loaded(),
+                "queue_depth": c.queue_depth()})
         }
         ("stats" | "control", _) => {
             return invalid(out, 405, "method_not_allowed", "method not allowed");

@@ -555,5 +555,9 @@ async fn pause(sh: &Shared, d: Duration) -> bool {
 /// counted apart from the traffic, like health checks.
 fn is_model_list(req: &httparse::Request<'_, '_>) -> bool {
     let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
-    req.method == Some("GET") && matches!(path, "/api/tags" | "/v1/models" | "/api/v0/models")
+    let list_or_state = matches!(
+        path,
+        "/api/tags" | "/v1/models" | "/api/v0/models" | "/api/ps" | "/metrics"
+    );
+    req.method == Some("GET") && list_or_state
 }

@@ -6,6 +6,12 @@
 //! One monoio runtime per thread, each with its own SO_REUSEPORT listener. Behaviour is
 //! controlled per server ([`Control`]) and per request (`X-Mock-*` headers, see `Meta` and
 //! `Fail` in `conn.rs`).
+//! It also reports engine state as the real servers do, for ringway's engine poller:
+//! `GET /api/ps` (Ollama: the models it "holds" in memory, [`Control::set_loaded`]; all it
+//! serves by default), `"state"` in `GET /api/v0/models` (LM Studio: `loaded` or
+//! `not-loaded`, the same set), and `GET /metrics` (Prometheus text with vLLM's
+//! `vllm:num_requests_waiting` and llama.cpp's `llamacpp:requests_deferred`, both
+//! [`Control::set_queue_depth`]).
 //! With [`MockConfig::kv_cache`] set, each instance also simulates a prefix (KV) cache, so
 //! time to first token depends on how much of the prompt it has seen before (`kv.rs`).
 
@@ -113,8 +119,8 @@ impl Stats {
     pub fn health_checks(&self) -> u64 {
         self.health_checks.load(Relaxed)
     }
-    /// `GET` requests for the model list (`/api/tags`, `/v1/models`, `/api/v0/models`),
-    /// kept apart for the same reason.
+    /// `GET` requests for the model list (`/api/tags`, `/v1/models`, `/api/v0/models`)
+    /// or the engine's state (`/api/ps`, `/metrics`), kept apart for the same reason.
     pub fn model_lists(&self) -> u64 {
         self.model_lists.load(Relaxed)
     }
@@ -145,6 +151,9 @@ pub struct Control {
     inference_status_override: AtomicU32,
     healthy: AtomicBool,
     models: Mutex<Vec<String>>,
+    /// The models held in memory; `None`: every served one.
+    loaded: Mutex<Option<Vec<String>>>,
+    queue_depth: AtomicU32,
 }
 
 impl Control {
@@ -166,6 +175,31 @@ impl Control {
     /// Replace the served model list.
     pub fn set_models(&self, models: Vec<String>) {
         *self.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
+    }
+    /// The models it says it holds in memory (`/api/ps`, LM Studio's `state`), served or
+    /// not; the default is every served model.
+    pub fn set_loaded(&self, models: Vec<String>) {
+        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(models);
+    }
+    /// Back to holding every served model.
+    pub fn set_all_loaded(&self) {
+        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+    /// The requests it says wait in its queue (`/metrics`); 0 by default. Requests are
+    /// not actually held back.
+    pub fn set_queue_depth(&self, n: u32) {
+        self.queue_depth.store(n, Relaxed);
+    }
+    fn queue_depth(&self) -> u32 {
+        self.queue_depth.load(Relaxed)
+    }
+    /// The models held in memory now.
+    fn loaded(&self) -> Vec<String> {
+        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        match &*loaded {
+            Some(models) => models.clone(),
+            None => self.with_models(<[String]>::to_vec),
+        }
     }
     fn status_override(&self, inference: bool) -> Option<u16> {
         let read = |a: &AtomicU32| u16::try_from(a.load(Relaxed)).ok().filter(|&s| s != 0);
@@ -252,6 +286,8 @@ pub fn spawn(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer
             inference_status_override: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
             models: Mutex::new(config.models.clone()),
+            loaded: Mutex::new(None),
+            queue_depth: AtomicU32::new(0),
         },
         kv: config.kv_cache.clone().map(kv::KvCache::new),
         config,

@@ -158,6 +158,70 @@ fn ollama_and_lmstudio_shapes() {
 }
 
 #[test]
+fn engine_state_follows_the_control() {
+    let m = mock("gpu-a", |_| {});
+    let (a, control) = (m.addr(), m.control());
+    let names = |v: &Value, list: &str, key: &str| -> Vec<String> {
+        let items = v[list].as_array().unwrap().iter();
+        items.map(|e| e[key].as_str().unwrap().to_owned()).collect()
+    };
+    let states = || -> Vec<String> {
+        let v = get(a, "/api/v0/models").json();
+        let items = v["data"].as_array().unwrap().iter();
+        items
+            .map(|e| e["state"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&get(a, "/api/ps").json(), "models", "name"),
+        ["llama3.2:latest", Q],
+        "every served model by default"
+    );
+    assert_eq!(states(), ["loaded", "loaded"]);
+    control.set_loaded(vec![Q.into()]);
+    assert_eq!(names(&get(a, "/api/ps").json(), "models", "model"), [Q]);
+    assert_eq!(states(), ["not-loaded", "loaded"]);
+    control.set_loaded(vec![]);
+    assert!(
+        get(a, "/api/ps").json()["models"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    control.set_all_loaded();
+    assert_eq!(states(), ["loaded", "loaded"]);
+
+    let metrics = get(a, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(metrics.text().contains("\nllamacpp:requests_deferred 0\n"));
+    control.set_queue_depth(12);
+    let text = get(a, "/metrics").text();
+    let waiting = "vllm:num_requests_waiting{engine=\"0\",model_name=\"llama3.2:latest\"} 12.0\n";
+    assert!(text.contains(waiting), "{text}");
+    assert!(text.contains("\nllamacpp:requests_deferred 12\n"), "{text}");
+
+    // Over HTTP too; none of these reads counts as traffic.
+    let v = post(
+        a,
+        "/mock/control",
+        json!({"loaded": ["x"], "queue_depth": 3}),
+    )
+    .json();
+    assert_eq!(
+        (&v["loaded"], &v["queue_depth"]),
+        (&json!(["x"]), &json!(3))
+    );
+    assert_eq!(m.stats().requests(), 1, "only the control request");
+    assert!(m.stats().model_lists() >= 7);
+}
+
+#[test]
 fn health_routing_and_control() {
     let m = mock("h", |_| {});
     let (a, control) = (m.addr(), m.control());
@@ -203,7 +267,8 @@ fn health_routing_and_control() {
     .json();
     assert_eq!(
         v,
-        json!({"status_override": 503, "healthy": true, "models": ["x"]})
+        json!({"status_override": 503, "healthy": true, "models": ["x"], "loaded": ["x"],
+            "queue_depth": 0})
     );
     assert_eq!(get(a, "/v1/models").status, 503);
     post(
