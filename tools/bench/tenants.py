@@ -597,6 +597,7 @@ def plot(data, path):
     axes[0].legend(fontsize=8)
     fig.suptitle(data["title"], fontsize=9)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     print(f"plot written to {path}", file=sys.stderr)
 
@@ -612,7 +613,8 @@ def plot_anywhere(data, path):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(data, f)
     try:
-        subprocess.run([py, os.path.abspath(__file__), "--plot-from", f.name, "--plot", path],
+        subprocess.run([py, os.path.abspath(__file__), "--plot-from", f.name, "--plot",
+                        os.path.abspath(path)],
                        check=True)
     finally:
         os.unlink(f.name)
