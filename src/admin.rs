@@ -10,6 +10,7 @@ mod model_stats;
 mod models;
 mod process;
 mod translators;
+mod ui;
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -29,9 +30,37 @@ type PerShard = fn(&ShardCounters) -> &Counter;
 
 const JSON: &[u8] = b"application/json";
 
-/// Status, content type and body of an internal page; `target` is the request's path
-/// and query.
+/// An internal page's answer.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: &'static [u8],
+    pub(crate) body: Vec<u8>,
+    /// Header lines of the page's own, whole (`ETag`, `Cache-Control`); usually none.
+    pub(crate) lines: Vec<u8>,
+}
+
+/// The answer to an internal page; `target` is the request's path and query, `body` what
+/// the client sent, `if_none_match` its `If-None-Match` (the dashboard answers 304).
 pub(crate) fn render(
+    page: Internal,
+    shard: &Shard,
+    target: &[u8],
+    body: &[u8],
+    if_none_match: Option<&[u8]>,
+) -> Answer {
+    if matches!(page, Internal::Ui | Internal::UiData) {
+        return ui::render(shard, target, if_none_match);
+    }
+    let (status, content_type, body) = render_json(page, shard, target, body);
+    Answer {
+        status,
+        content_type,
+        body,
+        lines: Vec::new(),
+    }
+}
+
+fn render_json(
     page: Internal,
     shard: &Shard,
     target: &[u8],
@@ -59,6 +88,7 @@ pub(crate) fn render(
             unreachable!("rendered above")
         }
         Internal::DebugPanic => unreachable!("answered by the connection loop"),
+        Internal::Ui | Internal::UiData => unreachable!("rendered by render"),
         Internal::Status => status(shard),
         Internal::Models => status_models(shard),
         Internal::ModelsOpenAi(scope) => models_openai(shard, scope),

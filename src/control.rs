@@ -31,7 +31,7 @@ pub(crate) async fn run(
         let discovery = discovery.clone();
         monoio::spawn(async move {
             let ep = &upstreams.endpoints[index];
-            checks::watch(ep, &config, &stop, &discovery).await;
+            checks::watch(ep, &upstreams.events, &config, &stop, &discovery).await;
         });
     }
     if let Some(every) = config.models_loaded_refresh_interval {

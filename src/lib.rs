@@ -29,7 +29,7 @@
 //! checks and model discovery.
 //!
 //! Modules, leaves first (none imports one below it): `clock`, `stop`, `deadline`,
-//! `endpoint_type`, `endpoint_set`, `log`, `http1`, `api`, `routing`, `metrics`, `config`,
+//! `endpoint_type`, `endpoint_set`, `log`, `events`, `http1`, `api`, `routing`, `metrics`, `config`,
 //! `auth`, `cors`, `ratelimit`, `upstream`, `control`, `shard`, `admin`, `proxy`, `runtime`.
 
 mod admin;
@@ -46,6 +46,7 @@ mod deadline;
 pub mod demo;
 mod endpoint_set;
 mod endpoint_type;
+mod events;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -146,6 +146,11 @@ pub(crate) enum Internal {
     ModelStats,
     /// `/internal/process`: the process's memory, threads and open files.
     Process,
+    /// `/internal/ui/`: the dashboard's page, its script and its style (no key needed:
+    /// they hold no data; the page asks for the key when its data answers 401).
+    Ui,
+    /// `/internal/ui/data`: what the dashboard shows, polled by the page.
+    UiData,
     /// `/internal/debug/panic`: a test hook (`ServerConfig::debug_panic_route`), 404
     /// unless enabled.
     DebugPanic,
@@ -166,12 +171,14 @@ impl Internal {
                 | Internal::DebugPanic
                 | Internal::ModelStats
                 | Internal::Process
+                | Internal::Ui
+                | Internal::UiData
         )
     }
 
     /// Whether `server.api_keys` applies: to all but the liveness and version pages.
     pub(crate) fn needs_key(self) -> bool {
-        !matches!(self, Internal::Health | Internal::Version)
+        !matches!(self, Internal::Health | Internal::Version | Internal::Ui)
     }
 }
 
@@ -282,6 +289,9 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/internal/metrics" => Route::Internal(Internal::Metrics),
         b"/internal/debug/panic" => Route::Internal(Internal::DebugPanic),
         b"/version" => Route::Internal(Internal::Version),
+        b"/internal/ui" => Route::Internal(Internal::Ui),
+        b"/internal/ui/data" => Route::Internal(Internal::UiData),
+        _ if path.starts_with(b"/internal/ui/") => Route::Internal(Internal::Ui),
         _ => Route::NotFound,
     }
 }
@@ -401,6 +411,16 @@ mod tests {
             assert_eq!(classify(path.as_bytes()), Route::Internal(page), "{path}");
         }
         assert!(Internal::Process.is_operator_page());
+        for (path, page) in [
+            ("/internal/ui", Internal::Ui),
+            ("/internal/ui/", Internal::Ui),
+            ("/internal/ui/app.js", Internal::Ui),
+            ("/internal/ui/data?x=1", Internal::UiData),
+        ] {
+            assert_eq!(classify(path.as_bytes()), Route::Internal(page), "{path}");
+            assert!(page.is_operator_page());
+        }
+        assert!(!Internal::Ui.needs_key() && Internal::UiData.needs_key());
         assert!(Internal::ModelStats.is_operator_page());
         assert!(!Internal::ModelById.is_operator_page());
         assert!(!Internal::ModelsLmStudio.is_operator_page());

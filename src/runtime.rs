@@ -21,6 +21,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use crate::clock;
 use crate::config::{Config, DriverChoice};
 use crate::control;
+use crate::events::Kind;
 use crate::log::{AccessLog, error, info, warning};
 use crate::metrics::Metrics;
 use crate::proxy;
@@ -114,7 +115,9 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let cores = if config.server.pin_cores {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         if cores.is_empty() {
-            warning!("server.pin_cores: cannot read the allowed CPUs; shards are not pinned");
+            let why = "server.pin_cores: cannot read the allowed CPUs; shards are not pinned";
+            warning!("{why}");
+            upstreams.events.record(Kind::Warning, None, why);
         }
         cores
     } else {
@@ -173,6 +176,13 @@ pub fn start(config: Config) -> Result<Server, StartError> {
             }
         }
     }
+    let started = format!(
+        "ringway {} started: {shards} shard(s) ({}), {} endpoint(s)",
+        env!("CARGO_PKG_VERSION"),
+        summarize(&drivers),
+        config.endpoints.len()
+    );
+    upstreams.events.record(Kind::Started, None, started);
     let control = (config.clone(), upstreams.clone(), stop.clone());
     supervisor.spawn("ringway-control".into(), move || {
         run_control(control.0, control.1, control.2, catalog_senders)

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::config::{EndpointConfig, EndpointTls, Secret, StickyConfig};
 use crate::endpoint_type::EndpointType;
+use crate::events::Events;
 use crate::routing::balancer::Candidate;
 use crate::routing::seen::SeenKeys;
 pub(crate) use conn::EndpointConn;
@@ -163,6 +164,9 @@ impl Candidate for Endpoint {
 pub(crate) struct Upstreams {
     pub(crate) endpoints: Box<[Endpoint]>,
     pub(crate) seen: SeenKeys,
+    /// Recent endpoint state changes and warnings, for the dashboard (never written on
+    /// the request path).
+    pub(crate) events: Events,
 }
 
 impl Upstreams {
@@ -208,6 +212,7 @@ impl Upstreams {
         Upstreams {
             endpoints,
             seen: SeenKeys::new(sticky.max_sessions, ttl),
+            events: Events::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::discovery::Discovery;
 use super::fetch::fetch;
 use crate::config::Config;
+use crate::events::{Events, Kind};
 use crate::log::{info, warning};
 use crate::stop::StopSignal;
 use crate::upstream::Endpoint;
@@ -17,6 +18,7 @@ use crate::upstream::Endpoint;
 /// Checks one endpoint until `stop` fires, and reads its model list when due.
 pub(super) async fn watch(
     ep: &Endpoint,
+    events: &Events,
     config: &Config,
     stop: &StopSignal,
     discovery: &Discovery,
@@ -25,8 +27,11 @@ pub(super) async fn watch(
     let mut recovery = settings.recovery_interval;
     let mut models_due = Instant::now();
     while !stop.is_triggered() {
-        let result = probe(ep).await;
         let h = ep.health();
+        if h.is_suspect() {
+            events.record(Kind::BreakerOpen, Some(ep.index), "circuit breaker opened");
+        }
+        let result = probe(ep).await;
         let ok = match &result {
             Ok((status, latency)) => {
                 h.record_probe(Some(*status), *latency);
@@ -39,15 +44,21 @@ pub(super) async fn watch(
         };
         let transition = h.record_check(ok, settings);
         match transition {
-            Some(true) => info!("endpoint {} is back up", ep.name),
-            Some(false) => warning!("endpoint {} is down: {}", ep.name, describe(&result)),
+            Some(true) => {
+                info!("endpoint {} is back up", ep.name);
+                events.record(Kind::EndpointUp, Some(ep.index), "back up");
+            }
+            Some(false) => {
+                warning!("endpoint {} is down: {}", ep.name, describe(&result));
+                events.record(Kind::EndpointDown, Some(ep.index), describe(&result));
+            }
             None => {}
         }
         let up = h.is_up();
         // Only after a passing check: an endpoint that is up but failing its checks
         // would just fail this too.
         if ok && up && (transition == Some(true) || Instant::now() >= models_due) {
-            discovery.refresh(ep).await;
+            discovery.refresh(ep, events).await;
             models_due = Instant::now() + config.models_refresh_interval;
         }
         let wait = if up {
@@ -68,6 +79,10 @@ pub(super) async fn watch(
             }
             monoio::time::sleep(left.min(Duration::from_millis(20))).await;
             if (up && !h.is_up()) || h.is_suspect() {
+                if up && !h.is_up() {
+                    let why = "a request could not connect";
+                    events.record(Kind::EndpointDown, Some(ep.index), why);
+                }
                 recovery = settings.recovery_interval;
                 break;
             }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::fetch::fetch;
 use crate::clock::unix_ms;
 use crate::endpoint_type::EndpointType;
+use crate::events::{Events, Kind};
 use crate::log::{debug, info, warning};
 use crate::upstream::Endpoint;
 use crate::upstream::models::{Catalog, Held, Model};
@@ -65,7 +66,7 @@ impl Discovery {
     }
 
     /// Reads an endpoint's model list and publishes the new catalogue.
-    pub(super) async fn refresh(&self, ep: &Endpoint) {
+    pub(super) async fn refresh(&self, ep: &Endpoint, events: &Events) {
         match discover(ep, ep.check_timeout).await {
             Ok(list) => {
                 let names = |l: &[Model]| l.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
@@ -78,7 +79,10 @@ impl Discovery {
                 self.seen_unix_ms.borrow_mut()[ep.index] = unix_ms();
                 self.publish();
             }
-            Err(e) => warning!("endpoint {}: cannot read its model list: {e}", ep.name),
+            Err(e) => {
+                warning!("endpoint {}: cannot read its model list: {e}", ep.name);
+                events.record(Kind::ModelsUnreadable, Some(ep.index), e);
+            }
         }
     }
 }

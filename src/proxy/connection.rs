@@ -151,7 +151,8 @@ async fn serve(
             let buf = &client.conn.buf;
             let target = request.head.target.get(buf);
             let sent = request.body.bytes(buf);
-            let (status, content_type, body) = admin::render(page, shard, target, sent);
+            let etag = if_none_match(&client.headers, buf);
+            let answer = admin::render(page, shard, target, sent, etag);
             record.page = true;
             let head = Some(&request.head);
             let keep_alive = respond(
@@ -159,9 +160,8 @@ async fn serve(
                 Writing::now(shard, deadline),
                 &mut record,
                 head,
-                status,
-                content_type,
-                &body,
+                (answer.status, answer.content_type, &answer.body),
+                &answer.lines,
                 true,
                 None,
             )
@@ -299,13 +299,20 @@ async fn send_error(
         by,
         record,
         head,
-        rescue.status,
-        content_type,
-        &body,
+        (rescue.status, content_type, &body),
+        b"",
         keep_alive,
         Some(&rescue),
     )
     .await
+}
+
+/// The request's `If-None-Match` value, for the pages that answer 304.
+fn if_none_match<'b>(headers: &[crate::http1::Header], buf: &'b [u8]) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.get(buf).eq_ignore_ascii_case(b"if-none-match"))
+        .map(|h| h.value.get(buf))
 }
 
 /// Whether a request on `route` is answered in Anthropic's shapes (its errors too).
@@ -341,17 +348,17 @@ impl<'a, 't> Writing<'a, 't> {
     }
 }
 
-/// Writes a complete answer of ringway's own (an error, a page). Returns whether the
-/// connection carries on.
+/// Writes a complete answer of ringway's own (an error, a page): its status, content
+/// type and body, with `lines` (a page's own headers, whole) after the request's own
+/// lines. Returns whether the connection carries on.
 #[allow(clippy::too_many_arguments)]
 async fn respond(
     client: &mut Client,
     by: Writing<'_, '_>,
     record: &mut Record,
     head: Option<&RequestHead>,
-    status: StatusCode,
-    content_type: &[u8],
-    body: &[u8],
+    (status, content_type, body): (StatusCode, &[u8], &[u8]),
+    lines: &[u8],
     keep_alive: bool,
     rescue: Option<&Rescue>,
 ) -> bool {
@@ -359,6 +366,11 @@ async fn respond(
     let out = &mut client.out;
     out.clear();
     let id = record.id.as_bytes(&client.conn.buf);
+    let own = if lines.is_empty() {
+        std::borrow::Cow::Borrowed(&client.own_lines.bytes[..])
+    } else {
+        std::borrow::Cow::Owned([&client.own_lines.bytes[..], lines].concat())
+    };
     heads::own_head(
         out,
         status,
@@ -368,7 +380,7 @@ async fn respond(
         keep_alive,
         head,
         rescue,
-        &client.own_lines.bytes,
+        &own,
     );
     if !head.is_some_and(|h| h.is_head) {
         out.extend_from_slice(body);

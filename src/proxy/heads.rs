@@ -351,8 +351,11 @@ pub(crate) fn own_head(
     own: &[u8],
 ) {
     http1::push_status_line(out, status);
-    push_header(out, b"Content-Type", content_type);
-    http1::push_header_decimal(out, b"Content-Length", body_len as u64);
+    // A 304 has no body, and its headers would update the cached answer's.
+    if status != StatusCode::NOT_MODIFIED {
+        push_header(out, b"Content-Type", content_type);
+        http1::push_header_decimal(out, b"Content-Length", body_len as u64);
+    }
     if let Some(seconds) = rescue.and_then(|r| r.retry_after) {
         http1::push_header_decimal(out, b"Retry-After", u64::from(seconds));
     }

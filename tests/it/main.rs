@@ -4,6 +4,7 @@
 mod anthropic;
 mod balancing;
 mod credentials;
+mod dashboard;
 mod engine;
 mod failover;
 mod forwarding;

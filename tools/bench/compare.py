@@ -5,6 +5,7 @@
     tools/bench/compare.py --quick              # smoke test: 2 s runs, 1 round (~1.5 min)
     tools/bench/compare.py --shards 2 --scaling --duration 5 --rounds 5
     tools/bench/compare.py --only c2000 --c2000-runs 5   # one test (names below: --help)
+    tools/bench/compare.py --plot docs/compare.png       # also the chart (tools/bench/plot.py)
 
 Two zero-delay `ringway-mock` backends; in front of them ringway (sticky off), nginx and
 HAProxy, each a plain keep-alive HTTP/1.1 reverse proxy, round-robin over both mocks, with
@@ -467,6 +468,8 @@ def main():
     ap.add_argument("--only", metavar="TEST[,TEST]",
                     help=f"run only these tests, of: {','.join(TESTS)}")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--plot", metavar="PATH",
+                    help="also draw CPU per request and requests/s by proxy into PATH (PNG)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.rounds, args.stream_requests, args.ttft_requests = 2, 1, 3, 30
@@ -820,6 +823,28 @@ def report(args, tmp, results, idle, after, streams, extra, driver):
                  if r["errors"] > (r["timeouts"] if test == "c2000" else 0))
     for note in NOTES:
         print(f"\n{note}")
+    if args.plot and have("c32"):
+        plot(args, med, label, driver, versions)
+
+
+def plot(args, med, label, driver, versions):
+    """CPU per request (32 connections) and requests/s (32 and 256) by proxy."""
+    import plot as charts
+    names = ["ringway", "nginx", "haproxy", "pipe", "direct"]
+    conns = [c for c in ("c32", "c256") if args.only.__contains__(c)]
+    data = {
+        "order": [label[n] for n in names],
+        "cpu_connections": 32,
+        "cpu_us": {label[n]: med("c32", n, "cpu_us") for n in names},
+        "rps": {c[1:]: {label[n]: med(c, n, "rps") for n in names} for c in conns},
+        "title": f"ringway vs nginx vs HAProxy, {args.shards} shard(s)/worker(s), "
+                 f"openai-chat.lua, two zero-delay mocks",
+        "machine": machine(),
+        "note": f"tools/bench/compare.py: wrk, {args.duration:g} s runs, medians of "
+                f"{args.rounds} round(s); " + ", ".join(versions[:3])
+                + "; 'direct to mock': the mock's own CPU",
+    }
+    charts.save("compare", data, args.plot)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ them is hard-killed (SIGKILL) and restarted, several times.
     tools/bench/failover.py                 # 32 clients, 3 kill/restart cycles (~58 s)
     tools/bench/failover.py --mode 503      # the backend stays up but answers 503
     tools/bench/failover.py --cycles 1 --kill-after 4 --down-for 2   # quick look
+    tools/bench/failover.py --plot docs/failover.png   # also the chart (tools/bench/plot.py)
 
 Prints: requests sent, failed requests (any non-2xx answer or transport error seen by a
 client), and per cycle
@@ -12,8 +13,10 @@ client), and per cycle
     traffic (its status page no longer lists it as healthy; polled every 5 ms);
   - recovery: from the restart (or the 503s ending) until a client got its first
     answer from that backend again;
-with medians over the cycles. Standard library only; builds the release binaries with
-cargo. Everything listens on 127.0.0.1 and is stopped on exit.
+with medians over the cycles. --plot PATH also draws requests/s (all, and by backend) and
+failed requests per 250 ms over the run, kills and restarts marked, into PATH (a PNG; its
+data beside it as .json). Standard library only (the chart: tools/bench/plot.py); builds the
+release binaries with cargo. Everything listens on 127.0.0.1 and is stopped on exit.
 """
 
 import argparse
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, drain, free_port, machine, port_of, wait_for_line  # noqa: E402
@@ -77,6 +81,9 @@ class Load:
         self.first_by = {}          # endpoint -> times it answered, only after `watch`
         self.watch_since = None
         self.watch_name = None
+        self.started = time.monotonic()
+        self.served = defaultdict(int)  # (bin, endpoint) -> answers, BIN_S bins from `started`
+        self.failed = defaultdict(int)  # bin -> failures
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
 
     def run(self):
@@ -93,8 +100,12 @@ class Load:
                 endpoint = resp.getheader("X-Olla-Endpoint")
                 with self.lock:
                     self.total += 1
+                    at = int((now - self.started) / BIN_S)
                     if not 200 <= resp.status < 300:
                         self.failures.append((now, f"status {resp.status}"))
+                        self.failed[at] += 1
+                    else:
+                        self.served[at, endpoint] += 1
                     if (self.watch_name == endpoint and self.watch_since is not None
                             and now >= self.watch_since and endpoint not in self.first_by):
                         self.first_by[endpoint] = now
@@ -102,6 +113,7 @@ class Load:
                 with self.lock:
                     self.total += 1
                     self.failures.append((time.monotonic(), repr(e)))
+                    self.failed[int((time.monotonic() - self.started) / BIN_S)] += 1
                 conn = None
 
     def watch_for(self, name, since):
@@ -145,6 +157,7 @@ def main():
     ap.add_argument("--down-for", type=float, default=5.0, help="seconds the backend stays down")
     ap.add_argument("--delay-ms", type=int, default=10, help="mock time to answer, ms")
     ap.add_argument("--shards", type=int, default=0)
+    ap.add_argument("--plot", metavar="PATH", help="also draw the run into PATH (PNG)")
     ap.add_argument("--jitter", type=float, default=0.5,
                     help="up to this many seconds added at random to each kill and restart, so "
                          "they do not fall in the same phase of ringway's probing every time")
@@ -181,7 +194,8 @@ type = "ollama"
         drain(ringway)
 
         load = Load(port, args.clients)
-        started = time.monotonic()
+        started = load.started = time.monotonic()
+        kills, restarts = [], []
         for t in load.threads:
             t.start()
         reroutes, recoveries = [], []
@@ -191,10 +205,12 @@ type = "ollama"
                 gone = b.kill()
             else:
                 gone = b.control({"status_override": 503})
+            kills.append(gone - started)
             out = wait_not_healthy(port, "b")
             reroutes.append((out - gone) * 1000 if out else None)
             time.sleep(max(0.0, args.down_for + random.uniform(0, args.jitter) - (time.monotonic() - gone)))
             back = b.start() if args.mode == "kill" else b.control({"status_override": None})
+            restarts.append(back - started)
             load.watch_for("b", back)
             first = load.first_answer("b")
             recoveries.append((first - back) * 1000 if first else None)
@@ -224,6 +240,33 @@ type = "ollama"
           f"{fmt(median(recoveries))} | {per_cycle} |")
     for when, what in load.failures[:10]:
         print(f"  failure at {when - started:.3f} s: {what}")
+    if args.plot:
+        how = "SIGKILL + restart" if args.mode == "kill" else "503 answers, then healthy again"
+        plot(args, load, elapsed, kills, restarts, how)
+
+
+BIN_S = 0.25  # the chart's time step
+
+
+def plot(args, load, elapsed, kills, restarts, what):
+    import plot as charts
+    bins = int(elapsed / BIN_S)
+    names = sorted({name for _, name in load.served if name})
+    per_s = 1 / BIN_S
+    data = {
+        "bin_s": BIN_S,
+        "t": [(i + 0.5) * BIN_S for i in range(bins)],
+        "rps": [sum(load.served[i, n] for n in names) * per_s for i in range(bins)],
+        "by_endpoint": {n: [load.served[i, n] * per_s for i in range(bins)] for n in names},
+        "errors": [load.failed[i] * per_s for i in range(bins)],
+        "kills": kills, "restarts": restarts, "requests": load.total,
+        "title": f"Failover: backend b {'killed' if args.mode == 'kill' else 'answering 503'} "
+                 f"{args.cycles}x under load ({args.clients} clients)",
+        "machine": machine(),
+        "note": f"tools/bench/failover.py: {what}; mock answers in {args.delay_ms} ms; "
+                f"{load.total:,} requests, {len(load.failures)} failed",
+    }
+    charts.save("failover", data, args.plot)
 
 
 def median(values):

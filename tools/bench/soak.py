@@ -5,6 +5,7 @@ well-behaved client sees and for growth in ringway's memory and file descriptors
     tools/bench/soak.py                    # 10 minutes (the real soak)
     tools/bench/soak.py --quick            # smoke test: 60 s, a flap every 10 s
     tools/bench/soak.py --duration 120 --flap-every 15 --down-for 2 --keep
+    tools/bench/soak.py --plot docs/soak.png   # also RSS and open files over time (tools/bench/plot.py)
 
 Three `ringway-mock` backends (ports chosen by the OS) behind one ringway (--shards, 2 by
 default; warn log level, access log off; sticky sessions and the rest at their defaults),
@@ -1080,6 +1081,7 @@ def main():
     ap.add_argument("--seed", type=int)
     ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--plot", metavar="PATH", help="also draw RSS and open files into PATH (PNG)")
     args = ap.parse_args()
     quick = dict(duration=60, wrk_slice=15, flap_every=10, down_for=2)
     full = dict(duration=600, wrk_slice=30, flap_every=20, down_for=3)
@@ -1218,9 +1220,31 @@ def soak(args, tmp, commit):
     else:
         stop_status = f"had died (exit status {ringway.proc.returncode})"
     ringlog = read(ringway.log)
+    if args.plot:
+        plot(args, book, sampler, load_seconds)
     return report(args, commit, version, book, mocks, slices, sampler, start, end,
                   load_seconds, mock_stats, metrics, endpoints, alive_after_load, stop_status,
                   ringlog)
+
+
+def plot(args, book, sampler, load_seconds):
+    """RSS and open files of ringway over the load (tools/bench/plot.py)."""
+    import plot as charts
+    samples = [x for x in sampler.samples if x[1] != "warm-up"]
+    if not samples:
+        return
+    data = {
+        "t": [x[0] - book.t0 for x in samples],
+        "rss_mb": [x[2] / 1024 for x in samples],
+        "fds": [x[3] for x in samples],
+        "kills": [k - book.t0 for _, k in book.kills],
+        "title": f"Soak: ringway's memory and open files, {load_seconds / 60:.0f} min of mixed "
+                 f"load, a backend killed every {args.flap_every:g} s",
+        "machine": machine(),
+        "note": f"tools/bench/soak.py: {args.shards} shard(s), 3 mocks; VmRSS and "
+                f"/proc/PID/fd every {args.sample_every:g} s",
+    }
+    charts.save("soak", data, args.plot)
 
 
 def parse_metrics(text):

@@ -5,6 +5,7 @@ that simulate a prefix KV cache (`ringway-mock --kv-cache`), round-robin vs stic
     tools/bench/sticky.py                          # 2 backends, 2k/8k/16k/32k, 5 x 10 turns
     tools/bench/sticky.py --backends 4
     tools/bench/sticky.py --scale 0.1 --contexts 2k,8k --turns 4   # quick look
+    tools/bench/sticky.py --plot docs/sticky.png   # also the chart (tools/bench/plot.py)
 
 A mock's time to first token is base + per-token cost x the prompt tokens it does not
 already hold in its own cache, so a turn routed to the backend that served the previous
@@ -23,7 +24,9 @@ event with non-empty content.
 
 Prints markdown: turn-2 TTFT per context and mode next to the seed figures (real Ollama
 nodes), medians over turns 2..N and of turn 1, sticky hit rate and the spread of the
-conversations over the backends, and every failed request. Standard library only; builds
+conversations over the backends, and every failed request. --plot PATH also draws turn-2
+TTFT by context size, round-robin vs sticky, into PATH (a PNG; its data beside it as
+.json). Standard library only (the chart: tools/bench/plot.py); builds
 the release binaries with cargo. Everything listens on 127.0.0.1 and is stopped on exit.
 """
 
@@ -333,6 +336,7 @@ def main():
                     help="run the conversations of a context size at once (round-robin's turn 2 "
                          "then lands on turn 1's backend by chance, 1 in N backends)")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build")
+    ap.add_argument("--plot", metavar="PATH", help="also draw turn-2 TTFT into PATH (PNG)")
     args = ap.parse_args()
     args.contexts = [c.strip() for c in args.contexts.split(",") if c.strip()]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -356,6 +360,24 @@ def main():
         results[mode], s = run_mode(args, mode, system)
         stats = s if s is not None else stats
     report(args, results, stats, time.monotonic() - started)
+    if args.plot:
+        plot(args, results)
+
+
+def plot(args, results):
+    import plot as charts
+    scale = "" if args.scale == 1 else f", mock prefill cost x{args.scale:g}"
+    data = {
+        "contexts": args.contexts,
+        "modes": {mode: [ttft(results[mode].get(ctx, []), 2, 2) for ctx in args.contexts]
+                  for mode in args.modes},
+        "title": f"Turn-2 time to first token: round-robin vs sticky ({args.backends} backends)",
+        "machine": machine(),
+        "note": f"tools/bench/sticky.py: kv-cache mocks ({args.prefill_base_ms} ms + "
+                f"{round(250 * args.scale)} µs per token not cached{scale}), "
+                f"{args.conversations} conversations x {args.turns} turns per context; medians",
+    }
+    charts.save("sticky", data, args.plot)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ pub struct MockConfig {
     /// Runtime threads, each with its own SO_REUSEPORT listener.
     pub threads: usize,
     /// Simulate a prefix cache: the delay before the first token becomes
-    /// `base + per_token × uncached prompt tokens` (replacing `first_token_delay`), and
+    /// `base + per_token × uncached prompt tokens` (replacing `first_token_delay`; plus the
+    /// wait for a prefill slot when `prefill_slots` is set), and
     /// completions report `X-Mock-Prompt-Tokens`, `X-Mock-Cached-Tokens` and
     /// `X-Mock-Prefill-Ms`. `None` (the default): no cache, fixed delays.
     pub kv_cache: Option<KvCacheConfig>,

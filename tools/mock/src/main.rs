@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use clap::Parser;
@@ -45,6 +46,10 @@ struct Args {
     /// KV cache: LRU capacity in tokens [default: 4000000] (implies --kv-cache).
     #[arg(long, value_name = "N")]
     kv_cache_tokens: Option<usize>,
+    /// KV cache: prefills run at once; later requests queue for a free slot, first come
+    /// first served [default: unlimited] (implies --kv-cache).
+    #[arg(long, value_name = "N")]
+    prefill_slots: Option<NonZeroUsize>,
     /// Require `Authorization: Bearer KEY` on every route but health checks (like
     /// `vllm serve --api-key`).
     #[arg(long, value_name = "KEY")]
@@ -62,7 +67,8 @@ impl Args {
     fn kv_cache_config(&self) -> Option<KvCacheConfig> {
         let tuned = self.prefill_base_ms.is_some()
             || self.prefill_us_per_token.is_some()
-            || self.kv_cache_tokens.is_some();
+            || self.kv_cache_tokens.is_some()
+            || self.prefill_slots.is_some();
         if !self.kv_cache && !tuned {
             return None;
         }
@@ -71,6 +77,7 @@ impl Args {
             base: self.prefill_base_ms.map_or(d.base, Duration::from_millis),
             per_token: (self.prefill_us_per_token).map_or(d.per_token, Duration::from_micros),
             capacity_tokens: self.kv_cache_tokens.unwrap_or(d.capacity_tokens),
+            prefill_slots: self.prefill_slots.or(d.prefill_slots),
         })
     }
 }

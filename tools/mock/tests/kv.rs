@@ -19,6 +19,7 @@ fn kv_mock(name: &str, capacity_tokens: usize) -> MockServer {
             base: ms(5),
             per_token: Duration::from_micros(50),
             capacity_tokens,
+            prefill_slots: None,
         })
     })
 }
@@ -265,6 +266,66 @@ fn delay_header_wins_and_off_by_default() {
 }
 
 #[test]
+fn prefills_queue_for_a_slot() {
+    // One slot: three cold 2,000-token prompts sent at once are prefilled one after another
+    // (≈ 105 ms each), so the last waits for the other two.
+    let m = mock("q", |c| {
+        c.kv_cache = Some(KvCacheConfig {
+            base: ms(5),
+            per_token: Duration::from_micros(50),
+            capacity_tokens: 4_000_000,
+            prefill_slots: std::num::NonZeroUsize::new(1),
+        })
+    });
+    let addr = m.addr();
+    let turns: Vec<Turn> = std::thread::scope(|s| {
+        let seeds = ["one", "two", "three"];
+        let hs: Vec<_> = seeds
+            .iter()
+            .map(|seed| {
+                let messages = json!([{"role": "user", "content": filler(seed, 2000)}]);
+                s.spawn(move || chat(addr, &messages))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ttfts: Vec<Duration> = turns.iter().map(|t| t.ttft).collect();
+    ttfts.sort();
+    assert!(ttfts[0] >= ms(100), "{turns:?}");
+    assert!(ttfts[1] >= ms(200), "second waits for the first: {turns:?}");
+    assert!(ttfts[2] >= ms(300), "third waits for both: {turns:?}");
+    // The reported delay includes the wait.
+    let mut delays: Vec<u64> = turns.iter().map(|t| t.prefill_ms).collect();
+    delays.sort();
+    assert!(delays[2] >= 300, "{delays:?}");
+    // Free again: a warm turn only pays the base (and the last partial block).
+    let messages = json!([{"role": "user", "content": filler("one", 2000)}]);
+    let warm = chat(addr, &messages);
+    assert!(warm.ttft < ms(60), "{warm:?}");
+    m.stop();
+}
+
+#[test]
+fn tools_are_part_of_the_prompt() {
+    let m = kv_mock("t", 4_000_000);
+    let tools = json!([{"type": "function", "function": {"name": "lookup",
+        "description": filler("tool", 1000), "parameters": {"type": "object"}}}]);
+    let body = |user: &str| {
+        json!({"model": Q, "stream": true, "tools": tools, "tool_choice": "none",
+            "messages": [{"role": "user", "content": user}]})
+        .to_string()
+    };
+    let first = turn_raw(m.addr(), CHAT, &[], &body("first question"));
+    assert!(first.prompt > 1000, "{first:?}");
+    assert!(first.ttft >= ms(50), "{first:?}");
+    // Another user, the same tools: the definitions are a cached prefix.
+    let other = turn_raw(m.addr(), CHAT, &[], &body("another question"));
+    assert!(other.cached >= 1000, "{other:?}");
+    assert!(other.prompt - other.cached < 32, "{other:?}");
+    m.stop();
+}
+
+#[test]
 fn binary_kv_flags() {
     // 202 tokens: cold ≈ 70 ms at the default rates.
     let messages = json!([{"role": "user", "content": filler("binary", 200)}]);
@@ -272,6 +333,7 @@ fn binary_kv_flags() {
         (&["--kv-cache", "--prefill-us-per-token", "10"][..], true),
         (&["--kv-cache-tokens", "100000"][..], true),
         (&["--prefill-base-ms", "1"][..], true),
+        (&["--prefill-slots", "2"][..], true),
         (&[][..], false),
     ] {
         let listen = ["--listen", "127.0.0.1:0"];
