@@ -101,7 +101,8 @@ impl EndpointConn {
     /// answered or closed meanwhile, sending stops (the write side is shut, which ends
     /// the write with its buffer intact) and the answer is left to be read. `Err` is a
     /// failed write (the endpoint is gone) or `until` passing (the write was cancelled:
-    /// `buf` is then empty).
+    /// `buf` is then empty on a plain connection; over TLS `buf` was only read, its
+    /// ciphertext copy went to the kernel).
     pub(crate) async fn send(
         &mut self,
         deadline: &mut Deadline<'_>,

@@ -6,7 +6,9 @@
 //!    `idle_timeout` (which is set below the backends' own keep-alive timeouts), and
 //!    any that is not quiet: bytes arrived on it while it was idle (a stale response, a
 //!    `408`, a body after a HEAD answer) or the backend closed it. Its next client would
-//!    read those bytes as its answer.
+//!    read those bytes as its answer. Over TLS the records that arrived are processed
+//!    first: session tickets and a KeyUpdate do not count, a close_notify does
+//!    (`upstream/tls.rs`).
 //! 2. The request path uses it for exactly one request/response exchange.
 //! 3. `put` takes it back only after a clean end of the response message with nothing
 //!    unread, no timeout and no error: a connection in any other state is dropped (closed),

@@ -188,6 +188,9 @@ impl Session {
     /// Whether the connection can carry a new request: the records that arrived on the
     /// socket since it was last read (`control`, the same socket, asked without
     /// waiting) carried no response and no close. See the module's comment.
+    // Out of line: its 17 KB buffer stays off the stack frame of the plain path's pool
+    // lookup.
+    #[inline(never)]
     pub(super) fn is_quiet(&mut self, control: &Socket) -> bool {
         let mut peeked = [MaybeUninit::<u8>::uninit(); READ_SIZE];
         for _ in 0..MAX_QUIET_READS {

@@ -247,6 +247,19 @@ mod tests {
         assert!(c.endpoints[0].tls.is_none());
     }
 
+    /// Without `tls_ca_file`, the system's roots: found, or a clear error where the
+    /// machine has none (a scratch container).
+    #[test]
+    fn system_roots_by_default() {
+        match https("") {
+            Ok(c) => assert!(c.endpoints[0].tls.as_ref().is_some_and(|t| !t.insecure)),
+            Err(e) => {
+                assert_eq!(e.key, "endpoints[0].url");
+                assert!(e.message.contains("tls_ca_file"), "{}", e.message);
+            }
+        }
+    }
+
     #[test]
     fn errors_name_the_key_and_the_file() {
         let e = https("tls_ca_file = \"/nonexistent/ca.pem\"").unwrap_err();
