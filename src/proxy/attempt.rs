@@ -210,8 +210,7 @@ pub(super) async fn forward<'s>(
         };
         match judge(ep, result, &proxy.retry_on_status, another) {
             Verdict::Relay { conn, head, failed } => {
-                // Too many requests is the endpoint pacing us, not failing.
-                if failed && head.status != 429 {
+                if failed && !backpressure::is_pacing(head.status) {
                     record_failure(shard, ep, now);
                 } else {
                     ep.health().record_success();
@@ -243,7 +242,11 @@ pub(super) async fn forward<'s>(
                         warning!("endpoint {} is down: {cause}", ep.name);
                     }
                 }
-                if !matches!(failure, ProxyError::RetriedStatus { status: 429, .. }) {
+                let pacing = matches!(
+                    failure,
+                    ProxyError::RetriedStatus { status, .. } if backpressure::is_pacing(status)
+                );
+                if !pacing {
                     record_failure(shard, ep, now);
                 }
                 shard.counters().endpoints[ep.index].retried.bump();

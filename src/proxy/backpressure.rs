@@ -32,6 +32,12 @@ pub(crate) fn heed(ep: &Endpoint, status: u16, headers: &[Header], buf: &[u8], n
 /// The longest a single `Retry-After` keeps an endpoint out.
 pub(crate) const MAX_BUSY: Duration = Duration::from_secs(60);
 
+/// Whether a status is the endpoint pacing us rather than failing (429 Too Many
+/// Requests): it does not count towards the circuit breaker.
+pub(crate) fn is_pacing(status: u16) -> bool {
+    status == 429
+}
+
 /// Whether a status asks the client to come back later.
 pub(crate) fn is_pushback(status: u16) -> bool {
     status == 429 || status == 503
@@ -106,5 +112,6 @@ mod tests {
         assert_eq!(retry_after(&headers, head), Some(Duration::from_secs(7)));
         assert_eq!(retry_after(&headers[..1], head), None);
         assert!(is_pushback(429) && is_pushback(503) && !is_pushback(502));
+        assert!(is_pacing(429) && !is_pacing(503));
     }
 }
