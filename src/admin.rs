@@ -9,6 +9,7 @@ mod format;
 mod model_stats;
 mod models;
 mod process;
+mod reload;
 mod translators;
 mod ui;
 
@@ -29,6 +30,8 @@ type PerEndpoint<T> = fn(&EndpointCounters) -> &T;
 type PerShard = fn(&ShardCounters) -> &Counter;
 
 const JSON: &[u8] = b"application/json";
+
+pub(crate) use self::reload::reload as reload_config;
 
 /// An internal page's answer.
 pub(crate) struct Answer {
@@ -87,7 +90,7 @@ fn render_json(
         Internal::AnthropicModels | Internal::AnthropicCountTokens => {
             unreachable!("rendered above")
         }
-        Internal::DebugPanic => unreachable!("answered by the connection loop"),
+        Internal::DebugPanic | Internal::Reload => unreachable!("answered by the connection loop"),
         Internal::Ui | Internal::UiData => unreachable!("rendered by render"),
         Internal::Status => status(shard),
         Internal::Models => status_models(shard),
@@ -118,9 +121,10 @@ fn render_json(
 
 /// `/internal/metrics`: every shard's counters summed, in Prometheus text format.
 fn prometheus(shard: &Shard) -> String {
+    let live = shard.live_now();
     use std::fmt::Write;
     let m = &shard.metrics;
-    let eps = &shard.upstreams.endpoints;
+    let eps = &live.upstreams.endpoints;
     let now = now_ms();
     let mut out = String::with_capacity(8192);
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
@@ -141,7 +145,7 @@ fn prometheus(shard: &Shard) -> String {
     );
     for ep in eps.iter() {
         for (class, label) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-            let n = m.total(|c| &c.endpoints[ep.index].responses[class]);
+            let n = ep.metrics().total(|c| &c.responses[class]);
             let _ = writeln!(
                 out,
                 "ringway_responses_total{{endpoint=\"{}\",status=\"{label}\"}} {n}",
@@ -246,7 +250,7 @@ fn prometheus(shard: &Shard) -> String {
     for (name, help, counter) in per_endpoint {
         family(&mut out, name, "counter", help);
         for ep in eps.iter() {
-            let n = m.total(|c| counter(&c.endpoints[ep.index]));
+            let n = ep.metrics().total(|c| counter(c));
             let _ = writeln!(out, "{name}{{endpoint=\"{}\"}} {n}", ep.name);
         }
     }
@@ -315,14 +319,14 @@ fn prometheus(shard: &Shard) -> String {
                 .chain(["+Inf".to_string()])
                 .enumerate()
             {
-                cumulative += m.total(|c| &hist(&c.endpoints[ep.index]).buckets[i]);
+                cumulative += ep.metrics().total(|c| &hist(c).buckets[i]);
                 let _ = writeln!(
                     out,
                     "{name}_bucket{{endpoint=\"{}\",le=\"{bound}\"}} {cumulative}",
                     ep.name
                 );
             }
-            let sum = m.total(|c| &hist(&c.endpoints[ep.index]).sum_us) as f64 / 1e6;
+            let sum = ep.metrics().total(|c| &hist(c).sum_us) as f64 / 1e6;
             let _ = writeln!(out, "{name}_sum{{endpoint=\"{}\"}} {sum}", ep.name);
             let _ = writeln!(out, "{name}_count{{endpoint=\"{}\"}} {cumulative}", ep.name);
         }
@@ -339,8 +343,9 @@ fn query_param<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {
 
 /// The endpoints that are up and in `scope`.
 fn available(shard: &Shard, scope: Scope) -> EndpointSet {
+    let live = shard.live_now();
     let mut set = EndpointSet::default();
-    for ep in shard.upstreams.endpoints.iter() {
+    for ep in live.upstreams.endpoints.iter() {
         if scope.admits(ep.kind) && ep.health().is_up() {
             set.insert(ep.index);
         }
@@ -351,13 +356,14 @@ fn available(shard: &Shard, scope: Scope) -> EndpointSet {
 /// The models of the available endpoints in `scope`: name, the endpoints listing it,
 /// and the first of those endpoints' own entry.
 fn merged(shard: &Shard, scope: Scope) -> Vec<(String, Vec<usize>, Value)> {
+    let live = shard.live_now();
     let catalog = shard.catalog();
     let up = available(shard, scope);
     catalog
         .models()
         .into_iter()
         .filter_map(|(name, set)| {
-            let on: Vec<usize> = (0..shard.upstreams.endpoints.len())
+            let on: Vec<usize> = (0..live.upstreams.endpoints.len())
                 .filter(|&i| set.contains(i) && up.contains(i))
                 .collect();
             let raw = catalog.entry(*on.first()?, name)?.raw.clone();
@@ -368,10 +374,11 @@ fn merged(shard: &Shard, scope: Scope) -> Vec<(String, Vec<usize>, Value)> {
 
 /// `/v1/models`: OpenAI's list shape.
 fn models_openai(shard: &Shard, scope: Scope) -> Value {
+    let live = shard.live_now();
     let data: Vec<Value> = merged(shard, scope)
         .into_iter()
         .map(|(name, on, raw)| {
-            let ep = &shard.upstreams.endpoints[on[0]];
+            let ep = &live.upstreams.endpoints[on[0]];
             json!({
                 "id": name,
                 "object": "model",
@@ -403,8 +410,9 @@ fn models_ollama(shard: &Shard, scope: Scope) -> Value {
 
 /// `/internal/status/models`: Olla's shape.
 fn status_models(shard: &Shard) -> Value {
+    let live = shard.live_now();
     let catalog = shard.catalog();
-    let eps = &shard.upstreams.endpoints;
+    let eps = &live.upstreams.endpoints;
     let mut by_family: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let recent: Vec<Value> = catalog
         .models()
@@ -467,15 +475,16 @@ fn status_models(shard: &Shard) -> Value {
 
 /// `/internal/status`: a summary of the whole proxy.
 fn status(shard: &Shard) -> Value {
+    let live = shard.live_now();
     let now = now_ms();
-    let eps = &shard.upstreams.endpoints;
+    let eps = &live.upstreams.endpoints;
     let up = eps.iter().filter(|e| e.health().is_up()).count();
     let routable = eps
         .iter()
         .filter(|e| e.health().status(now) == Status::Healthy)
         .count();
     let requests: u64 = eps.iter().map(|e| e.health().snapshot().requests).sum();
-    let config = &shard.config;
+    let config = &live.config;
     json!({
         "status": if routable == eps.len() { "healthy" } else if routable > 0 { "degraded" } else { "unhealthy" },
         "name": "ringway",
@@ -489,6 +498,13 @@ fn status(shard: &Shard) -> Value {
         "models": shard.catalog().models().len(),
         "requests": requests,
         "in_flight": eps.iter().map(|e| u64::from(e.in_flight())).sum::<u64>(),
+        "config": {
+            "origin": config.origin,
+            "generation": live.generation,
+            "loaded_at": time(live.loaded_unix_ms),
+            "loaded_unix_ms": live.loaded_unix_ms,
+            "reloadable": config.path.is_some(),
+        },
     })
 }
 
@@ -504,12 +520,13 @@ fn time(at_unix_ms: u64) -> Value {
 /// the keys forgotten to make room and those that expired, as Olla's do), plus repins,
 /// requests without a key and the keys by source.
 fn sticky_stats(shard: &Shard) -> Value {
-    let sticky = &shard.config.sticky;
+    let live = shard.live_now();
+    let sticky = &live.config.sticky;
     if !sticky.enabled {
         return json!({ "enabled": false });
     }
     let m = &shard.metrics;
-    let seen = &shard.upstreams.seen;
+    let seen = &live.upstreams.seen;
     let misses = m.total(|c| &c.sticky_misses);
     let by_source: serde_json::Map<String, Value> = KeySource::ALL
         .iter()
@@ -543,9 +560,10 @@ fn sticky_stats(shard: &Shard) -> Value {
 /// The prefix groups' settings, and the busiest groups placed in recently with their
 /// members (the first `size` of the group's ranking over the routable endpoints).
 fn prefix_groups(shard: &Shard) -> Value {
-    let config = &shard.config.prefix_groups;
+    let live = shard.live_now();
+    let config = &live.config.prefix_groups;
     let m = &shard.metrics;
-    let eps = &shard.upstreams.endpoints;
+    let eps = &live.upstreams.endpoints;
     let now = crate::clock::mono_ms(std::time::Instant::now());
     let groups: Vec<Value> = crate::metrics::groups::busiest(m.all().map(|c| &c.groups), 32)
         .into_iter()
@@ -579,10 +597,11 @@ fn prefix_groups(shard: &Shard) -> Value {
 /// ringway's breaker and check details.
 fn endpoints(shard: &Shard) -> Value {
     let now = now_ms();
+    let live = shard.live_now();
     let catalog = shard.catalog();
     let mut healthy = 0;
     let mut routable = 0;
-    let list: Vec<Value> = shard
+    let list: Vec<Value> = live
         .upstreams
         .endpoints
         .iter()

@@ -59,7 +59,11 @@ impl Fleet {
             .map(|_| Some(vec![model("llama3.1:8b"), model("qwen2.5:7b")]))
             .collect();
         Fleet {
-            upstreams: Upstreams::new(&configs, &crate::config::Config::embedded_default().sticky),
+            upstreams: Upstreams::new(
+                &configs,
+                &crate::config::Config::embedded_default().sticky,
+                1,
+            ),
             catalog: Catalog::new(lists, vec![0; n]),
             cursor: Cell::new(0),
             cold: EndpointSet::default(),

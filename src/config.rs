@@ -122,6 +122,9 @@ pub enum DriverChoice {
 pub struct Config {
     /// Where it was read from, for messages.
     pub origin: String,
+    /// The file it was read from and its language, when it was read from one: what a
+    /// reload reads again.
+    pub path: Option<(std::path::PathBuf, ConfigFormat)>,
     pub server: ServerConfig,
     pub proxy: ProxyConfig,
     pub health: HealthConfig,
@@ -324,10 +327,12 @@ impl Config {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Origin(&origin).err("", format!("cannot read the file: {e}")))?;
-        match format {
+        let mut config = match format {
             ConfigFormat::Toml => Config::from_toml(&text, &origin),
             ConfigFormat::Olla => Config::from_olla_yaml(&text, &origin),
-        }
+        }?;
+        config.path = Some((path.to_path_buf(), format));
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `origin` names it in errors.
@@ -389,6 +394,7 @@ impl Config {
         let endpoints = endpoints::endpoints(raw.endpoints, &health, at, env, &mut warnings)?;
         let config = Config {
             origin: at.0.to_string(),
+            path: None,
             server,
             proxy,
             health,

@@ -62,8 +62,8 @@ impl Kind {
 pub(crate) struct Event {
     pub(crate) at_unix_ms: u64,
     pub(crate) kind: Kind,
-    /// The endpoint's index, when the event is about one.
-    pub(crate) endpoint: Option<usize>,
+    /// The endpoint's name, when the event is about one.
+    pub(crate) endpoint: Option<Box<str>>,
     pub(crate) text: Box<str>,
 }
 
@@ -84,11 +84,11 @@ impl Default for Events {
 
 impl Events {
     /// Records an event now. Never call it on the request path.
-    pub(crate) fn record(&self, kind: Kind, endpoint: Option<usize>, text: impl Into<Box<str>>) {
+    pub(crate) fn record(&self, kind: Kind, endpoint: Option<&str>, text: impl Into<Box<str>>) {
         let event = Event {
             at_unix_ms: unix_ms(),
             kind,
-            endpoint,
+            endpoint: endpoint.map(Into::into),
             text: text.into(),
         };
         // A writer that panicked mid-push left a ring that is still a valid ring.
@@ -114,7 +114,7 @@ mod tests {
     fn the_ring_keeps_the_newest_first_and_forgets_the_oldest() {
         let events = Events::default();
         for i in 0..CAPACITY + 3 {
-            events.record(Kind::EndpointDown, Some(i), format!("e{i}"));
+            events.record(Kind::EndpointDown, Some("ep"), format!("e{i}"));
         }
         let recent = events.recent();
         assert_eq!(recent.len(), CAPACITY);

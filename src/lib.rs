@@ -51,10 +51,12 @@ mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http1;
+mod live;
 mod log;
 mod metrics;
 mod proxy;
 mod ratelimit;
+mod reload;
 mod routing;
 mod runtime;
 mod shard;
@@ -65,8 +67,9 @@ pub use config::{
     Cidr, Config, ConfigError, ConfigFormat, CorsConfig, DEFAULT_CONFIG, DriverChoice,
     EndpointConfig, HealthConfig, ProxyConfig, RateLimitConfig, Secret, ServerConfig, StickyConfig,
 };
+pub use control::ConfigSource;
 pub use endpoint_type::EndpointType;
 pub use log::{AccessFormat, Level, set_level};
 pub use routing::{Balancer, Fallback, KeySource, PrefixGroupsConfig, RoutingConfig, Strategy};
-pub use runtime::{Server, StartError, ThreadDied, start};
+pub use runtime::{Reloader, Server, StartError, ThreadDied, start, start_with};
 pub use stop::Stopper;

@@ -87,12 +87,19 @@ fn main() -> ExitCode {
     raise_open_file_limit(&config);
     let result = match cli.command {
         Some(Command::Demo { token_delay_ms }) => ringway::demo::run(config, token_delay_ms),
-        None => ringway::start(config)
-            .map_err(Into::into)
-            .and_then(|server| {
-                stop_on_signal(&server);
-                server.wait().map_err(Into::into)
-            }),
+        None => {
+            // A reload reads the same file again, with the same command-line overrides.
+            let source = config.path.is_some().then(|| {
+                let cli = Cli::parse();
+                Box::new(move || load_config(&cli)) as ringway::ConfigSource
+            });
+            ringway::start_with(config, source)
+                .map_err(Into::into)
+                .and_then(|server| {
+                    on_signals(&server);
+                    server.wait().map_err(Into::into)
+                })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,17 +131,35 @@ fn raise_open_file_limit(config: &Config) {
     }
 }
 
-/// SIGTERM and SIGINT start a graceful shutdown (drain, then exit 0).
-pub(crate) fn stop_on_signal(server: &ringway::Server) {
-    let stopper = server.stopper();
-    let installed = ctrlc::set_handler(move || {
-        eprintln!("ringway: signal received; draining connections, then exiting");
-        stopper.stop();
-    });
-    if let Err(e) = installed {
-        eprintln!(
-            "ringway: cannot handle SIGTERM/SIGINT ({e}); they will end the process abruptly"
-        );
+/// SIGTERM and SIGINT start a graceful shutdown (drain, then exit 0); SIGHUP reloads
+/// the configuration file (its outcome is logged; a file that fails validation changes
+/// nothing).
+pub(crate) fn on_signals(server: &ringway::Server) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!(
+                "ringway: cannot handle signals ({e}): SIGTERM and SIGINT will end the process abruptly, SIGHUP will not reload"
+            );
+            return;
+        }
+    };
+    let (stopper, reloader) = (server.stopper(), server.reloader());
+    let spawned = std::thread::Builder::new()
+        .name("ringway-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reloader.reload();
+                } else {
+                    eprintln!("ringway: signal received; draining connections, then exiting");
+                    stopper.stop();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("ringway: cannot start the signal thread: {e}");
     }
 }
 

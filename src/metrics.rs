@@ -90,7 +90,6 @@ pub(crate) struct ShardCounters {
     pub(crate) refused_connections: Counter,
     /// Requests refused with 429 by `[rate_limits]`, by `ratelimit::Limit as usize`.
     pub(crate) rate_limited: [Counter; 4],
-    pub(crate) endpoints: Box<[EndpointCounters]>,
     /// Per-model statistics (`/internal/stats/models`, `ringway_model_responses_total`).
     pub(crate) models: ModelStats,
     pub(crate) sticky_hits: Counter,
@@ -117,15 +116,9 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(shards: usize, endpoints: usize) -> Metrics {
-        let shard = || ShardCounters {
-            endpoints: (0..endpoints)
-                .map(|_| EndpointCounters::default())
-                .collect(),
-            ..ShardCounters::default()
-        };
+    pub(crate) fn new(shards: usize) -> Metrics {
         Metrics {
-            shards: (0..shards).map(|_| shard()).collect(),
+            shards: (0..shards).map(|_| ShardCounters::default()).collect(),
         }
     }
 
@@ -145,5 +138,29 @@ impl Metrics {
     /// The sum over all shards of one counter.
     pub(crate) fn total(&self, counter: impl Fn(&ShardCounters) -> &Counter) -> u64 {
         self.shards.iter().map(|s| counter(s).get()).sum()
+    }
+}
+
+/// One endpoint's counters, one block per shard (each written by its shard only, on
+/// cache lines of its own). They live with the endpoint's shared state
+/// (`upstream::Endpoint::metrics`), so they follow the backend across configuration
+/// generations, whatever its index in each.
+#[derive(Debug)]
+pub(crate) struct EndpointMetrics(Box<[EndpointCounters]>);
+
+impl EndpointMetrics {
+    pub(crate) fn new(shards: usize) -> EndpointMetrics {
+        EndpointMetrics((0..shards).map(|_| EndpointCounters::default()).collect())
+    }
+
+    /// Shard `id`'s counters.
+    #[inline]
+    pub(crate) fn shard(&self, id: usize) -> &EndpointCounters {
+        &self.0[id]
+    }
+
+    /// The sum over all shards of one counter.
+    pub(crate) fn total(&self, counter: impl Fn(&EndpointCounters) -> &Counter) -> u64 {
+        self.0.iter().map(|c| counter(c).get()).sum()
     }
 }

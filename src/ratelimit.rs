@@ -151,6 +151,12 @@ impl Bucket {
 #[repr(align(64))]
 struct Lone(Bucket);
 
+/// An endpoint's `per_endpoint_per_minute` bucket. It lives with the endpoint's shared
+/// state (`upstream::Endpoint::bucket`), so it follows the backend across configuration
+/// generations.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointBucket(Lone);
+
 /// A slot of the client table: the hash of whose bucket it holds (0 = none), and the
 /// bucket.
 #[derive(Debug, Default)]
@@ -218,8 +224,6 @@ pub(crate) struct RateLimiter {
     health: Option<Rate>,
     endpoint: Option<Rate>,
     global_bucket: Lone,
-    /// By endpoint index; empty without a per-endpoint limit.
-    endpoints: Box<[Lone]>,
     /// Empty without a per-client limit.
     clients: Box<[Slot]>,
     /// The peers whose `X-Forwarded-For` and `X-Real-IP` name the client; `None` when
@@ -229,7 +233,7 @@ pub(crate) struct RateLimiter {
 
 impl RateLimiter {
     /// The buckets `config` asks for; `None` when it sets no limit.
-    pub(crate) fn new(config: &RateLimitConfig, endpoints: usize) -> Option<RateLimiter> {
+    pub(crate) fn new(config: &RateLimitConfig) -> Option<RateLimiter> {
         if !config.any() {
             return None;
         }
@@ -244,14 +248,12 @@ impl RateLimiter {
         } else {
             0
         };
-        let endpoints = if endpoint.is_some() { endpoints } else { 0 };
         Some(RateLimiter {
             global: rate(config.global_per_minute),
             client,
             health,
             endpoint,
             global_bucket: Lone::default(),
-            endpoints: (0..endpoints).map(|_| Lone::default()).collect(),
             clients: (0..slots).map(|_| Slot::default()).collect(),
             trusted: config
                 .trust_proxy_headers
@@ -321,11 +323,12 @@ impl RateLimiter {
         self.endpoint.is_some()
     }
 
-    /// A token of endpoint `index` at `now`, or how it refused.
-    pub(crate) fn take_endpoint(&self, index: usize, now: u64) -> Result<(), Refusal> {
-        let (Some(rate), Some(bucket)) = (&self.endpoint, self.endpoints.get(index)) else {
+    /// A token of an endpoint's bucket at `now`, or how it refused.
+    pub(crate) fn take_endpoint(&self, bucket: &EndpointBucket, now: u64) -> Result<(), Refusal> {
+        let Some(rate) = &self.endpoint else {
             return Ok(());
         };
+        let bucket = &bucket.0;
         match bucket.0.take(rate, now) {
             Ok(_) => Ok(()),
             Err(wait) => match refused(Limit::Endpoint, rate, &bucket.0, wait, now) {
@@ -466,7 +469,7 @@ mod tests {
     }
 
     fn limiter(text: &str) -> RateLimiter {
-        RateLimiter::new(&config(text), 2).expect("a limit is set")
+        RateLimiter::new(&config(text)).expect("a limit is set")
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -486,7 +489,7 @@ mod tests {
 
     #[test]
     fn nothing_set_means_no_limiter() {
-        assert!(RateLimiter::new(&config(""), 2).is_none());
+        assert!(RateLimiter::new(&config("")).is_none());
     }
 
     #[test]
@@ -588,15 +591,15 @@ mod tests {
         let l = limiter("per_endpoint_requests_per_minute = 60\nburst_size = 1");
         assert!(l.limits_endpoints() && !l.limits_clients());
         assert_eq!(l.admit_request(ip("10.0.0.1"), SECOND), Verdict::Unlimited);
-        assert_eq!(l.take_endpoint(0, SECOND), Ok(()));
-        let refusal = l.take_endpoint(0, SECOND).unwrap_err();
+        let (a, b) = (EndpointBucket::default(), EndpointBucket::default());
+        assert_eq!(l.take_endpoint(&a, SECOND), Ok(()));
+        let refusal = l.take_endpoint(&a, SECOND).unwrap_err();
         assert_eq!(
             (refusal.limit, refusal.retry_after_s()),
             (Limit::Endpoint, 1)
         );
-        assert_eq!(l.take_endpoint(1, SECOND), Ok(()));
-        assert_eq!(l.take_endpoint(0, 2 * SECOND), Ok(()));
-        assert_eq!(l.take_endpoint(7, SECOND), Ok(()), "an unknown index");
+        assert_eq!(l.take_endpoint(&b, SECOND), Ok(()));
+        assert_eq!(l.take_endpoint(&a, 2 * SECOND), Ok(()));
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub(crate) enum Internal {
     Ui,
     /// `/internal/ui/data`: what the dashboard shows, polled by the page.
     UiData,
+    /// `POST /internal/reload`: re-reads the configuration file (as SIGHUP does) and
+    /// answers how it went. Loopback clients only, whatever `server.internal_access`.
+    Reload,
     /// `/internal/debug/panic`: a test hook (`ServerConfig::debug_panic_route`), 404
     /// unless enabled.
     DebugPanic,
@@ -173,6 +176,7 @@ impl Internal {
                 | Internal::Process
                 | Internal::Ui
                 | Internal::UiData
+                | Internal::Reload
         )
     }
 
@@ -286,6 +290,7 @@ pub(crate) fn classify(target: &[u8]) -> Route {
         b"/internal/stats/translators" => Route::Internal(Internal::TranslatorStats),
         b"/internal/stats/models" => Route::Internal(Internal::ModelStats),
         b"/internal/process" => Route::Internal(Internal::Process),
+        b"/internal/reload" => Route::Internal(Internal::Reload),
         b"/internal/metrics" => Route::Internal(Internal::Metrics),
         b"/internal/debug/panic" => Route::Internal(Internal::DebugPanic),
         b"/version" => Route::Internal(Internal::Version),
@@ -406,6 +411,7 @@ mod tests {
                 Internal::ModelStats,
             ),
             ("/internal/process", Internal::Process),
+            ("/internal/reload", Internal::Reload),
         ];
         for (path, page) in pages {
             assert_eq!(classify(path.as_bytes()), Route::Internal(page), "{path}");

@@ -20,16 +20,15 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::clock;
 use crate::config::{Config, DriverChoice};
-use crate::control;
+use crate::control::{self, ConfigSource, Control};
 use crate::events::Kind;
+use crate::live::Live;
 use crate::log::{AccessLog, error, info, warning};
 use crate::metrics::Metrics;
 use crate::proxy;
-use crate::ratelimit::RateLimiter;
+use crate::reload::Reloads;
 use crate::shard::{Shard, ShardParts};
 use crate::stop::{StopSignal, Stopper};
-use crate::upstream::Upstreams;
-use crate::upstream::models::Catalog;
 use supervisor::{CatchUnwind, Supervisor, panic_message};
 
 pub use supervisor::ThreadDied;
@@ -56,6 +55,7 @@ pub struct Server {
     local_addr: SocketAddr,
     drivers: Vec<&'static str>,
     stop: Arc<StopSignal>,
+    reloads: Reloads,
     supervisor: Supervisor,
 }
 
@@ -91,17 +91,31 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// Binds the listeners and starts the shards; returns once every shard accepts.
+/// Binds the listeners and starts the shards; returns once every shard accepts. A
+/// reload (SIGHUP, `POST /internal/reload`, [`Server::reload`]) reads the file the
+/// configuration was loaded from again, in the same format; a configuration made any
+/// other way cannot be reloaded (see [`start_with`]).
 pub fn start(config: Config) -> Result<Server, StartError> {
+    let source = config
+        .path
+        .clone()
+        .map(|(path, format)| Box::new(move || Config::load_as(&path, format)) as ConfigSource);
+    start_with(config, source)
+}
+
+/// [`start`], with where a reload reads the configuration from (`None`: reloads are
+/// refused). The command line passes a source that applies its overrides again.
+pub fn start_with(config: Config, source: Option<ConfigSource>) -> Result<Server, StartError> {
     let config = Arc::new(config);
     let shards = config.shard_count();
     let listeners = bind_listeners(config.server.listen, shards)?;
     let local_addr = listeners[0]
         .local_addr()
         .map_err(|e| StartError::Bind(config.server.listen, e))?;
-    let upstreams = Arc::new(Upstreams::new(&config.endpoints, &config.sticky));
-    let limits = RateLimiter::new(&config.rate_limits, config.endpoints.len()).map(Arc::new);
-    let metrics = Arc::new(Metrics::new(shards, config.endpoints.len()));
+    let live = Arc::new(Live::first(config.clone(), shards));
+    let upstreams = &live.upstreams;
+    let metrics = Arc::new(Metrics::new(shards));
+    let (reloads, asked) = Reloads::new();
     let access_log = match config.access_log {
         Some(format) => {
             let path = config.access_log_path.as_deref();
@@ -126,21 +140,20 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let process_tag = process_tag();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut supervisor = Supervisor::new();
-    let mut catalog_senders = Vec::with_capacity(shards);
+    let mut update_senders = Vec::with_capacity(shards);
     for (id, listener) in listeners.into_iter().enumerate() {
-        let (catalog_tx, catalog_updates) = mpsc::channel();
-        catalog_senders.push(catalog_tx);
+        let (update_tx, updates) = mpsc::channel();
+        update_senders.push(update_tx);
         let start = ShardStart {
             parts: ShardParts {
                 id,
                 driver: "",
-                config: config.clone(),
-                upstreams: upstreams.clone(),
+                live: live.clone(),
                 metrics: metrics.clone(),
                 access_log: access_log.clone(),
-                catalog_updates,
+                updates,
                 process_tag,
-                limits: limits.clone(),
+                reloads: reloads.clone(),
             },
             listener,
             stop: stop.clone(),
@@ -183,10 +196,14 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         config.endpoints.len()
     );
     upstreams.events.record(Kind::Started, None, started);
-    let control = (config.clone(), upstreams.clone(), stop.clone());
-    supervisor.spawn("ringway-control".into(), move || {
-        run_control(control.0, control.1, control.2, catalog_senders)
-    });
+    let control = Control {
+        live: live.clone(),
+        stop: stop.clone(),
+        shards: update_senders,
+        asked,
+        source,
+    };
+    supervisor.spawn("ringway-control".into(), move || run_control(control));
     info!(
         "ringway {} listening on {local_addr} with {shards} shard(s) ({}), balancer {}, {} endpoint(s)",
         env!("CARGO_PKG_VERSION"),
@@ -198,6 +215,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
         local_addr,
         drivers,
         stop,
+        reloads,
         supervisor,
     })
 }
@@ -225,6 +243,19 @@ impl Server {
         Stopper(self.stop.clone())
     }
 
+    /// Reads the configuration again and applies it without dropping anything (what
+    /// SIGHUP does): the new generation's number, or why the running configuration was
+    /// kept. Blocks until the control thread has done it.
+    pub fn reload(&self) -> Result<u64, String> {
+        self.reloads.reload().map(|applied| applied.generation)
+    }
+
+    /// A handle that asks for a reload from any thread (a SIGHUP handler), not waiting
+    /// for it.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.reloads.clone())
+    }
+
     /// Blocks until the server is stopped; an `Err` if a shard died first.
     pub fn wait(mut self) -> Result<(), ThreadDied> {
         let result = self.supervisor.wait(&self.stop);
@@ -238,6 +269,17 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop.trigger();
         self.supervisor.join();
+    }
+}
+
+/// Asks a running ringway for a reload ([`Server::reloader`]).
+#[derive(Clone)]
+pub struct Reloader(Reloads);
+
+impl Reloader {
+    /// Asks for a reload; its outcome is logged.
+    pub fn reload(&self) {
+        self.0.ask();
     }
 }
 
@@ -346,7 +388,7 @@ fn block_on_driver<F: Future>(
 
 fn run_shard(start: ShardStart) {
     let (id, ready) = (start.parts.id, start.ready.clone());
-    let choice = start.parts.config.server.driver;
+    let choice = start.parts.live.config.server.driver;
     if let Err(why) = block_on_driver(choice, &format!("shard {id}"), |driver| {
         shard_main(start, driver)
     }) {
@@ -358,13 +400,8 @@ fn run_shard(start: ShardStart) {
 ///
 /// Always on epoll, whatever `server.driver` says: a few probes a second gain nothing from
 /// io_uring, and a ring would be mapped (and resident) for them.
-fn run_control(
-    config: Arc<Config>,
-    upstreams: Arc<Upstreams>,
-    stop: Arc<StopSignal>,
-    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
-) {
-    let checks = |_driver| control::run(upstreams, config, stop, shards);
+fn run_control(control: Control) {
+    let checks = |_driver| control::run(control);
     if let Err(why) = block_on_driver(DriverChoice::Epoll, "control thread", checks) {
         error!("control thread: {why}; health checks are not running");
     }
@@ -388,7 +425,7 @@ async fn shard_main(start: ShardStart, driver: &'static str) {
             return;
         }
     };
-    let drain_timeout = start.parts.config.server.drain_timeout;
+    let drain_timeout = start.parts.live.config.server.drain_timeout;
     let shard = Rc::new(Shard::new(ShardParts {
         driver,
         ..start.parts
@@ -500,6 +537,9 @@ async fn evict_idle_connections(shard: Rc<Shard>) {
     let every = (shard.pool.idle_timeout() / 2).max(Duration::from_millis(100));
     while !shard.is_draining() {
         monoio::time::sleep(every).await;
+        // An idle shard takes a new generation here too: it lets the old one go, and
+        // the connections to backends that left with it.
+        shard.take_updates();
         shard.pool.evict_expired();
     }
 }

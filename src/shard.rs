@@ -11,12 +11,10 @@ use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Waker};
 
 use crate::config::Config;
-use crate::cors::Cors;
+use crate::live::{Live, Update};
 use crate::log::AccessLog;
 use crate::metrics::{Metrics, ShardCounters};
-use crate::ratelimit::RateLimiter;
-use crate::upstream::Upstreams;
-use crate::upstream::health::Breaker;
+use crate::reload::Reloads;
 use crate::upstream::models::Catalog;
 use crate::upstream::pool::Pool;
 
@@ -25,21 +23,20 @@ pub(crate) struct Shard {
     pub(crate) id: usize,
     /// "io_uring" or "epoll".
     pub(crate) driver: &'static str,
+    /// The settings that cannot change while ringway runs (`live::restart_only`): the
+    /// configuration it started with. Everything else is read from [`Shard::live`].
     pub(crate) config: Arc<Config>,
-    pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) pool: Pool,
     /// All shards' counters; this shard writes only its own block.
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) access_log: Option<Arc<AccessLog>>,
-    /// The model catalogue this shard routes by, and where new ones arrive.
+    /// The configuration generation new requests are served by, and its model
+    /// catalogue; where new ones arrive.
+    live: RefCell<Rc<Arc<Live>>>,
     catalog: RefCell<Arc<Catalog>>,
-    catalog_updates: mpsc::Receiver<Arc<Catalog>>,
-    /// How request failures open an endpoint's circuit breaker.
-    pub(crate) breaker: Breaker,
-    /// `[rate_limits]`'s buckets, shared by all shards; `None` when no limit is set.
-    pub(crate) limits: Option<Arc<RateLimiter>>,
-    /// `[cors]`; `None` when it is off.
-    pub(crate) cors: Option<Cors>,
+    updates: mpsc::Receiver<Update>,
+    /// Where `POST /internal/reload` asks the control thread for a reload.
+    pub(crate) reloads: Reloads,
     /// Where the balancer starts scanning: just after this shard's previous pick.
     pub(crate) next_pick: Cell<usize>,
     pub(crate) next_request: Cell<u64>,
@@ -58,33 +55,32 @@ pub(crate) struct Shard {
 pub(crate) struct ShardParts {
     pub(crate) id: usize,
     pub(crate) driver: &'static str,
-    pub(crate) config: Arc<Config>,
-    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) live: Arc<Live>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) access_log: Option<Arc<AccessLog>>,
-    pub(crate) catalog_updates: mpsc::Receiver<Arc<Catalog>>,
+    pub(crate) updates: mpsc::Receiver<Update>,
     pub(crate) process_tag: u32,
-    pub(crate) limits: Option<Arc<RateLimiter>>,
+    pub(crate) reloads: Reloads,
 }
 
 impl Shard {
     pub(crate) fn new(parts: ShardParts) -> Shard {
-        let proxy = &parts.config.proxy;
-        let endpoints = parts.upstreams.endpoints.len();
+        let config = parts.live.config.clone();
+        let proxy = &config.proxy;
+        let endpoints = parts.live.upstreams.endpoints.len();
         Shard {
             id: parts.id,
             driver: parts.driver,
             pool: Pool::new(endpoints, proxy.pool_idle_timeout, proxy.pool_max_idle),
-            breaker: Breaker::new(&parts.config.health),
-            limits: parts.limits,
-            cors: Cors::new(&parts.config.cors),
             metrics: parts.metrics,
             access_log: parts.access_log,
             catalog: RefCell::new(Arc::new(Catalog::new(
                 vec![None; endpoints],
                 vec![0; endpoints],
             ))),
-            catalog_updates: parts.catalog_updates,
+            live: RefCell::new(Rc::new(parts.live)),
+            updates: parts.updates,
+            reloads: parts.reloads,
             next_pick: Cell::new(parts.id),
             next_request: Cell::new(0),
             process_tag: parts.process_tag,
@@ -92,8 +88,7 @@ impl Shard {
             connections: Cell::new(0),
             idle: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
-            config: parts.config,
-            upstreams: parts.upstreams,
+            config,
         }
     }
 
@@ -121,21 +116,46 @@ impl Shard {
         }
     }
 
-    /// The latest model catalogue. Never hold it across an `.await`.
+    /// The latest configuration generation, taken in if one arrived: what a new request
+    /// is served by, from its start to its end (its endpoint indices are this
+    /// generation's).
+    pub(crate) fn live(&self) -> Rc<Arc<Live>> {
+        self.take_updates();
+        self.live.borrow().clone()
+    }
+
+    /// The generation as it is, without taking in an update (the pages, which read the
+    /// catalogue alongside).
+    pub(crate) fn live_now(&self) -> Rc<Arc<Live>> {
+        self.live.borrow().clone()
+    }
+
+    /// The model catalogue of the current generation. Never hold it across an `.await`.
+    /// A request reads it right after [`Shard::live`], before any `.await`, so the two
+    /// are of the same generation.
     pub(crate) fn catalog(&self) -> std::cell::Ref<'_, Arc<Catalog>> {
-        if let Ok(mut latest) = self.catalog_updates.try_recv() {
-            while let Ok(newer) = self.catalog_updates.try_recv() {
-                latest = newer;
-            }
-            *self.catalog.borrow_mut() = latest;
-        }
         self.catalog.borrow()
     }
 
-    /// The catalogue as it is, without taking in an update: for what a request's end
-    /// records about the catalogue its route used.
-    pub(crate) fn catalog_now(&self) -> std::cell::Ref<'_, Arc<Catalog>> {
-        self.catalog.borrow()
+    /// Takes in what the control thread sent: the newest generation, and the newest
+    /// catalogue of the generation the shard then has (one indexed for an older
+    /// generation is dropped: the control thread sends every generation with its own).
+    pub(crate) fn take_updates(&self) {
+        while let Ok(update) = self.updates.try_recv() {
+            match update {
+                Update::Live(live, catalog) => {
+                    let old = self.live.replace(Rc::new(live));
+                    let new = self.live.borrow();
+                    self.pool.follow(&old.upstreams, &new.upstreams);
+                    *self.catalog.borrow_mut() = catalog;
+                }
+                Update::Catalog(catalog) => {
+                    if catalog.generation == self.live.borrow().generation {
+                        *self.catalog.borrow_mut() = catalog;
+                    }
+                }
+            }
+        }
     }
 
     /// This shard's own counters.

@@ -10,22 +10,29 @@ mod tls;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::{EndpointConfig, EndpointTls, Secret, StickyConfig};
 use crate::endpoint_type::EndpointType;
 use crate::events::Events;
+use crate::metrics::EndpointMetrics;
+use crate::ratelimit::EndpointBucket;
 use crate::routing::balancer::Candidate;
 use crate::routing::seen::SeenKeys;
 pub(crate) use conn::EndpointConn;
 use health::Health;
 
 /// One backend: its configuration, ready for the request path, and the counters every
-/// shard reads and writes.
+/// shard reads and writes. A configuration generation (`crate::live`) has its own
+/// `Endpoint`s; what is learnt about a backend (health, load, counters) is in `shared`,
+/// carried from one generation to the next while the backend keeps its name and address.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
-    /// Position in [`Upstreams::endpoints`]; keys the per-shard pools.
+    /// Position in [`Upstreams::endpoints`], in this generation only: another generation
+    /// may place the same backend elsewhere. What outlives a generation is keyed by
+    /// [`Endpoint::uid`].
     pub(crate) index: usize,
     pub(crate) name: Box<str>,
     pub(crate) kind: EndpointType,
@@ -56,12 +63,12 @@ pub(crate) struct Endpoint {
     pub(crate) olla_lines: Box<[u8]>,
     /// For an `https://` endpoint: how to make and check its TLS sessions.
     pub(crate) tls: Option<EndpointTls>,
-    shared: Shared,
+    shared: Arc<Shared>,
 }
 
 /// What all shards share about an endpoint, on a cache line of its own: shards updating
 /// one endpoint's counters do not slow down reads of another's.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(C, align(64))]
 struct Shared {
     /// Requests dispatched to the endpoint and not finished, on all shards.
@@ -75,6 +82,42 @@ struct Shared {
     /// 0 = never); what it read is in the model catalogue.
     engine_read_unix_ms: AtomicU64,
     health: Health,
+    /// Never reused in the process: keys the pools, the model statistics, the catalogue's
+    /// carried lists, across generations.
+    uid: u32,
+    /// Its `rate_limits.per_endpoint_per_minute` bucket.
+    bucket: EndpointBucket,
+    /// Each shard's counters of its responses.
+    metrics: EndpointMetrics,
+    /// Where it connects: a later generation's endpoint of the same name carries this
+    /// state only if it connects to the same place.
+    url: Box<str>,
+    addrs: Box<[SocketAddr]>,
+}
+
+/// The next [`Shared::uid`].
+static NEXT_UID: AtomicU32 = AtomicU32::new(1);
+
+impl Shared {
+    fn new(c: &EndpointConfig, shards: usize, health: Health) -> Shared {
+        Shared {
+            in_flight: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            in_flight_bytes: AtomicU64::new(0),
+            engine_read_unix_ms: AtomicU64::new(0),
+            health,
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            bucket: EndpointBucket::default(),
+            metrics: EndpointMetrics::new(shards),
+            url: c.url.as_str().into(),
+            addrs: c.addrs.as_slice().into(),
+        }
+    }
+
+    /// Whether an endpoint configured as `c` is the backend this state is about.
+    fn connects_as(&self, c: &EndpointConfig) -> bool {
+        *self.url == *c.url && *self.addrs == *c.addrs
+    }
 }
 
 /// Counts a request, and its body's bytes, as in flight on an endpoint until dropped.
@@ -106,6 +149,37 @@ impl Endpoint {
 
     pub(crate) fn health(&self) -> &Health {
         &self.shared.health
+    }
+
+    /// Its identity across generations (never reused in the process).
+    #[inline]
+    pub(crate) fn uid(&self) -> u32 {
+        self.shared.uid
+    }
+
+    /// Each shard's counters of its responses.
+    #[inline]
+    pub(crate) fn metrics(&self) -> &EndpointMetrics {
+        &self.shared.metrics
+    }
+
+    /// Its `rate_limits.per_endpoint_per_minute` bucket.
+    pub(crate) fn bucket(&self) -> &EndpointBucket {
+        &self.shared.bucket
+    }
+
+    /// Its tag in the sticky sessions' memory (`routing::seen`, 9 bits, 511 reserved):
+    /// from its identity, so a record stays the backend's whatever its index in later
+    /// generations (two backends share a tag once in 511: a label, never a placement,
+    /// can then be wrong).
+    #[inline]
+    pub(crate) fn seen_tag(&self) -> usize {
+        (self.shared.uid % 511) as usize
+    }
+
+    /// Whether `other` (of another generation) is the same backend, its state carried.
+    pub(crate) fn is(&self, other: &Endpoint) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     pub(crate) fn in_flight(&self) -> u32 {
@@ -158,62 +232,110 @@ impl Candidate for Endpoint {
     }
 }
 
-/// All endpoints, shared read-only by the shards, and the sticky sessions' memory of
-/// which endpoint each key was last served by.
+/// One generation's endpoints, shared read-only by the shards, and (shared by all
+/// generations) the sticky sessions' memory of which endpoint each key was last served by
+/// and the recent events.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     pub(crate) endpoints: Box<[Endpoint]>,
-    pub(crate) seen: SeenKeys,
+    pub(crate) seen: Arc<SeenKeys>,
     /// Recent endpoint state changes and warnings, for the dashboard (never written on
     /// the request path).
-    pub(crate) events: Events,
+    pub(crate) events: Arc<Events>,
+    shards: usize,
 }
 
 impl Upstreams {
-    pub(crate) fn new(configs: &[EndpointConfig], sticky: &StickyConfig) -> Upstreams {
+    /// The first generation: every endpoint new, routable until a check says otherwise.
+    pub(crate) fn new(
+        configs: &[EndpointConfig],
+        sticky: &StickyConfig,
+        shards: usize,
+    ) -> Upstreams {
+        let ttl = sticky.idle_ttl.map_or(0, |t| t.as_millis() as u64);
         let endpoints = configs
             .iter()
             .enumerate()
-            .map(|(index, c)| Endpoint {
-                index,
-                name: c.name.as_str().into(),
-                kind: c.kind,
-                anthropic_native: c.anthropic_native,
-                priority: c.priority,
-                sticky_id: crate::routing::sticky::endpoint_id(&c.name),
-                addrs: c.addrs.as_slice().into(),
-                authority: c.authority.as_bytes().into(),
-                base_path: c.base_path.as_bytes().into(),
-                url: c.url.as_str().into(),
-                health_path: c.health_path.as_str().into(),
-                models_path: c.models_path.as_str().into(),
-                check_interval: c.check_interval,
-                check_timeout: c.check_timeout,
-                own_lines: own_lines(c),
-                own_names: c
-                    .auth
-                    .iter()
-                    .chain(&c.headers)
-                    .map(|(name, _)| name.as_bytes().into())
-                    .collect(),
-                has_auth: c.auth.is_some(),
-                olla_lines: format!(
-                    "X-Olla-Endpoint: {}\r\nX-Olla-Backend-Type: {}\r\n",
-                    c.name,
-                    c.kind.name()
-                )
-                .into_bytes()
-                .into(),
-                tls: c.tls.clone(),
-                shared: Shared::default(),
+            .map(|(index, c)| {
+                let shared = Arc::new(Shared::new(c, shards, Health::default()));
+                endpoint(index, c, shared)
             })
             .collect();
-        let ttl = sticky.idle_ttl.map_or(0, |t| t.as_millis() as u64);
         Upstreams {
             endpoints,
-            seen: SeenKeys::new(sticky.max_sessions, ttl),
-            events: Events::default(),
+            seen: Arc::new(SeenKeys::new(sticky.max_sessions, ttl)),
+            events: Arc::new(Events::default()),
+            shards,
         }
+    }
+
+    /// The generation after this one, of the endpoints `configs`. An endpoint of a name
+    /// this one has, connecting to the same URL and addresses, is the same backend: its
+    /// health, breaker, load and counters carry on. Any other is new, and out of
+    /// rotation until its first passing health check.
+    pub(crate) fn next(&self, configs: &[EndpointConfig]) -> Upstreams {
+        let endpoints = configs
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let carried = self
+                    .endpoints
+                    .iter()
+                    .find(|ep| *ep.name == *c.name && ep.shared.connects_as(c));
+                let shared = match carried {
+                    Some(ep) => ep.shared.clone(),
+                    None => Arc::new(Shared::new(c, self.shards, Health::unproven())),
+                };
+                endpoint(index, c, shared)
+            })
+            .collect();
+        Upstreams {
+            endpoints,
+            seen: self.seen.clone(),
+            events: self.events.clone(),
+            shards: self.shards,
+        }
+    }
+
+    /// The endpoint of this generation that is `ep` (of another), if any.
+    pub(crate) fn find(&self, ep: &Endpoint) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.is(ep))
+    }
+}
+
+fn endpoint(index: usize, c: &EndpointConfig, shared: Arc<Shared>) -> Endpoint {
+    Endpoint {
+        index,
+        name: c.name.as_str().into(),
+        kind: c.kind,
+        anthropic_native: c.anthropic_native,
+        priority: c.priority,
+        sticky_id: crate::routing::sticky::endpoint_id(&c.name),
+        addrs: c.addrs.as_slice().into(),
+        authority: c.authority.as_bytes().into(),
+        base_path: c.base_path.as_bytes().into(),
+        url: c.url.as_str().into(),
+        health_path: c.health_path.as_str().into(),
+        models_path: c.models_path.as_str().into(),
+        check_interval: c.check_interval,
+        check_timeout: c.check_timeout,
+        own_lines: own_lines(c),
+        own_names: c
+            .auth
+            .iter()
+            .chain(&c.headers)
+            .map(|(name, _)| name.as_bytes().into())
+            .collect(),
+        has_auth: c.auth.is_some(),
+        olla_lines: format!(
+            "X-Olla-Endpoint: {}\r\nX-Olla-Backend-Type: {}\r\n",
+            c.name,
+            c.kind.name()
+        )
+        .into_bytes()
+        .into(),
+        tls: c.tls.clone(),
+        shared,
     }
 }
 

@@ -34,7 +34,7 @@ struct Model {
     misses: u64,
     fallbacks: u64,
     clients: [u8; REGISTERS],
-    endpoints: BTreeMap<usize, Endpoint>,
+    endpoints: BTreeMap<u32, Endpoint>,
 }
 
 #[derive(Default)]
@@ -133,7 +133,15 @@ pub(super) fn page(shard: &Shard, query: &[u8]) -> Value {
     models.sort_by(|a, b| b.requests().cmp(&a.requests()).then(a.name.cmp(&b.name)));
 
     let (now_mono, now_unix) = (now_ms(), unix_ms());
-    let eps = &shard.upstreams.endpoints;
+    let live = shard.live_now();
+    let eps = &live.upstreams.endpoints;
+    // Endpoints by identity: a backend a reload removed is "?".
+    let name_of = |uid: u32| {
+        eps.iter()
+            .find(|ep| ep.uid() == uid)
+            .map_or("?", |ep| &*ep.name)
+            .to_string()
+    };
     let last = |last_ms: u64| {
         let ago = since(last_ms, now_mono);
         (
@@ -178,7 +186,7 @@ pub(super) fn page(shard: &Shard, query: &[u8]) -> Value {
                     .endpoints
                     .iter()
                     .map(|(&i, e)| {
-                        let name = eps.get(i).map_or("?", |ep| &*ep.name).to_string();
+                        let name = name_of(i);
                         let value = endpoint_entry(&name, e, &last, average);
                         (name, value)
                     })
@@ -213,7 +221,7 @@ pub(super) fn page(shard: &Shard, query: &[u8]) -> Value {
 
     let mut endpoints = Map::new();
     if include_summary {
-        let mut totals: BTreeMap<usize, Endpoint> = BTreeMap::new();
+        let mut totals: BTreeMap<u32, Endpoint> = BTreeMap::new();
         for e_of_model in models.iter().flat_map(|s| &s.endpoints) {
             let (&i, e) = e_of_model;
             let t = totals.entry(i).or_default();
@@ -223,7 +231,7 @@ pub(super) fn page(shard: &Shard, query: &[u8]) -> Value {
             t.last_ms = t.last_ms.max(e.last_ms);
         }
         for (i, t) in totals {
-            let name = eps.get(i).map_or("?", |ep| &*ep.name).to_string();
+            let name = name_of(i);
             // Olla's endpoint summary carries no error runs.
             let t = Endpoint {
                 consecutive_errors: 0,

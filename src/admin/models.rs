@@ -81,11 +81,12 @@ fn views<'c>(catalog: &'c Catalog) -> Vec<View<'c>> {
 /// A model's other names: Ollama's implicit `:latest` tag, and the configured aliases
 /// (`[model_aliases]`) that point at it.
 fn aliases(shard: &Shard, name: &str) -> Vec<String> {
+    let live = shard.live_now();
     let mut names = vec![name.to_string()];
     if let Some(bare) = name.strip_suffix(":latest") {
         names.push(bare.to_string());
     }
-    for (alias, targets) in &shard.config.model_aliases {
+    for (alias, targets) in &live.config.model_aliases {
         if targets.iter().any(|t| t == name) && !names.contains(alias) {
             names.push(alias.clone());
         }
@@ -123,6 +124,7 @@ fn to_vec(v: &Value) -> Vec<u8> {
 /// state is "offline"); filtered by `endpoint` (a name), `family`, `type` (llm, vlm,
 /// embeddings) or `capability`, and `available` (loaded somewhere, or not).
 fn unified(shard: &Shard, query: &[u8]) -> Value {
+    let live = shard.live_now();
     let param = |name: &[u8]| query_param(query, name).map(decoded);
     let include_unavailable = param(b"include_unavailable").as_deref() == Some("true");
     let endpoint = param(b"endpoint");
@@ -139,7 +141,7 @@ fn unified(shard: &Shard, query: &[u8]) -> Value {
     });
     let available = param(b"available").map(|a| a == "true");
     let catalog = shard.catalog();
-    let eps = &shard.upstreams.endpoints;
+    let eps = &live.upstreams.endpoints;
     let created = unix_ms() / 1000;
     let data: Vec<Value> = views(&catalog)
         .into_iter()
@@ -349,6 +351,7 @@ fn owner(id: &str) -> String {
 /// up or not; else Olla's plain-text 404. The id is the rest of the path, decoded, so
 /// ids with a `/` (`Qwen/Qwen2.5-7B-Instruct`) are found too.
 pub(super) fn by_id(shard: &Shard, target: &[u8]) -> (StatusCode, &'static [u8], Vec<u8>) {
+    let live = shard.live_now();
     const TEXT: &[u8] = b"text/plain; charset=utf-8";
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     let id = decoded(path.strip_prefix(b"/olla/models/").unwrap_or_default());
@@ -368,7 +371,7 @@ pub(super) fn by_id(shard: &Shard, target: &[u8]) -> (StatusCode, &'static [u8],
     let Some(v) = found else {
         return (StatusCode::NOT_FOUND, TEXT, b"Model not found\n".to_vec());
     };
-    let eps = &shard.upstreams.endpoints;
+    let eps = &live.upstreams.endpoints;
     let name = |i: &usize| &*eps[*i].name;
     let healthy: Vec<&str> =
         v.on.iter()

@@ -21,7 +21,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::Answer;
 use crate::clock::now_ms;
-use crate::metrics::{BUCKETS, Counter, Metrics, ShardCounters};
+use crate::metrics::BUCKETS;
 use crate::shard::Shard;
 
 const INDEX: &str = include_str!("ui/index.html");
@@ -89,20 +89,14 @@ fn matches(asked: &[u8], tag: &[u8]) -> bool {
     })
 }
 
-/// The sum over shards of one counter per histogram bucket.
-fn buckets(m: &Metrics, bucket: impl Fn(&ShardCounters, usize) -> &Counter) -> Vec<u64> {
-    (0..=BUCKETS.len())
-        .map(|i| m.total(|c| bucket(c, i)))
-        .collect()
-}
-
 /// `/internal/ui/data`: everything the page shows, in one document. Totals only (the
 /// page turns two polls into rates); times are Unix milliseconds.
 fn data(shard: &Shard) -> Value {
+    let live = shard.live_now();
     let m = &shard.metrics;
-    let eps = &shard.upstreams.endpoints;
+    let eps = &live.upstreams.endpoints;
     let catalog = shard.catalog();
-    let config = &shard.config;
+    let config = &live.config;
     let now = now_ms();
     let groups = groups_by_endpoint(shard);
     let endpoints: Vec<Value> = eps
@@ -112,7 +106,7 @@ fn data(shard: &Shard) -> Value {
             let h = ep.health();
             let s = h.snapshot();
             let responses: Vec<u64> = (0..5)
-                .map(|class| m.total(|c| &c.endpoints[i].responses[class]))
+                .map(|class| eps[i].metrics().total(|c| &c.responses[class]))
                 .collect();
             let list = catalog.lists[i].as_ref();
             json!({
@@ -124,9 +118,11 @@ fn data(shard: &Shard) -> Value {
                 "in_flight": ep.in_flight(),
                 "queued": ep.queued(),
                 "requests": responses.iter().sum::<u64>(),
-                "errors": responses[4] + m.total(|c| &c.endpoints[i].connect_errors),
-                "retried": m.total(|c| &c.endpoints[i].retried),
-                "ttfb": buckets(m, |c, b| &c.endpoints[i].ttfb.buckets[b]),
+                "errors": responses[4] + eps[i].metrics().total(|c| &c.connect_errors),
+                "retried": eps[i].metrics().total(|c| &c.retried),
+                "ttfb": (0..=BUCKETS.len())
+                    .map(|b| ep.metrics().total(|c| &c.ttfb.buckets[b]))
+                    .collect::<Vec<u64>>(),
                 "failures": s.consecutive_failures,
                 "check_at": s.last_check_unix_ms,
                 "check_status": s.last_check_status,
@@ -157,7 +153,7 @@ fn data(shard: &Shard) -> Value {
             json!({ "name": name, "on": on, "loaded": loaded, "aliases": aliases_of(name) })
         })
         .collect();
-    let events: Vec<Value> = shard
+    let events: Vec<Value> = live
         .upstreams
         .events
         .recent()
@@ -166,26 +162,25 @@ fn data(shard: &Shard) -> Value {
             json!({
                 "at": e.at_unix_ms,
                 "kind": e.kind.name(),
-                "endpoint": e.endpoint.map(|i| &*eps[i].name),
+                "endpoint": e.endpoint.as_deref(),
                 "text": &*e.text,
             })
         })
         .collect();
     let relayed: u64 = eps
         .iter()
-        .flat_map(|ep| (0..5).map(move |class| (ep.index, class)))
-        .map(|(i, class)| m.total(|c| &c.endpoints[i].responses[class]))
+        .flat_map(|ep| (0..5).map(move |class| ep.metrics().total(|c| &c.responses[class])))
         .sum();
     let relayed_5xx: u64 = eps
         .iter()
-        .map(|ep| m.total(|c| &c.endpoints[ep.index].responses[4]))
+        .map(|ep| ep.metrics().total(|c| &c.responses[4]))
         .sum();
     let own = [m.total(|c| &c.own_errors[0]), m.total(|c| &c.own_errors[1])];
     // The fleet's time to first byte: every endpoint's buckets added up.
     let ttfb: Vec<u64> = (0..=BUCKETS.len())
         .map(|b| {
             eps.iter()
-                .map(|ep| m.total(|c| &c.endpoints[ep.index].ttfb.buckets[b]))
+                .map(|ep| ep.metrics().total(|c| &c.ttfb.buckets[b]))
                 .sum()
         })
         .collect();
@@ -220,10 +215,11 @@ fn data(shard: &Shard) -> Value {
 /// Per endpoint, the prefix groups (`[prefix_groups]`) it is a member of among the
 /// busiest placed in recently, as short keys; `None` while prefix groups are off.
 fn groups_by_endpoint(shard: &Shard) -> Option<Vec<Vec<String>>> {
-    if !shard.config.prefix_groups.enabled {
+    let live = shard.live_now();
+    if !live.config.prefix_groups.enabled {
         return None;
     }
-    let eps = &shard.upstreams.endpoints;
+    let eps = &live.upstreams.endpoints;
     let now = crate::clock::mono_ms(std::time::Instant::now());
     let mut by_endpoint = vec![Vec::new(); eps.len()];
     let all = shard.metrics.all().map(|c| &c.groups);

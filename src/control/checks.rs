@@ -29,7 +29,7 @@ pub(super) async fn watch(
     while !stop.is_triggered() {
         let h = ep.health();
         if h.is_suspect() {
-            events.record(Kind::BreakerOpen, Some(ep.index), "circuit breaker opened");
+            events.record(Kind::BreakerOpen, Some(&ep.name), "circuit breaker opened");
         }
         let result = probe(ep).await;
         let ok = match &result {
@@ -46,11 +46,11 @@ pub(super) async fn watch(
         match transition {
             Some(true) => {
                 info!("endpoint {} is back up", ep.name);
-                events.record(Kind::EndpointUp, Some(ep.index), "back up");
+                events.record(Kind::EndpointUp, Some(&ep.name), "back up");
             }
             Some(false) => {
                 warning!("endpoint {} is down: {}", ep.name, describe(&result));
-                events.record(Kind::EndpointDown, Some(ep.index), describe(&result));
+                events.record(Kind::EndpointDown, Some(&ep.name), describe(&result));
             }
             None => {}
         }
@@ -81,7 +81,7 @@ pub(super) async fn watch(
             if (up && !h.is_up()) || h.is_suspect() {
                 if up && !h.is_up() {
                     let why = "a request could not connect";
-                    events.record(Kind::EndpointDown, Some(ep.index), why);
+                    events.record(Kind::EndpointDown, Some(&ep.name), why);
                 }
                 recovery = settings.recovery_interval;
                 break;

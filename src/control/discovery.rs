@@ -13,6 +13,7 @@ use super::fetch::fetch;
 use crate::clock::unix_ms;
 use crate::endpoint_type::EndpointType;
 use crate::events::{Events, Kind};
+use crate::live::{Live, Update};
 use crate::log::{debug, info, warning};
 use crate::upstream::Endpoint;
 use crate::upstream::models::{Catalog, Held, Model};
@@ -20,23 +21,54 @@ use crate::upstream::models::{Catalog, Held, Model};
 /// Largest model list read (bytes).
 pub(super) const MAX_LIST: usize = 8 << 20;
 
-/// The model lists read so far, what each endpoint holds in memory, and the shards to
-/// send each new catalogue to.
+/// The model lists read so far, what each endpoint holds in memory (by the endpoint
+/// indices of one configuration generation), and the shards to send each new catalogue
+/// to.
 pub(super) struct Discovery {
+    generation: u64,
     lists: RefCell<Vec<Option<Vec<Model>>>>,
     seen_unix_ms: RefCell<Vec<u64>>,
     held: RefCell<Vec<Held>>,
-    shards: Vec<mpsc::Sender<Arc<Catalog>>>,
+    shards: Vec<mpsc::Sender<Update>>,
 }
 
 impl Discovery {
-    pub(super) fn new(endpoints: usize, shards: Vec<mpsc::Sender<Arc<Catalog>>>) -> Discovery {
+    /// Nothing known yet about the endpoints of `live`.
+    pub(super) fn new(live: &Live, shards: Vec<mpsc::Sender<Update>>) -> Discovery {
+        let endpoints = live.upstreams.endpoints.len();
         Discovery {
+            generation: live.generation,
             lists: RefCell::new(vec![None; endpoints]),
             seen_unix_ms: RefCell::new(vec![0; endpoints]),
             held: RefCell::new(vec![Held::Unknown; endpoints]),
             shards,
         }
+    }
+
+    /// What is known, for the endpoints of generation `next`: what was read of a backend
+    /// it keeps goes along to its new index.
+    pub(super) fn next(&self, old: &Live, next: &Live) -> Discovery {
+        let carried = Discovery::new(next, self.shards.clone());
+        for (i, ep) in old.upstreams.endpoints.iter().enumerate() {
+            let Some(now) = next.upstreams.find(ep) else {
+                continue;
+            };
+            carried.lists.borrow_mut()[now.index] = self.lists.borrow()[i].clone();
+            carried.seen_unix_ms.borrow_mut()[now.index] = self.seen_unix_ms.borrow()[i];
+            carried.held.borrow_mut()[now.index] = self.held.borrow()[i].clone();
+        }
+        carried
+    }
+
+    /// The catalogue of what is known now.
+    pub(super) fn catalog(&self) -> Arc<Catalog> {
+        let mut catalog = Catalog::new(
+            self.lists.borrow().clone(),
+            self.seen_unix_ms.borrow().clone(),
+        )
+        .with_held(self.held.borrow().clone());
+        catalog.generation = self.generation;
+        Arc::new(catalog)
     }
 
     /// Records what an endpoint holds in memory; a change is published.
@@ -55,13 +87,9 @@ impl Discovery {
 
     /// Sends every shard a catalogue of what is known now.
     fn publish(&self) {
-        let catalog = Catalog::new(
-            self.lists.borrow().clone(),
-            self.seen_unix_ms.borrow().clone(),
-        );
-        let catalog = Arc::new(catalog.with_held(self.held.borrow().clone()));
+        let catalog = self.catalog();
         for shard in &self.shards {
-            let _ = shard.send(catalog.clone());
+            let _ = shard.send(Update::Catalog(catalog.clone()));
         }
     }
 
@@ -81,7 +109,7 @@ impl Discovery {
             }
             Err(e) => {
                 warning!("endpoint {}: cannot read its model list: {e}", ep.name);
-                events.record(Kind::ModelsUnreadable, Some(ep.index), e);
+                events.record(Kind::ModelsUnreadable, Some(&ep.name), e);
             }
         }
     }

@@ -35,7 +35,7 @@ fn endpoints() -> &'static Upstreams {
             "the fuzz target's endpoint",
         )
         .expect("a valid config");
-        Upstreams::new(&config.endpoints, &config.sticky)
+        Upstreams::new(&config.endpoints, &config.sticky, 1)
     })
 }
 

@@ -72,8 +72,8 @@ pub(crate) struct ModelRequest {
     /// The relayed response's status class (0 = 1xx .. 4 = 5xx); `None` when no endpoint
     /// answered (ringway's own error after trying).
     pub(crate) class: Option<usize>,
-    /// The endpoint that answered, and how it was reached.
-    pub(crate) served: Option<(usize, Routed)>,
+    /// The endpoint that answered (its `Endpoint::uid`), and how it was reached.
+    pub(crate) served: Option<(u32, Routed)>,
     pub(crate) ok: bool,
     /// Bytes written to the client.
     pub(crate) bytes: u64,
@@ -136,10 +136,11 @@ pub(crate) struct EndpointCell {
 }
 
 impl EndpointCell {
-    pub(crate) fn endpoint(&self) -> Option<usize> {
+    /// The endpoint's `Endpoint::uid`, if the cell is taken.
+    pub(crate) fn endpoint(&self) -> Option<u32> {
         match self.endpoint.load(Acquire) {
             0 => None,
-            n => Some(n as usize - 1),
+            n => Some(n),
         }
     }
 }
@@ -194,7 +195,7 @@ impl Slot {
         }
         // Cells are taken in order and never freed: the endpoint's cell, if it has one,
         // comes before the first free cell.
-        let key = endpoint as u32 + 1;
+        let key = endpoint; // a uid is never 0
         let Some(cell) = self.endpoints.iter().find(|c| {
             let k = c.endpoint.load(Relaxed);
             k == key || k == 0
@@ -374,11 +375,12 @@ mod tests {
     use super::*;
     use xxhash_rust::xxh3::xxh3_64;
 
-    fn outcome(ok: bool, endpoint: usize, latency_us: u64, client: u32) -> ModelRequest {
+    /// `endpoint` stands for an endpoint of uid `endpoint + 1` (a uid is never 0).
+    fn outcome(ok: bool, endpoint: u32, latency_us: u64, client: u32) -> ModelRequest {
         let client = client_hash(std::net::Ipv4Addr::from(client).into());
         ModelRequest {
             class: Some(if ok { 1 } else { 4 }),
-            served: Some((endpoint, Routed::Hit)),
+            served: Some((endpoint + 1, Routed::Hit)),
             ok,
             bytes: 100,
             latency_us,
@@ -422,7 +424,7 @@ mod tests {
             .iter()
             .filter_map(|c| Some((c.endpoint()?, c.requests.get(), c.consecutive_errors.get())))
             .collect();
-        assert_eq!(cells, [(0, 1, 0), (1, 1, 1)]);
+        assert_eq!(cells, [(1, 1, 0), (2, 1, 1)]);
         assert_eq!(distinct(&llama.registers()), 2);
         assert_eq!(stats.slots().count(), 2);
     }
@@ -450,13 +452,13 @@ mod tests {
             record(&stats, "m", outcome(ok, 3, 10, 0));
         }
         for ep in 0..ENDPOINT_CELLS + 3 {
-            record(&stats, "m", outcome(true, 10 + ep, 10, 0));
+            record(&stats, "m", outcome(true, 10 + ep as u32, 10, 0));
         }
         let (_, m) = stats.slots().next().unwrap();
         let cell = m
             .endpoints
             .iter()
-            .find(|c| c.endpoint() == Some(3))
+            .find(|c| c.endpoint() == Some(4))
             .unwrap();
         assert_eq!((cell.requests.get(), cell.consecutive_errors.get()), (4, 1));
         assert_eq!(

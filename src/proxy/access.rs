@@ -11,6 +11,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::client::Client;
 use crate::clock::{mono_ms, unix_ms};
 use crate::http1::{RequestHead, Span};
+use crate::live::Live;
 use crate::log::{AccessFormat, Timestamp};
 use crate::metrics::models::{self, ModelRequest, Routed};
 use crate::metrics::translators::MessagesUse;
@@ -92,6 +93,7 @@ pub(super) struct Seen<'a> {
 /// Writes the request's metrics and access-log line. `now` is when it ended.
 pub(super) fn finish(
     shard: &Shard,
+    live: &Live,
     client: &Client,
     seen: &Seen<'_>,
     record: &Record,
@@ -109,7 +111,9 @@ pub(super) fn finish(
         counters.own_errors[usize::from(status >= 500)].bump();
     }
     if let (Some(served), Some(status)) = (&record.served, record.status) {
-        let ep = &counters.endpoints[served.endpoint];
+        let ep = live.upstreams.endpoints[served.endpoint]
+            .metrics()
+            .shard(shard.id);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         ep.responses[class].bump();
         ep.ttfb.observe(served.ttfb);
@@ -122,7 +126,7 @@ pub(super) fn finish(
             Outcome::Hit => counters.sticky_hits.bump(),
             Outcome::Miss => counters.sticky_misses.bump(),
             Outcome::Repin => counters.sticky_repins.bump(),
-            Outcome::Disabled if shard.config.sticky.enabled => counters.sticky_no_key.bump(),
+            Outcome::Disabled if live.config.sticky.enabled => counters.sticky_no_key.bump(),
             Outcome::Disabled => {}
         }
         if let Some(source) = sticky.source {
@@ -137,9 +141,9 @@ pub(super) fn finish(
             ..messages
         });
     }
-    model_stats(shard, client, seen, record, duration, now);
+    model_stats(shard, live, client, seen, record, duration, now);
     if let Some(log) = shard.access_log.as_deref().filter(|_| !record.page) {
-        log.write(line(shard, client, seen, record, log.format, now));
+        log.write(line(live, client, seen, record, log.format, now));
     }
 }
 
@@ -147,6 +151,7 @@ pub(super) fn finish(
 /// that failed on every endpoint tried (ringway's own 5xx).
 fn model_stats(
     shard: &Shard,
+    live: &Live,
     client: &Client,
     seen: &Seen<'_>,
     record: &Record,
@@ -165,14 +170,19 @@ fn model_stats(
     let hash = xxh3_64(model);
     // Hits, misses and fallbacks as Olla names them: each served request is one.
     let served = served.map(|s| {
-        let routed = if !shard.catalog_now().lists(hash, model, s.endpoint) {
+        // The catalogue of the request's generation (a shard that took a newer one
+        // since cannot say whether it was listed: counted as listed).
+        let catalog = shard.catalog();
+        let unlisted =
+            catalog.generation == live.generation && !catalog.lists(hash, model, s.endpoint);
+        let routed = if unlisted {
             Routed::Fallback
         } else if s.attempts > 1 {
             Routed::Miss
         } else {
             Routed::Hit
         };
-        (s.endpoint, routed)
+        (live.upstreams.endpoints[s.endpoint].uid(), routed)
     });
     let outcome = ModelRequest {
         class: served.map(|_| usize::from(status / 100).clamp(1, 5) - 1),
@@ -188,7 +198,7 @@ fn model_stats(
 
 /// The access-log line of a request.
 fn line(
-    shard: &Shard,
+    live: &Live,
     client: &Client,
     seen: &Seen<'_>,
     record: &Record,
@@ -215,7 +225,7 @@ fn line(
             AccessFormat::Text => escaped(m),
             AccessFormat::Json => String::from_utf8_lossy(m).into_owned(),
         });
-    let endpoint = served.map(|s| &*shard.upstreams.endpoints[s.endpoint].name);
+    let endpoint = served.map(|s| &*live.upstreams.endpoints[s.endpoint].name);
     let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
     let total = ms(now.saturating_duration_since(seen.started));
     let ttfb = served.map(|s| ms(s.ttfb));

@@ -17,6 +17,7 @@ use super::error::ProxyError;
 use super::request::Request;
 use crate::clock;
 use crate::http1::{self, Header, HeaderKind, RequestHead};
+use crate::live::Live;
 use crate::ratelimit::{self, Quota, RateLimiter, Verdict};
 use crate::routing::{Internal, Route};
 use crate::shard::Shard;
@@ -49,7 +50,8 @@ pub(super) fn admit(
     let buf = &conn.buf;
     let head = &request.head;
     own_lines.clear();
-    if let Some(cors) = &shard.cors {
+    let live = &request.live;
+    if let Some(cors) = &live.cors {
         let method = head.method.get(buf);
         let origin = value(headers, buf, HeaderKind::Origin);
         if method == b"OPTIONS" {
@@ -62,7 +64,7 @@ pub(super) fn admit(
         cors.actual(origin, method, &mut own_lines.bytes);
         own_lines.cors = true;
     }
-    let Some(limits) = shard.limits.as_deref().filter(|l| l.limits_clients()) else {
+    let Some(limits) = live.limits.as_deref().filter(|l| l.limits_clients()) else {
         return Admission::Admitted;
     };
     let health = match route {
@@ -96,7 +98,7 @@ pub(super) fn admit(
 
 /// The lines for the answer to a request refused while it was read (`head` if its head
 /// was): CORS only, no limit was consulted.
-pub(super) fn refused_while_read(shard: &Shard, client: &mut Client, head: Option<&RequestHead>) {
+pub(super) fn refused_while_read(live: &Live, client: &mut Client, head: Option<&RequestHead>) {
     let Client {
         conn,
         headers,
@@ -104,7 +106,7 @@ pub(super) fn refused_while_read(shard: &Shard, client: &mut Client, head: Optio
         ..
     } = client;
     own_lines.clear();
-    if let (Some(cors), Some(head)) = (&shard.cors, head) {
+    if let (Some(cors), Some(head)) = (&live.cors, head) {
         let origin = value(headers, &conn.buf, HeaderKind::Origin);
         cors.actual(origin, head.method.get(&conn.buf), &mut own_lines.bytes);
         own_lines.cors = true;

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::access::StickyReport;
 use super::backpressure;
@@ -17,6 +17,7 @@ use crate::clock;
 use crate::deadline::Deadline;
 use crate::endpoint_set::EndpointSet;
 use crate::http1::{self, BodyProgress, Framing, ResponseHead, Watched};
+use crate::live::Live;
 use crate::log::{debug, warning};
 use crate::ratelimit::Refusal;
 use crate::routing::Balancer;
@@ -93,15 +94,17 @@ fn judge(
 }
 
 /// Tries endpoints for `request` as `plan` says until one answers, or says why none did.
+/// `live` is the request's generation (`request.live`), which the answer borrows from.
 pub(super) async fn forward<'s>(
-    shard: &'s Shard,
+    shard: &Shard,
+    live: &'s Live,
     client: &mut Client,
     deadline: &mut Deadline<'_>,
     request: &mut Request,
     plan: &Forward<'_>,
 ) -> Result<Upstream<'s>, ProxyError> {
-    let endpoints = &shard.upstreams.endpoints;
-    let proxy = &shard.config.proxy;
+    let endpoints = &live.upstreams.endpoints;
+    let proxy = &live.config.proxy;
     let max_attempts = match proxy.max_attempts {
         0 => usize::MAX,
         n => n,
@@ -126,9 +129,9 @@ pub(super) async fn forward<'s>(
             let placement = Placement {
                 balancer: proxy.balancer,
                 cursor: &shard.next_pick,
-                max_load_factor: shard.config.sticky.max_load_factor,
+                max_load_factor: live.config.sticky.max_load_factor,
                 group: plan.group,
-                group_load_factor: shard.config.prefix_groups.max_load_factor,
+                group_load_factor: live.config.prefix_groups.max_load_factor,
                 cold: &plan.cold,
             };
             select_backend(endpoints, &want, &tried, plan.key, &placement)
@@ -150,12 +153,12 @@ pub(super) async fn forward<'s>(
                 &attempted(tried, limited.as_ref().map(|(skipped, _)| skipped)),
                 endpoints,
                 last_error,
-                shard.config.routing,
+                live.config.routing,
             ));
         };
-        if let Some(limits) = shard.limits.as_deref().filter(|l| l.limits_endpoints()) {
+        if let Some(limits) = live.limits.as_deref().filter(|l| l.limits_endpoints()) {
             // At its limit: another endpoint, if any, takes the request.
-            if let Err(refusal) = limits.take_endpoint(ep.index, clock::mono_ns(now)) {
+            if let Err(refusal) = limits.take_endpoint(ep.bucket(), clock::mono_ns(now)) {
                 tried.insert(ep.index);
                 let (skipped, soonest) = limited.get_or_insert((EndpointSet::default(), refusal));
                 skipped.insert(ep.index);
@@ -211,11 +214,12 @@ pub(super) async fn forward<'s>(
         match judge(ep, result, &proxy.retry_on_status, another) {
             Verdict::Relay { conn, head, failed } => {
                 if failed && !backpressure::is_pacing(head.status) {
-                    record_failure(shard, ep, now);
+                    record_failure(live, ep, now);
                 } else {
                     ep.health().record_success();
                 }
-                let mut sticky = sticky_report(shard, plan.key, plan.home, ep.index, now);
+                let home = plan.home.map(|i| endpoints[i].seen_tag());
+                let mut sticky = sticky_report(shard, live, plan.key, home, ep.seen_tag(), now);
                 if let (Some(group), Some(size)) = (plan.group, group_size) {
                     sticky.group = Some((group.key, size));
                     let counters = shard.counters();
@@ -235,7 +239,7 @@ pub(super) async fn forward<'s>(
             }
             Verdict::Retry(failure) => {
                 if let ProxyError::Connect { cause, .. } = &failure {
-                    shard.counters().endpoints[ep.index].connect_errors.bump();
+                    ep.metrics().shard(shard.id).connect_errors.bump();
                     // Passive detection: out of rotation on every shard until the
                     // checker sees it answer again.
                     if ep.health().mark_down() {
@@ -247,15 +251,15 @@ pub(super) async fn forward<'s>(
                     ProxyError::RetriedStatus { status, .. } if backpressure::is_pacing(status)
                 );
                 if !pacing {
-                    record_failure(shard, ep, now);
+                    record_failure(live, ep, now);
                 }
-                shard.counters().endpoints[ep.index].retried.bump();
+                ep.metrics().shard(shard.id).retried.bump();
                 debug!("endpoint {} failed, trying another: {failure:?}", ep.name);
                 last_error = Some(failure);
             }
             Verdict::Fail(e) => {
                 if e.is_endpoints_fault() {
-                    record_failure(shard, ep, now);
+                    record_failure(live, ep, now);
                 }
                 return Err(e);
             }
@@ -394,9 +398,10 @@ fn pick<'e>(
 }
 
 /// The sticky outcome of serving a request on `chosen` at `now`, from the seen-key
-/// memory, which records it.
+/// memory, which records it (`home` and `chosen` are `Endpoint::seen_tag`s).
 fn sticky_report(
     shard: &Shard,
+    live: &Live,
     key: Option<SessionKey>,
     home: Option<usize>,
     chosen: usize,
@@ -409,7 +414,7 @@ fn sticky_report(
             group: None,
         };
     };
-    let seen = shard
+    let seen = live
         .upstreams
         .seen
         .observe(key.hash, chosen, home, clock::mono_ms(now));
@@ -426,10 +431,10 @@ fn sticky_report(
     }
 }
 
-fn record_failure(shard: &Shard, ep: &Endpoint, at: Instant) {
+fn record_failure(live: &Live, ep: &Endpoint, at: Instant) {
     if ep
         .health()
-        .record_failure(clock::mono_ms(at), &shard.breaker)
+        .record_failure(clock::mono_ms(at), &live.breaker)
     {
         debug!("endpoint {}: circuit breaker open", ep.name);
     }
@@ -445,27 +450,28 @@ async fn exchange(
     ep: &Endpoint,
     now: Instant,
 ) -> Result<(EndpointConn, ResponseHead), ProxyError> {
-    let pooled = shard.pool.take(ep.index, now);
+    let pooled = shard.pool.take(ep, now);
     let mut reused = pooled.is_some();
+    let within = request.live.config.proxy.connect_timeout;
     let mut conn = match pooled {
         Some(conn) => conn,
-        None => connect(shard, ep).await?,
+        None => connect(ep, within).await?,
     };
     loop {
-        match send(shard, client, deadline, request, &mut conn, ep, now).await {
+        match send(client, deadline, request, &mut conn, ep, now).await {
             // A 408 on a reused connection is the endpoint closing it as idle, sent as
             // our request went out: it never read the request (RFC 9110 §15.5.9), so
             // the request goes again on a fresh connection, as a close would.
             Ok(head) if head.status == 408 && reused => {
                 debug!("{} timed out a pooled connection; reconnecting", ep.name);
                 reused = false;
-                conn = connect(shard, ep).await?;
+                conn = connect(ep, within).await?;
             }
             Ok(head) => return Ok((conn, head)),
             Err(Exchange::ClosedEarly) if reused => {
                 debug!("stale pooled connection to {}; reconnecting", ep.name);
                 reused = false;
-                conn = connect(shard, ep).await?;
+                conn = connect(ep, within).await?;
             }
             Err(Exchange::ClosedEarly) => {
                 return Err(ProxyError::ClosedBeforeResponse {
@@ -477,8 +483,8 @@ async fn exchange(
     }
 }
 
-async fn connect(shard: &Shard, ep: &Endpoint) -> Result<EndpointConn, ProxyError> {
-    upstream::connect(ep, shard.config.proxy.connect_timeout)
+async fn connect(ep: &Endpoint, within: Duration) -> Result<EndpointConn, ProxyError> {
+    upstream::connect(ep, within)
         .await
         .map_err(|cause| ProxyError::Connect {
             endpoint: ep.name.to_string(),
@@ -498,7 +504,6 @@ enum Exchange {
 /// comes first. The response head is parsed into `client.response_headers`; its bytes
 /// (and any body bytes after it) stay in `conn.buf`.
 async fn send(
-    shard: &Shard,
     client: &mut Client,
     deadline: &mut Deadline<'_>,
     request: &mut Request,
@@ -506,7 +511,7 @@ async fn send(
     ep: &Endpoint,
     now: Instant,
 ) -> Result<ResponseHead, Exchange> {
-    let response_due = now + shard.config.proxy.response_timeout;
+    let response_due = now + request.live.config.proxy.response_timeout;
     let until = response_due.min(request.deadline);
     let timeout = || {
         Exchange::Failed(if request.deadline < response_due {
@@ -553,7 +558,7 @@ async fn send(
         Ok(_) | Err(SendError::Failed) => {}
         Err(SendError::Elapsed) => return Err(timeout()),
     }
-    let limits = shard.config.server.head_limits();
+    let limits = request.live.config.server.head_limits();
     let was_head = request.head.is_head;
     let work = async {
         // Response head in, skipping interim 1xx responses.
@@ -588,7 +593,7 @@ async fn send(
     };
     // A client that hangs up while the endpoint thinks (a long prefill) ends the
     // exchange: dropping the connection tells the endpoint to stop.
-    let max_buffered = shard.config.server.max_header_bytes;
+    let max_buffered = request.live.config.server.max_header_bytes;
     match client_conn
         .watch_while(deadline, (now, until), max_buffered, work)
         .await
@@ -637,7 +642,7 @@ mod tests {
             "test",
         )
         .unwrap();
-        let upstreams = Upstreams::new(&config.endpoints, &config.sticky);
+        let upstreams = Upstreams::new(&config.endpoints, &config.sticky, 1);
         let ep = &upstreams.endpoints[0];
         let connect = || ProxyError::Connect {
             endpoint: "a".into(),

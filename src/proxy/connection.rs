@@ -53,8 +53,9 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
                     let route = routing::classify(head.target.get(&client.conn.buf));
                     record.anthropic = is_anthropic(route);
                 }
-                if shard.cors.is_some() || shard.limits.is_some() {
-                    admission::refused_while_read(shard, &mut client, head.as_ref());
+                let live = shard.live();
+                if live.cors.is_some() || live.limits.is_some() {
+                    admission::refused_while_read(&live, &mut client, head.as_ref());
                 }
                 let by = Writing::now(shard, &mut deadline);
                 send_error(&mut client, by, &mut record, head.as_ref(), &error).await;
@@ -63,7 +64,7 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
                     body: &[],
                     started,
                 };
-                access::finish(shard, &client, &seen, &record, Instant::now());
+                access::finish(shard, &live, &client, &seen, &record, Instant::now());
                 return;
             }
             Read::Request(mut request) => {
@@ -74,7 +75,7 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
                     body: request.body.bytes(&client.conn.buf),
                     started: request.started,
                 };
-                access::finish(shard, &client, &seen, &record, end);
+                access::finish(shard, &request.live, &client, &seen, &record, end);
                 // A request body lost to a cancelled write leaves the buffer short: the
                 // connection's remaining input is unknown, it cannot carry another.
                 if !keep_alive || client.conn.buf.len() < request.len {
@@ -117,7 +118,7 @@ async fn serve(
             latency_us: 0,
         });
     }
-    if shard.cors.is_some() || shard.limits.is_some() {
+    if request.live.cors.is_some() || request.live.limits.is_some() {
         let by = Writing::now;
         match admission::admit(shard, client, request, route) {
             Admission::Admitted => {}
@@ -134,10 +135,16 @@ async fn serve(
             }
         }
     }
+    if shard.catalog().generation != request.live.generation {
+        // The shard took a newer generation while the body was read: nothing was
+        // decided by the request's yet, it is served by the newer one.
+        request.live = shard.live_now();
+    }
+    let live = request.live.clone();
     let plan = route::route(
-        &shard.config,
+        &live.config,
         &shard.catalog(),
-        &shard.upstreams.endpoints,
+        &live.upstreams.endpoints,
         (client.peer.ip(), &client.peer_ip),
         &client.conn.buf,
         request,
@@ -152,7 +159,13 @@ async fn serve(
             let target = request.head.target.get(buf);
             let sent = request.body.bytes(buf);
             let etag = if_none_match(&client.headers, buf);
-            let answer = admin::render(page, shard, target, sent, etag);
+            let answer = match page {
+                Internal::Reload => {
+                    let method = request.head.method.get(buf).to_vec();
+                    admin::reload_config(shard, &method).await
+                }
+                _ => admin::render(page, shard, target, sent, etag),
+            };
             record.page = true;
             let head = Some(&request.head);
             let keep_alive = respond(
@@ -191,7 +204,7 @@ async fn serve(
             latency_us: 0,
         });
     }
-    let upstream = match attempt::forward(shard, client, deadline, request, &plan).await {
+    let upstream = match attempt::forward(shard, &live, client, deadline, request, &plan).await {
         Ok(upstream) => upstream,
         Err(e) => {
             // The model failed on the endpoints tried (none tried: not the model's
@@ -216,7 +229,7 @@ async fn serve(
         ttfb,
         model: upstream.model.clone(),
         decision: plan.decision,
-        placement: heads::placement_line(plan.key.is_some(), shard.config.proxy.balancer),
+        placement: heads::placement_line(plan.key.is_some(), live.config.proxy.balancer),
         mode: match plan.messages.as_ref().map(|m| &m.mode) {
             Some(Mode::Passthrough) => heads::PASSTHROUGH_LINE,
             _ => b"",
@@ -343,7 +356,7 @@ impl<'a, 't> Writing<'a, 't> {
     /// An answer written now gets `proxy.stream_idle_timeout_ms`, as each write of a
     /// relayed response does.
     fn now(shard: &Shard, deadline: &'a mut Deadline<'t>) -> Writing<'a, 't> {
-        let until = Instant::now() + shard.config.proxy.stream_idle_timeout;
+        let until = Instant::now() + shard.live_now().config.proxy.stream_idle_timeout;
         Writing { deadline, until }
     }
 }

@@ -432,7 +432,7 @@ mod tests {
         let config =
             crate::config::parse_test("[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"")
                 .unwrap();
-        let upstreams = Upstreams::new(&config.endpoints, &config.sticky);
+        let upstreams = Upstreams::new(&config.endpoints, &config.sticky, 1);
         let upstream: &[u8] = b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\n\
             X-RateLimit-Remaining: 99\r\nVary: Accept\r\nContent-Length: 0\r\n\r\n";
         let limits = HeadLimits {

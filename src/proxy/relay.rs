@@ -83,7 +83,7 @@ pub(super) async fn relay(
         out.extend_from_slice(&after_head[..taken]);
     }
     let mut clean = head.keep_alive && head.len + taken == upstream.conn.buf.len();
-    let idle = shard.config.proxy.stream_idle_timeout;
+    let idle = request.live.config.proxy.stream_idle_timeout;
     // Every write to the client, like every wait for the endpoint, ends within
     // `stream_idle_timeout` of the bytes' arrival and within the request's deadline: a
     // client that stops reading is cut off.
@@ -100,7 +100,7 @@ pub(super) async fn relay(
     relayed.bytes += len as u64;
 
     let ep = upstream.ep;
-    let max_buffered = shard.config.server.max_header_bytes;
+    let max_buffered = request.live.config.server.max_header_bytes;
     // When the last bytes arrived (one clock read per chunk); for a response that came
     // with its head, when the head came.
     let mut end = upstream.at;
@@ -179,7 +179,7 @@ pub(super) async fn relay(
     }
     if clean && upstream.conn.is_reusable() {
         upstream.conn.buf.clear();
-        shard.pool.put(ep.index, upstream.conn, end);
+        shard.pool.put(ep, upstream.conn, end);
     }
     relayed.keep_alive = how.keep_alive;
     relayed.end = Some(end);

@@ -3,13 +3,17 @@
 //! can be retried on another endpoint).
 
 use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::client::Client;
 use super::error::ProxyError;
 use super::heads;
+use crate::config::ServerConfig;
 use crate::deadline::{Deadline, Elapsed};
 use crate::http1::{self, BodyProgress, Framing, RequestHead};
+use crate::live::Live;
 use crate::shard::{Drained, Shard};
 
 /// A request read whole. Made fresh for every request.
@@ -22,6 +26,9 @@ pub(super) struct Request {
     /// When its head was complete; `proxy.request_timeout_ms` runs from here.
     pub(super) started: Instant,
     pub(super) deadline: Instant,
+    /// The configuration generation it is served by, from its head to its end: taken
+    /// when its head was complete (`Shard::live`).
+    pub(super) live: Rc<Arc<Live>>,
 }
 
 /// A request body.
@@ -73,7 +80,9 @@ pub(super) async fn read(
     deadline: &mut Deadline<'_>,
     drained: &mut Drained<'_>,
 ) -> Read {
-    let server = &shard.config.server;
+    // Until the head is complete, the generation the shard has; then the newest.
+    let waiting = shard.live_now();
+    let server = &waiting.config.server;
     let limits = server.head_limits();
     // The head must be complete `header_timeout` after the connection opened (first
     // request) or after its first byte (later ones); before that byte, a keep-alive
@@ -131,14 +140,18 @@ pub(super) async fn read(
     };
     client.requests += 1;
     let started = Instant::now();
-    let request_deadline = started + shard.config.proxy.request_timeout;
-    match read_body(shard, client, deadline, &head, request_deadline).await {
+    drop(waiting);
+    let live = shard.live();
+    let request_deadline = started + live.config.proxy.request_timeout;
+    let server = &live.config.server;
+    match read_body(server, client, deadline, &head, request_deadline).await {
         Ok((body, len)) => Read::Request(Request {
             head,
             body,
             len,
             started,
             deadline: request_deadline,
+            live,
         }),
         Err(error) => Read::Refused {
             head: Some(head),
@@ -150,13 +163,12 @@ pub(super) async fn read(
 /// Reads the body `head` announces; returns it and how many bytes of the connection's
 /// buffer the request took.
 async fn read_body(
-    shard: &Shard,
+    server: &ServerConfig,
     client: &mut Client,
     deadline: &mut Deadline<'_>,
     head: &RequestHead,
     request_deadline: Instant,
 ) -> Result<(Body, usize), ProxyError> {
-    let server = &shard.config.server;
     let start = head.len;
     match head.body {
         Framing::Empty | Framing::UntilClose => return Ok((Body::Empty, start)),

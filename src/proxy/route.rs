@@ -181,10 +181,8 @@ pub(super) fn route<'c>(
         }
         // Pages answer any method, as Olla's do (its router ignores the method).
         Route::Internal(page) => {
-            if page.is_operator_page()
-                && !config.server.internal_from_anywhere
-                && !peer.is_loopback()
-            {
+            let anywhere = config.server.internal_from_anywhere && page != Internal::Reload;
+            if page.is_operator_page() && !anywhere && !peer.is_loopback() {
                 Plan::Refuse(ProxyError::Forbidden)
             } else {
                 Plan::Page(page)

@@ -26,7 +26,7 @@ use super::sticky::Outcome;
 
 /// Slots per bucket: one 64-byte cache line.
 const WAYS: usize = 8;
-/// Bits of a slot: fingerprint (24) | backend (9) | last seen, in milliseconds (31: the
+/// Bits of a slot: fingerprint (24) | backend's tag (9, `Endpoint::seen_tag`) | last seen, in milliseconds (31: the
 /// clock wraps every 24.8 days, so a TTL is at most half of that).
 const SEEN_BITS: u32 = 31;
 const EP_BITS: u32 = 9;

@@ -94,6 +94,18 @@ impl Status {
 }
 
 impl Health {
+    /// The health of an endpoint that appeared while ringway runs (a reload added it, or
+    /// its name resolved to a new address): out of rotation until its first passing
+    /// check, whatever `healthy_threshold` says (the streak is one pass short of any
+    /// threshold; a failed first check resets it like any other).
+    pub(crate) fn unproven() -> Health {
+        Health {
+            down: AtomicBool::new(true),
+            check_streak: AtomicU32::new(u32::MAX - 1),
+            ..Health::default()
+        }
+    }
+
     /// Whether requests may go to the endpoint at `now` (`clock::mono_ms`).
     #[inline]
     pub(crate) fn is_routable(&self, now: u64) -> bool {

@@ -72,6 +72,8 @@ pub(crate) enum Held {
 /// An immutable snapshot of which endpoint serves which model.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
+    /// The configuration generation (`crate::live`) whose endpoint indices it uses.
+    pub(crate) generation: u64,
     /// Per endpoint: its models, `None` until its list has been read.
     pub(crate) lists: Vec<Option<Vec<Model>>>,
     /// Per endpoint: when its list was last read (Unix ms; 0 = never).
@@ -110,6 +112,7 @@ impl Catalog {
         let index = build_index(names);
         let held = vec![Held::Unknown; lists.len()];
         Catalog {
+            generation: 0,
             lists,
             seen_unix_ms,
             index,

@@ -18,12 +18,20 @@
 //! 5. `evict_expired`, run periodically by the shard, closes connections idle too long so
 //!    the shard does not hold sockets the backend has given up on.
 //!
+//!
+//! A pool is indexed by the endpoints' positions in the shard's configuration
+//! generation, and each connection is tagged with its endpoint's identity
+//! (`Endpoint::uid`): when the shard takes a new generation, `follow` moves each backend's
+//! connections to its new position and closes those of backends it no longer has; a
+//! request of the older generation returning a connection to a position that is now
+//! another backend's cannot hand it to that backend's requests (the tag differs).
+//!
 //! Shard-local: `RefCell`, no locks; the pool is never borrowed across an `.await`.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use super::EndpointConn;
+use super::{Endpoint, EndpointConn, Upstreams};
 
 pub(crate) struct Pool {
     idle: RefCell<Vec<Vec<Idle>>>,
@@ -34,6 +42,8 @@ pub(crate) struct Pool {
 struct Idle {
     conn: EndpointConn,
     since: Instant,
+    /// Its endpoint's `uid`.
+    uid: u32,
 }
 
 impl Pool {
@@ -47,10 +57,13 @@ impl Pool {
 
     /// The most recently returned live, quiet connection to endpoint `ep`, if any, at
     /// `now`. One non-blocking system call per connection looked at.
-    pub(crate) fn take(&self, ep: usize, now: Instant) -> Option<EndpointConn> {
+    pub(crate) fn take(&self, ep: &Endpoint, now: Instant) -> Option<EndpointConn> {
         let mut idle = self.idle.borrow_mut();
-        let list = &mut idle[ep];
+        let list = idle.get_mut(ep.index)?;
         while let Some(mut newest) = list.pop() {
+            if newest.uid != ep.uid() {
+                continue; // returned by a request of an older generation: closed
+            }
             if now.saturating_duration_since(newest.since) >= self.idle_timeout {
                 // The newest is expired, so all older ones are too.
                 list.clear();
@@ -66,17 +79,37 @@ impl Pool {
 
     /// Returns a connection whose last exchange ended cleanly at `now`. With
     /// `max_idle` 0 (no pooling) it is closed.
-    pub(crate) fn put(&self, ep: usize, conn: EndpointConn, now: Instant) {
+    pub(crate) fn put(&self, ep: &Endpoint, conn: EndpointConn, now: Instant) {
         debug_assert!(conn.buf.is_empty(), "pooled connection with unread bytes");
         if self.max_idle == 0 {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        let list = &mut idle[ep];
+        let Some(list) = idle.get_mut(ep.index) else {
+            return;
+        };
         if list.len() >= self.max_idle {
             list.remove(0); // the oldest goes
         }
-        list.push(Idle { conn, since: now });
+        let uid = ep.uid();
+        list.push(Idle {
+            conn,
+            since: now,
+            uid,
+        });
+    }
+
+    /// Follows the shard from generation `old` to `new`: each backend's connections move
+    /// to its position in `new`; those of backends `new` does not have are closed.
+    pub(crate) fn follow(&self, old: &Upstreams, new: &Upstreams) {
+        let mut idle = self.idle.borrow_mut();
+        let mut lists: Vec<Vec<Idle>> = (0..new.endpoints.len()).map(|_| Vec::new()).collect();
+        for (ep, list) in old.endpoints.iter().zip(idle.iter_mut()) {
+            if let Some(now) = new.find(ep) {
+                lists[now.index] = std::mem::take(list);
+            }
+        }
+        *idle = lists;
     }
 
     /// Closes connections idle longer than the timeout.
@@ -102,7 +135,19 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+    use crate::config::Config;
     use crate::upstream::conn;
+
+    /// A generation of endpoints named `names`, all at `addr`.
+    fn endpoints(addr: std::net::SocketAddr, names: &[&str]) -> Config {
+        let text: String = names
+            .iter()
+            .map(|n| {
+                format!("[[endpoints]]\nname = \"{n}\"\nurl = \"http://{addr}\"\ntype = \"vllm\"\n")
+            })
+            .collect();
+        Config::from_toml(&text, "test").unwrap()
+    }
 
     fn on_both_drivers(test: impl AsyncFn()) {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
@@ -126,11 +171,14 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let pool = Pool::new(1, Duration::from_secs(60), 16);
+            let config = endpoints(addr, &["a"]);
+            let ups = Upstreams::new(&config.endpoints, &config.sticky, 1);
+            let ep = &ups.endpoints[0];
             let mut peers = Vec::new();
             for _ in 0..4 {
                 let conn = conn::open(addr, None).await.unwrap();
                 peers.push(listener.accept().unwrap().0);
-                pool.put(0, conn, Instant::now());
+                pool.put(ep, conn, Instant::now());
             }
             // Oldest to newest: quiet, stale bytes, a 408 and a close, closed.
             peers[1]
@@ -142,10 +190,10 @@ mod tests {
             peers[2].shutdown(std::net::Shutdown::Both).unwrap();
             peers[3].shutdown(std::net::Shutdown::Write).unwrap();
             monoio::time::sleep(Duration::from_millis(50)).await;
-            let mut taken = pool.take(0, Instant::now()).expect("the quiet one");
+            let mut taken = pool.take(ep, Instant::now()).expect("the quiet one");
             assert!(taken.is_quiet());
             assert!(
-                pool.take(0, Instant::now()).is_none(),
+                pool.take(ep, Instant::now()).is_none(),
                 "the others were dropped"
             );
         });
@@ -156,13 +204,54 @@ mod tests {
         on_both_drivers(async || {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let pool = Pool::new(1, Duration::from_millis(100), 16);
-            let conn = conn::open(listener.local_addr().unwrap(), None)
-                .await
-                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let config = endpoints(addr, &["a"]);
+            let ups = Upstreams::new(&config.endpoints, &config.sticky, 1);
+            let ep = &ups.endpoints[0];
+            let conn = conn::open(addr, None).await.unwrap();
             let _peer = listener.accept().unwrap();
             let then = Instant::now();
-            pool.put(0, conn, then);
-            assert!(pool.take(0, then + Duration::from_millis(100)).is_none());
+            pool.put(ep, conn, then);
+            assert!(pool.take(ep, then + Duration::from_millis(100)).is_none());
+        });
+    }
+
+    /// A new generation moves each backend's connections to its new position and closes
+    /// the others; a connection returned under the old generation to a position that is
+    /// now another backend's is never handed to that backend's requests.
+    #[test]
+    fn connections_follow_their_backend_across_generations() {
+        on_both_drivers(async || {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let pool = Pool::new(2, Duration::from_secs(60), 16);
+            let first = endpoints(addr, &["a", "b"]);
+            let old = Upstreams::new(&first.endpoints, &first.sticky, 1);
+            let mut peers = Vec::new();
+            for ep in old.endpoints.iter() {
+                pool.put(ep, conn::open(addr, None).await.unwrap(), Instant::now());
+                peers.push(listener.accept().unwrap().0);
+            }
+            // "a" is gone, "c" is new and takes position 0, "b" moves to 1.
+            let second = endpoints(addr, &["c", "b"]);
+            let new = old.next(&second.endpoints);
+            pool.follow(&old, &new);
+            let (c, b) = (&new.endpoints[0], &new.endpoints[1]);
+            assert!(
+                pool.take(c, Instant::now()).is_none(),
+                "a's connection closed"
+            );
+            assert!(
+                pool.take(b, Instant::now()).is_some(),
+                "b's connection moved"
+            );
+            // A request of the old generation returns a connection to "a" (position 0).
+            pool.put(
+                &old.endpoints[0],
+                conn::open(addr, None).await.unwrap(),
+                Instant::now(),
+            );
+            assert!(pool.take(c, Instant::now()).is_none(), "never handed to c");
         });
     }
 }

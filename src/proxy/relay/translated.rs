@@ -407,7 +407,7 @@ impl Reader {
     fn release(self, shard: &Shard, mut upstream: Upstream<'_>, end: Instant) {
         if self.clean && upstream.conn.is_reusable() {
             upstream.conn.buf.clear();
-            shard.pool.put(upstream.ep.index, upstream.conn, end);
+            shard.pool.put(upstream.ep, upstream.conn, end);
         }
     }
 }
