@@ -18,5 +18,6 @@ mod olla;
 mod olla_pages;
 mod process;
 mod ratelimit;
+mod reload;
 mod sticky;
 mod tls;
