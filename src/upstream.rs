@@ -90,9 +90,10 @@ struct Shared {
     /// Each shard's counters of its responses.
     metrics: EndpointMetrics,
     /// Where it connects: a later generation's endpoint of the same name carries this
-    /// state only if it connects to the same place.
+    /// state only if it has the same URL. (A name re-resolved to other addresses keeps
+    /// its state: the backend is the same service; an expanded name's addresses are
+    /// endpoints of their own, `NAME/ADDR`.)
     url: Box<str>,
-    addrs: Box<[SocketAddr]>,
 }
 
 /// The next [`Shared::uid`].
@@ -110,13 +111,12 @@ impl Shared {
             bucket: EndpointBucket::default(),
             metrics: EndpointMetrics::new(shards),
             url: c.url.as_str().into(),
-            addrs: c.addrs.as_slice().into(),
         }
     }
 
     /// Whether an endpoint configured as `c` is the backend this state is about.
     fn connects_as(&self, c: &EndpointConfig) -> bool {
-        *self.url == *c.url && *self.addrs == *c.addrs
+        *self.url == *c.url
     }
 }
 
@@ -270,7 +270,7 @@ impl Upstreams {
     }
 
     /// The generation after this one, of the endpoints `configs`. An endpoint of a name
-    /// this one has, connecting to the same URL and addresses, is the same backend: its
+    /// this one has, with the same URL, is the same backend: its
     /// health, breaker, load and counters carry on. Any other is new, and out of
     /// rotation until its first passing health check.
     pub(crate) fn next(&self, configs: &[EndpointConfig]) -> Upstreams {
@@ -366,4 +366,52 @@ pub(crate) async fn connect(ep: &Endpoint, within: Duration) -> io::Result<Endpo
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn generation(endpoints: &[(&str, &str)]) -> Config {
+        let text: String = endpoints
+            .iter()
+            .map(|(name, url)| {
+                format!("[[endpoints]]\nname = \"{name}\"\nurl = \"{url}\"\ntype = \"vllm\"\n")
+            })
+            .collect();
+        Config::from_toml(&text, "test").unwrap()
+    }
+
+    /// A backend keeps its state while its name and URL stay; a new name, or a known name
+    /// at another URL, starts out of rotation until its first passing check.
+    #[test]
+    fn state_follows_name_and_url_across_generations() {
+        let first = generation(&[("a", "http://127.0.0.1:1"), ("b", "http://127.0.0.1:2")]);
+        let old = Upstreams::new(&first.endpoints, &first.sticky, 2);
+        assert!(
+            old.endpoints.iter().all(|e| e.health().is_up()),
+            "at start: routable"
+        );
+        old.endpoints[0].metrics().shard(1).retried.bump();
+        let second = generation(&[
+            ("c", "http://127.0.0.1:3"),
+            ("a", "http://127.0.0.1:1"),
+            ("b", "http://127.0.0.1:9"),
+        ]);
+        let new = old.next(&second.endpoints);
+        let (c, a, b) = (&new.endpoints[0], &new.endpoints[1], &new.endpoints[2]);
+        assert!(a.is(&old.endpoints[0]) && a.index == 1 && a.uid() == old.endpoints[0].uid());
+        assert_eq!(a.metrics().total(|c| &c.retried), 1, "a's counters carried");
+        assert!(a.health().is_up());
+        assert!(!b.is(&old.endpoints[1]), "b moved: a new backend");
+        assert!(
+            !b.health().is_up() && !c.health().is_up(),
+            "new ones wait for a check"
+        );
+        assert!(new.find(&old.endpoints[1]).is_none());
+        assert!(Arc::ptr_eq(&new.seen, &old.seen) && Arc::ptr_eq(&new.events, &old.events));
+        let uids: std::collections::HashSet<u32> = new.endpoints.iter().map(|e| e.uid()).collect();
+        assert_eq!(uids.len(), 3);
+    }
 }
