@@ -23,9 +23,10 @@ pub(crate) struct Shard {
     pub(crate) id: usize,
     /// "io_uring" or "epoll".
     pub(crate) driver: &'static str,
-    /// The settings that cannot change while ringway runs (`live::restart_only`): the
-    /// configuration it started with. Everything else is read from [`Shard::live`].
-    pub(crate) config: Arc<Config>,
+    /// The configuration ringway started with: for the settings that cannot change
+    /// while it runs (`live::restart_only`). Everything else is read from the request's
+    /// generation ([`Shard::live`]).
+    pub(crate) started_with: Arc<Config>,
     pub(crate) pool: Pool,
     /// All shards' counters; this shard writes only its own block.
     pub(crate) metrics: Arc<Metrics>,
@@ -88,7 +89,7 @@ impl Shard {
             connections: Cell::new(0),
             idle: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
-            config,
+            started_with: config,
         }
     }
 
@@ -172,7 +173,7 @@ impl Shard {
     /// `server.max_connections`.
     pub(crate) fn admit(self: &Rc<Shard>) -> Option<Admitted> {
         let open = self.connections.get();
-        if open >= self.config.server.max_connections {
+        if open >= self.started_with.server.max_connections {
             return None;
         }
         self.connections.set(open + 1);

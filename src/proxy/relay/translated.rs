@@ -106,7 +106,7 @@ pub(in crate::proxy) async fn relay(
         end: None,
     };
     let len = client.out.len();
-    let until = (end + shard.config.proxy.stream_idle_timeout).min(request.deadline);
+    let until = (end + request.live.config.proxy.stream_idle_timeout).min(request.deadline);
     let stream = &mut client.conn.stream;
     if http1::write_out_by(deadline, until, stream, &mut client.out, 0..len)
         .await
@@ -147,7 +147,7 @@ async fn stream(
     let mut pending = std::mem::take(&mut client.out);
     let mut reader = Reader::new(shard, request, &upstream);
     let (mut chunk, mut events) = (Vec::new(), Vec::new());
-    let ping = shard.config.anthropic.ping_interval;
+    let ping = request.live.config.anthropic.ping_interval;
     let mut next = reader.first(&upstream, &mut chunk);
     let ended = loop {
         events.clear();
@@ -191,7 +191,7 @@ async fn stream(
         }
         if !pending.is_empty() {
             let until =
-                (reader.last + shard.config.proxy.stream_idle_timeout).min(request.deadline);
+                (reader.last + request.live.config.proxy.stream_idle_timeout).min(request.deadline);
             let len = pending.len();
             let stream = &mut client.conn.stream;
             let written = http1::write_out_by(deadline, until, stream, &mut pending, 0..len).await;
@@ -323,9 +323,9 @@ impl Reader {
             clean: upstream.head.keep_alive,
             framing: upstream.head.body,
             last: upstream.at,
-            idle: shard.config.proxy.stream_idle_timeout,
+            idle: request.live.config.proxy.stream_idle_timeout,
             deadline: request.deadline,
-            max_buffered: shard.config.server.max_header_bytes,
+            max_buffered: request.live.config.server.max_header_bytes,
         }
     }
 
