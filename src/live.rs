@@ -10,6 +10,8 @@
 //! What is learnt about a backend (health, breaker, load, counters) is carried from one
 //! generation to the next by name (`Upstreams::next`).
 
+use std::ops::Deref;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::clock::unix_ms;
@@ -36,6 +38,29 @@ pub(crate) struct Live {
     pub(crate) cors: Option<Cors>,
     /// How request failures open an endpoint's circuit breaker.
     pub(crate) breaker: Breaker,
+}
+
+/// A shard's handle on a generation, which each request clones: an `Rc` (a clone is a
+/// plain increment, on the shard's own memory) of the `Arc` the control thread sent (a
+/// clone of that would be an atomic increment on a counter every shard shares).
+#[derive(Debug, Clone)]
+pub(crate) struct Pinned(Rc<Shared>);
+
+#[derive(Debug)]
+struct Shared(Arc<Live>);
+
+impl Pinned {
+    pub(crate) fn new(live: Arc<Live>) -> Pinned {
+        Pinned(Rc::new(Shared(live)))
+    }
+}
+
+impl Deref for Pinned {
+    type Target = Live;
+
+    fn deref(&self) -> &Live {
+        &(self.0).0
+    }
 }
 
 /// What the control thread sends a shard.

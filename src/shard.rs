@@ -11,7 +11,7 @@ use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Waker};
 
 use crate::config::Config;
-use crate::live::{Live, Update};
+use crate::live::{Live, Pinned, Update};
 use crate::log::AccessLog;
 use crate::metrics::{Metrics, ShardCounters};
 use crate::reload::Reloads;
@@ -33,7 +33,7 @@ pub(crate) struct Shard {
     pub(crate) access_log: Option<Arc<AccessLog>>,
     /// The configuration generation new requests are served by, and its model
     /// catalogue; where new ones arrive.
-    live: RefCell<Rc<Arc<Live>>>,
+    live: RefCell<Pinned>,
     catalog: RefCell<Arc<Catalog>>,
     updates: mpsc::Receiver<Update>,
     /// Where `POST /internal/reload` asks the control thread for a reload.
@@ -79,7 +79,7 @@ impl Shard {
                 vec![None; endpoints],
                 vec![0; endpoints],
             ))),
-            live: RefCell::new(Rc::new(parts.live)),
+            live: RefCell::new(Pinned::new(parts.live)),
             updates: parts.updates,
             reloads: parts.reloads,
             next_pick: Cell::new(parts.id),
@@ -120,14 +120,14 @@ impl Shard {
     /// The latest configuration generation, taken in if one arrived: what a new request
     /// is served by, from its start to its end (its endpoint indices are this
     /// generation's).
-    pub(crate) fn live(&self) -> Rc<Arc<Live>> {
+    pub(crate) fn live(&self) -> Pinned {
         self.take_updates();
         self.live.borrow().clone()
     }
 
     /// The generation as it is, without taking in an update (the pages, which read the
     /// catalogue alongside).
-    pub(crate) fn live_now(&self) -> Rc<Arc<Live>> {
+    pub(crate) fn live_now(&self) -> Pinned {
         self.live.borrow().clone()
     }
 
@@ -145,7 +145,7 @@ impl Shard {
         while let Ok(update) = self.updates.try_recv() {
             match update {
                 Update::Live(live, catalog) => {
-                    let old = self.live.replace(Rc::new(live));
+                    let old = self.live.replace(Pinned::new(live));
                     let new = self.live.borrow();
                     self.pool.follow(&old.upstreams, &new.upstreams);
                     *self.catalog.borrow_mut() = catalog;

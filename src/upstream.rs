@@ -25,7 +25,7 @@ pub(crate) use conn::EndpointConn;
 use health::Health;
 
 /// One backend: its configuration, ready for the request path, and the counters every
-/// shard reads and writes. A configuration generation (`crate::live`) has its own
+/// shard reads and writes. A configuration generation (`live.rs`) has its own
 /// `Endpoint`s; what is learnt about a backend (health, load, counters) is in `shared`,
 /// carried from one generation to the next while the backend keeps its name and address.
 #[derive(Debug)]

@@ -3,8 +3,6 @@
 //! can be retried on another endpoint).
 
 use std::ops::Range;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::client::Client;
@@ -13,7 +11,7 @@ use super::heads;
 use crate::config::ServerConfig;
 use crate::deadline::{Deadline, Elapsed};
 use crate::http1::{self, BodyProgress, Framing, RequestHead};
-use crate::live::Live;
+use crate::live::Pinned;
 use crate::shard::{Drained, Shard};
 
 /// A request read whole. Made fresh for every request.
@@ -28,7 +26,7 @@ pub(super) struct Request {
     pub(super) deadline: Instant,
     /// The configuration generation it is served by, from its head to its end: taken
     /// when its head was complete (`Shard::live`).
-    pub(super) live: Rc<Arc<Live>>,
+    pub(super) live: Pinned,
 }
 
 /// A request body.

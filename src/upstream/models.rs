@@ -72,7 +72,7 @@ pub(crate) enum Held {
 /// An immutable snapshot of which endpoint serves which model.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
-    /// The configuration generation (`crate::live`) whose endpoint indices it uses.
+    /// The configuration generation (`live.rs`) whose endpoint indices it uses.
     pub(crate) generation: u64,
     /// Per endpoint: its models, `None` until its list has been read.
     pub(crate) lists: Vec<Option<Vec<Model>>>,

@@ -66,7 +66,7 @@ pub(in crate::proxy) async fn relay(
         )
         .await);
     }
-    let mut reader = Reader::new(shard, request, &upstream);
+    let mut reader = Reader::new(request, &upstream);
     let mut whole = Vec::new();
     let end = loop {
         match reader
@@ -145,7 +145,7 @@ async fn stream(
     write_head(client, request, &upstream, routing, &how);
     // The head goes out at once, with whatever the bytes that came with it make.
     let mut pending = std::mem::take(&mut client.out);
-    let mut reader = Reader::new(shard, request, &upstream);
+    let mut reader = Reader::new(request, &upstream);
     let (mut chunk, mut events) = (Vec::new(), Vec::new());
     let ping = request.live.config.anthropic.ping_interval;
     let mut next = reader.first(&upstream, &mut chunk);
@@ -316,7 +316,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(shard: &Shard, request: &Request, upstream: &Upstream<'_>) -> Reader {
+    fn new(request: &Request, upstream: &Upstream<'_>) -> Reader {
         Reader {
             body: BodyProgress::new(upstream.head.body, u64::MAX),
             first: true,
