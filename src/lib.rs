@@ -30,8 +30,9 @@
 //! start and again by a watcher thread (`dns.rs`).
 //!
 //! Modules, leaves first (none imports one below it): `clock`, `stop`, `deadline`,
-//! `endpoint_type`, `endpoint_set`, `log`, `dns`, `events`, `http1`, `api`, `routing`, `metrics`, `config`,
-//! `auth`, `cors`, `ratelimit`, `upstream`, `control`, `shard`, `admin`, `proxy`, `runtime`.
+//! `endpoint_type`, `endpoint_set`, `log`, `dns`, `events`, `http1`, `api`, `routing`,
+//! `metrics`, `config`, `auth`, `cors`, `ratelimit`, `upstream`, `control`, `shard`,
+//! `admin`, `proxy`, `runtime`.
 
 mod admin;
 mod api;

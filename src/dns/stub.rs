@@ -239,3 +239,85 @@ fn rcode_name(code: u8) -> String {
         other => format!("RCODE {other}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply to `query` (as received) claiming `ip`, with `id` as its id.
+    fn reply(query: &[u8], id: u16, ip: [u8; 4]) -> Vec<u8> {
+        // The query: header, question, then the 11-byte OPT record.
+        let question = &query[12..query.len() - 11];
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend([0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+        m.extend_from_slice(question);
+        m.extend([0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4]);
+        m.extend(ip);
+        m
+    }
+
+    #[test]
+    fn replies_from_elsewhere_or_to_other_queries_are_ignored() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let spoofer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let answering = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, client) = server.recv_from(&mut buf).unwrap();
+            let query = &buf[..n];
+            let id = u16::from_be_bytes([query[0], query[1]]);
+            // Right id and question, wrong source: dropped (by the connected socket, and
+            // checked again).
+            spoofer
+                .send_to(&reply(query, id, [6, 6, 6, 6]), client)
+                .unwrap();
+            // Right source, another id.
+            server
+                .send_to(&reply(query, id ^ 1, [7, 7, 7, 7]), client)
+                .unwrap();
+            // Right source and id, another question.
+            let mut other = reply(query, id, [8, 8, 8, 8]);
+            other[13] ^= 0x20 ^ 0x01;
+            server.send_to(&other, client).unwrap();
+            // Garbage.
+            server.send_to(&[0xFF; 40], client).unwrap();
+            server
+                .send_to(&reply(query, id, [10, 0, 0, 1]), client)
+                .unwrap();
+        });
+        let got = lookup(
+            &[addr],
+            "backends.test",
+            Family::Ipv4,
+            Duration::from_secs(2),
+        );
+        answering.join().unwrap();
+        assert_eq!(got, Ok((vec![IpAddr::from([10, 0, 0, 1])], 9)));
+    }
+
+    #[test]
+    fn a_closed_port_fails_fast() {
+        // Bound then dropped: nothing listens there, the kernel answers "port
+        // unreachable" and the wait ends before the timeout.
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let started = Instant::now();
+        let got = lookup(
+            &[closed],
+            "backends.test",
+            Family::Both,
+            Duration::from_secs(5),
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        match got {
+            Err(DnsError::Failed(why)) => assert!(why.contains(&closed.to_string()), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -203,7 +203,7 @@ impl Watcher {
     fn start_due_lookups(&mut self) {
         let now = Instant::now();
         for (host, name) in &mut self.names {
-            if name.running.is_some() || !name.due.is_some_and(|due| due <= now) {
+            if name.running.is_some() || name.due.is_none_or(|due| due > now) {
                 continue;
             }
             self.lookups += 1;
