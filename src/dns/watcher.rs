@@ -60,6 +60,11 @@ pub struct DnsWatcher {
 enum Msg {
     /// The names to keep resolved from now on.
     Watch(Vec<String>),
+    /// Resolve with these from now on (a reload changed `[dns]`).
+    Configure {
+        resolver: Resolver,
+        refresh: Option<Duration>,
+    },
     /// A lookup ended.
     Done {
         host: String,
@@ -102,6 +107,16 @@ impl DnsWatcher {
     /// once, those kept keep their answers and schedule, the others are forgotten.
     pub fn watch(&self, hosts: impl IntoIterator<Item = String>) {
         let _ = self.commands.send(Msg::Watch(hosts.into_iter().collect()));
+    }
+
+    /// Resolves with `config` from now on (after a reload that changed `[dns]`): every
+    /// watched name is resolved again at once, lookups still running are disregarded,
+    /// and the answers so far stay in force until then.
+    pub fn configure(&self, config: &DnsConfig) {
+        let _ = self.commands.send(Msg::Configure {
+            resolver: Resolver::new(config),
+            refresh: config.refresh_interval,
+        });
     }
 
     /// The next update, if one is waiting; never blocks.
@@ -177,6 +192,14 @@ impl Watcher {
             };
             match msg {
                 Msg::Watch(hosts) => self.replace(hosts),
+                Msg::Configure { resolver, refresh } => {
+                    self.resolver = Arc::new(resolver);
+                    self.refresh = refresh;
+                    let now = Instant::now();
+                    for name in self.names.values_mut() {
+                        (name.due, name.running, name.failures) = (Some(now), None, 0);
+                    }
+                }
                 Msg::Done {
                     host,
                     lookup,

@@ -237,6 +237,25 @@ fn the_watched_names_can_be_replaced() {
     assert_eq!((a.host.as_str(), a.addrs), ("a.test", ips(&["127.0.0.4"])));
 }
 
+#[test]
+fn a_reload_can_point_the_watcher_at_other_servers() {
+    let (old, new) = (DnsServer::start(), DnsServer::start());
+    old.set("backends.test", &ips(&["127.0.0.2"]), 300);
+    new.set("backends.test", &ips(&["127.0.0.3"]), 300);
+    let watcher = DnsWatcher::start(&config(&[old.addr()], 300), ["backends.test".into()]).unwrap();
+    assert_eq!(
+        next_answer(&watcher, Duration::from_secs(5)).addrs,
+        ips(&["127.0.0.2"])
+    );
+    // Resolved again at once through the new server, not 300 s later.
+    watcher.configure(&config(&[new.addr()], 300));
+    assert_eq!(
+        next_answer(&watcher, Duration::from_secs(5)).addrs,
+        ips(&["127.0.0.3"])
+    );
+    assert_eq!(old.udp_queries(), 2);
+}
+
 /// Mock backends, one per address of `hosts`, all on one port (as the addresses of one
 /// name must be, the port being the URL's).
 fn mocks_on_one_port(hosts: &[[u8; 4]]) -> Vec<MockServer> {
