@@ -14,12 +14,14 @@
 //!
 //! Why our own stub resolver rather than hickory-resolver: what ringway needs is A and
 //! AAAA over UDP with a TCP fallback, TTLs, CNAME chains and the NXDOMAIN/timeout
-//! distinction, some 600 lines with their tests. hickory-resolver brings tokio and its
-//! own runtime into a process built on monoio (a second reactor thread pool, a second
-//! timer wheel), and some tens of crates for features (DNSSEC, DoH, DoT, caching,
-//! search lists) an endpoint list has no use for. Without `dns.servers` the system's
-//! resolver (`getaddrinfo`: /etc/hosts, nsswitch, resolv.conf search domains) is used,
-//! as before.
+//! distinction: some 900 lines of code here (1,160 with comments), plus their tests.
+//! hickory-resolver 0.26 brings tokio and its own runtime into a process built on monoio
+//! (a second reactor, a second timer wheel), 86 crates, Rust 1.88 (ours is 1.85), and
+//! features (DNSSEC, DoH, DoT, caching, search lists) an endpoint list has no use for.
+//! Measured with our release profile: a program that resolves one name with it is
+//! 1.29 MB larger than one calling `getaddrinfo`; this module adds 87 KB to ringway
+//! (5.07 MB). Without `dns.servers` the system's resolver (`getaddrinfo`: /etc/hosts,
+//! nsswitch, resolv.conf search domains) is used, as before.
 //!
 //! What the stub resolver does not do: search domains (names are sent as written, so
 //! write fully qualified names such as `vllm.infer.svc.cluster.local`), /etc/hosts,
