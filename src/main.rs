@@ -128,9 +128,9 @@ fn print_dns(dns: &ringway::dns::DnsConfig) {
         None => "resolved once".to_string(),
     };
     println!(
-        "  dns: {servers}, timeout {} ms, family {:?}, {refresh}",
+        "  dns: {servers}, timeout {} ms, family {}, {refresh}",
         dns.timeout.as_millis(),
-        dns.family
+        dns.family.name()
     );
 }
 

@@ -119,11 +119,7 @@ pub(super) fn resolve_at_start(
             format!("endpoint {name:?}: cannot resolve {host:?} through {through}: {e}"),
         )
     })?;
-    Ok(answer
-        .addrs
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, port))
-        .collect())
+    Ok(answer.on_port(port))
 }
 
 #[cfg(test)]
