@@ -1,10 +1,11 @@
 //! Configuration, read once at start: the TOML file as written (`file`, serde, unknown
 //! keys rejected) is turned into the validated [`Config`] the rest of ringway uses
 //! (durations, socket addresses, resolved endpoints), one section at a time (`validate`,
-//! `keys`, `endpoints`). Every error names the key and where the configuration came from.
+//! `keys`, `dns`, `endpoints`). Every error names the key and where the configuration came from.
 //! Olla's YAML file (`olla`) is translated into the same raw form first, so the same
 //! checks apply to it.
 
+mod dns;
 mod endpoints;
 mod file;
 mod keys;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::dns::DnsConfig;
 use crate::endpoint_type::EndpointType;
 use crate::http1::HeadLimits;
 use crate::log::{AccessFormat, Level};
@@ -147,6 +149,8 @@ pub struct Config {
     pub access_log: Option<AccessFormat>,
     /// Where the access log goes: a file (appended to), or stdout.
     pub access_log_path: Option<std::path::PathBuf>,
+    /// How endpoint host names are resolved, at start and while running.
+    pub dns: DnsConfig,
     pub endpoints: Vec<EndpointConfig>,
     /// What the file asks for that ringway accepted but does not do (Olla keys it has
     /// no use for, an endpoint header its `auth` replaces...), one sentence each naming
@@ -276,8 +280,15 @@ pub struct EndpointConfig {
     pub url: String,
     pub kind: EndpointType,
     pub priority: u32,
-    /// Resolved once here, off the request path; tried in order when connecting.
+    /// The URL's host as written: a name, or an IP address (IPv6 without brackets).
+    pub host: String,
+    /// The URL's port (80 or 443 when it has none).
+    pub port: u16,
+    /// Resolved once here, off the request path (through `dns.servers` when set, sorted,
+    /// IPv4 first); tried in order when connecting.
     pub addrs: Vec<SocketAddr>,
+    /// `expand`: whether the host name stands for one endpoint or for one per address.
+    pub expand: Expand,
     /// `host[:port]` as written in the URL: the `Host` header sent to the endpoint.
     pub authority: String,
     /// Path prefix from the URL without a trailing slash ("" when none).
@@ -298,6 +309,16 @@ pub struct EndpointConfig {
     pub anthropic_native: bool,
     /// An `https://` endpoint's TLS client settings; `None` for `http://`.
     pub tls: Option<EndpointTls>,
+}
+
+/// An endpoint's `expand`: what its host name's addresses are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expand {
+    /// One endpoint, reached at any of them (tried in order when connecting).
+    None,
+    /// One endpoint per address (the pods behind a Kubernetes headless Service), all on
+    /// the URL's port; only for a host name, not an IP address.
+    Addresses,
 }
 
 impl ServerConfig {
@@ -391,7 +412,10 @@ impl Config {
             validate::models(raw.models, at)?;
         let model_aliases = validate::model_aliases(raw.model_aliases, at)?;
         let (log_level, access_log, access_log_path) = validate::log(raw.log, at)?;
-        let endpoints = endpoints::endpoints(raw.endpoints, &health, at, env, &mut warnings)?;
+        let dns = dns::dns(raw.dns, at)?;
+        let resolver = crate::dns::Resolver::new(&dns);
+        let endpoints =
+            endpoints::endpoints(raw.endpoints, &health, &resolver, at, env, &mut warnings)?;
         let config = Config {
             origin: at.0.to_string(),
             path: None,
@@ -410,6 +434,7 @@ impl Config {
             log_level,
             access_log,
             access_log_path,
+            dns,
             endpoints,
             warnings,
         };
@@ -422,6 +447,18 @@ impl Config {
         self.server.listen = validate::parse_listen(listen)
             .map_err(|message| Origin("the command line").err("--listen", message))?;
         Ok(())
+    }
+
+    /// The endpoints' host names (IP addresses left out), each once, in the file's
+    /// order: what a [`DnsWatcher`](crate::dns::DnsWatcher) is given to keep resolved.
+    pub fn host_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for e in &self.endpoints {
+            if e.host.parse::<std::net::IpAddr>().is_err() && !names.contains(&e.host) {
+                names.push(e.host.clone());
+            }
+        }
+        names
     }
 
     /// The number of shards to run: `server.shards`, or one per available CPU.

@@ -26,11 +26,13 @@
 //! Nothing on the request path takes a lock or crosses threads: shards share only the
 //! immutable configuration and per-endpoint atomics. Errors map to statuses in one place
 //! (`proxy/error.rs`). The control thread (`control.rs`) does everything slow: health
-//! checks and model discovery.
+//! checks and model discovery; endpoint host names are resolved off the shards too, at
+//! start and again by a watcher thread (`dns.rs`).
 //!
 //! Modules, leaves first (none imports one below it): `clock`, `stop`, `deadline`,
-//! `endpoint_type`, `endpoint_set`, `log`, `events`, `http1`, `api`, `routing`, `metrics`, `config`,
-//! `auth`, `cors`, `ratelimit`, `upstream`, `control`, `shard`, `admin`, `proxy`, `runtime`.
+//! `endpoint_type`, `endpoint_set`, `log`, `dns`, `events`, `http1`, `api`, `routing`,
+//! `metrics`, `config`, `auth`, `cors`, `ratelimit`, `upstream`, `control`, `shard`,
+//! `admin`, `proxy`, `runtime`.
 
 mod admin;
 mod api;
@@ -44,6 +46,7 @@ mod control;
 mod cors;
 mod deadline;
 pub mod demo;
+pub mod dns;
 mod endpoint_set;
 mod endpoint_type;
 mod events;
@@ -65,7 +68,8 @@ mod upstream;
 
 pub use config::{
     Cidr, Config, ConfigError, ConfigFormat, CorsConfig, DEFAULT_CONFIG, DriverChoice,
-    EndpointConfig, HealthConfig, ProxyConfig, RateLimitConfig, Secret, ServerConfig, StickyConfig,
+    EndpointConfig, Expand, HealthConfig, ProxyConfig, RateLimitConfig, Secret, ServerConfig,
+    StickyConfig,
 };
 pub use control::ConfigSource;
 pub use endpoint_type::EndpointType;

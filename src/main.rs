@@ -76,11 +76,16 @@ fn main() -> ExitCode {
             config.proxy.balancer.name(),
             config.endpoints.len()
         );
+        print_dns(&config.dns);
         for e in &config.endpoints {
             println!(
                 "  {} ({}) {} priority {}",
                 e.name, e.kind, e.url, e.priority
             );
+            if e.expand == ringway::Expand::Addresses {
+                let addrs: Vec<String> = e.addrs.iter().map(|a| a.ip().to_string()).collect();
+                println!("    expand addresses: {} (now)", addrs.join(", "));
+            }
         }
         return ExitCode::SUCCESS;
     }
@@ -108,6 +113,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config`'s line about `[dns]`.
+fn print_dns(dns: &ringway::dns::DnsConfig) {
+    let servers = if dns.servers.is_empty() {
+        "the system resolver".to_string()
+    } else {
+        let list: Vec<String> = dns.servers.iter().map(|s| s.to_string()).collect();
+        format!("servers {}", list.join(", "))
+    };
+    let refresh = match dns.refresh_interval {
+        Some(every) => format!("re-resolved at most {} ms apart", every.as_millis()),
+        None => "resolved once".to_string(),
+    };
+    println!(
+        "  dns: {servers}, timeout {} ms, family {}, {refresh}",
+        dns.timeout.as_millis(),
+        dns.family.name()
+    );
 }
 
 /// Raises the soft limit on open files to the hard one, and warns when even that cannot

@@ -1,5 +1,6 @@
 //! The `[[endpoints]]` section: each backend's URL parsed and its host resolved (once,
-//! here, off the request path), its name checked, its credentials (`api_key*` or an
+//! here, off the request path, through the resolver `[dns]` describes), its `expand`
+//! checked (`super::dns`), its name checked, its credentials (`api_key*` or an
 //! `auth` block, Olla's shape) and static `headers` settled, its TLS settings for an
 //! `https://` URL, its health-check and model-list settings.
 //!
@@ -14,9 +15,9 @@ pub(super) mod tls;
 mod url;
 mod vars;
 
-use std::net::ToSocketAddrs;
-
+use super::dns::{expand, resolve_at_start};
 use super::{ConfigError, EndpointConfig, Env, HealthConfig, Origin, file};
+use crate::dns::Resolver;
 use crate::endpoint_type::EndpointType;
 use auth::{api_key, auth_block};
 use headers::static_headers;
@@ -27,6 +28,7 @@ use url::parse_url;
 pub(super) fn endpoints(
     raw: Vec<file::Endpoint>,
     health: &HealthConfig,
+    resolver: &Resolver,
     at: Origin<'_>,
     env: Env<'_>,
     warnings: &mut Vec<String>,
@@ -43,19 +45,21 @@ pub(super) fn endpoints(
     }
     let mut endpoints: Vec<EndpointConfig> = Vec::with_capacity(raw.len());
     for (i, e) in raw.into_iter().enumerate() {
-        let endpoint = endpoint(i, e, &endpoints, health, at, env, warnings)?;
+        let endpoint = endpoint(i, e, &endpoints, health, resolver, at, env, warnings)?;
         endpoints.push(endpoint);
     }
     Ok(endpoints)
 }
 
 /// `endpoints[i]`; `earlier` are the ones before it (names are unique), `health` gives
-/// the check interval and timeout it does not set.
+/// the check interval and timeout it does not set, `resolver` resolves its host.
+#[allow(clippy::too_many_arguments)]
 fn endpoint(
     i: usize,
     e: file::Endpoint,
     earlier: &[EndpointConfig],
     health: &HealthConfig,
+    resolver: &Resolver,
     at: Origin<'_>,
     env: Env<'_>,
     warnings: &mut Vec<String>,
@@ -103,16 +107,8 @@ fn endpoint(
     };
     let headers = static_headers(&e, auth.as_ref(), &name, &key, at, env, warnings)?;
     let tls = endpoint_tls(&e, &name, &url.host, url.tls, &key, at, warnings)?;
-    let addrs = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| at.err(&key("url"), format!("cannot resolve {:?}: {e}", url.host)))?
-        .collect::<Vec<_>>();
-    if addrs.is_empty() {
-        return Err(at.err(
-            &key("url"),
-            format!("{:?} resolves to no address", url.host),
-        ));
-    }
+    let expand = expand(e.expand.as_deref(), &url.host, &key("expand"), at)?;
+    let addrs = resolve_at_start(resolver, &url.host, url.port, &name, &key("url"), at)?;
     let path = |field: &str, given: Option<String>, default: &str| {
         let path = given.unwrap_or_else(|| default.to_string());
         if path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) {
@@ -150,7 +146,10 @@ fn endpoint(
         url: e.url,
         kind,
         priority: e.priority,
+        host: url.host,
+        port: url.port,
         addrs,
+        expand,
         authority: url.authority,
         base_path: url.base_path,
         health_path,

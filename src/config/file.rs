@@ -33,6 +33,8 @@ pub(super) struct Root {
     #[serde(default)]
     pub(super) log: Log,
     #[serde(default)]
+    pub(super) dns: Dns,
+    #[serde(default)]
     pub(super) endpoints: Vec<Endpoint>,
 }
 
@@ -325,6 +327,29 @@ impl Default for Log {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Dns {
+    /// 0 = resolve once, at start.
+    pub(super) refresh_interval_ms: u64,
+    /// `ip[:port]` each (port 53 by default); empty: the system resolver.
+    pub(super) servers: Vec<String>,
+    pub(super) timeout_ms: u64,
+    /// "ipv4", "ipv6" or "both".
+    pub(super) family: String,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            refresh_interval_ms: 30_000,
+            servers: Vec::new(),
+            timeout_ms: 2_000,
+            family: "both".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Endpoint {
     pub(super) name: Option<String>,
@@ -355,6 +380,8 @@ pub(super) struct Endpoint {
     pub(super) tls_key_file: Option<String>,
     /// `https://` only: accept any certificate (default false; warned about at start).
     pub(super) tls_insecure_skip_verify: Option<bool>,
+    /// "none" (default) or "addresses": one endpoint per address of the URL's host name.
+    pub(super) expand: Option<String>,
 }
 
 /// An endpoint's `auth` block, as Olla writes it: `type` is "bearer" (`token`),
@@ -411,6 +438,8 @@ mod tests {
         );
         assert_eq!(empty.model_aliases, doc.model_aliases);
         assert_eq!(empty.log_level, doc.log_level);
+        assert_eq!(empty.dns, doc.dns);
+        assert_eq!(empty.dns, crate::dns::DnsConfig::default());
         assert!(empty.endpoints.is_empty());
     }
 

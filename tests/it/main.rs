@@ -5,6 +5,8 @@ mod anthropic;
 mod balancing;
 mod credentials;
 mod dashboard;
+mod dns;
+mod dns_server;
 mod engine;
 mod failover;
 mod forwarding;

@@ -305,6 +305,7 @@ fn endpoint(i: usize, e: Endpoint, warnings: &mut Vec<String>) -> file::Endpoint
         tls_cert_file: None,
         tls_key_file: None,
         tls_insecure_skip_verify: None,
+        expand: None,
     }
 }
 
