@@ -16,7 +16,12 @@ use std::rc::Rc;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use crate::config::Config;
+use crate::dns::{DnsWatcher, Update as DnsUpdate};
+use crate::events::Kind;
+use crate::live::expand::{self, Answers};
 use crate::live::{Live, Update};
+use crate::log::{info, warning};
 use crate::reload::Asked;
 use crate::stop::StopSignal;
 use crate::upstream::Upstreams;
@@ -36,9 +41,9 @@ pub(crate) struct Control {
     pub(crate) source: Option<ConfigSource>,
 }
 
-/// Watches every endpoint of the running generation, one task each, and applies
-/// reloads, until `stop` fires. Runs once per process, on the control thread, whatever
-/// the number of shards.
+/// Watches every endpoint of the running generation, one task each, applies reloads and
+/// follows host names' addresses, until `stop` fires. Runs once per process, on the
+/// control thread, whatever the number of shards.
 pub(crate) async fn run(control: Control) {
     let Control {
         mut live,
@@ -47,7 +52,11 @@ pub(crate) async fn run(control: Control) {
         asked,
         source,
     } = control;
+    let mut dns = Names::start(&live.config);
     let mut discovery = Rc::new(discovery::Discovery::new(&live, shards.clone()));
+    // Reload requests waiting, and the one being read with those it answers.
+    let mut waiting: Vec<Asked> = Vec::new();
+    let mut reading: Option<(reload::Reading, Vec<Asked>)> = None;
     loop {
         // This generation's tasks: they end when it is replaced, or at the stop.
         let generation = Arc::new(StopSignal::default());
@@ -57,18 +66,41 @@ pub(crate) async fn run(control: Control) {
                 generation.trigger();
                 return;
             }
-            if let Ok(ask) = asked.try_recv() {
-                let outcome = reload::apply(&live, source.as_ref());
-                let (next, answer) = match outcome {
-                    Ok((next, applied)) => (Some(next), Ok(applied)),
-                    Err(why) => (None, Err(why)),
-                };
-                if let Some(reply) = ask.reply {
-                    let _ = reply.send(answer);
+            waiting.extend(asked.try_iter());
+            if reading.is_none() && !waiting.is_empty() {
+                let batch = std::mem::take(&mut waiting);
+                match reload::read(source.as_ref()) {
+                    Some(read) => reading = Some((read, batch)),
+                    None => answer(batch, &Err(reload::nothing_to_reload())),
                 }
-                if let Some(next) = next {
-                    break next;
+            }
+            let read = match &reading {
+                Some((read, _)) => match read.try_recv() {
+                    Ok(config) => Some(config),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        Some(Err(crate::config::ConfigError {
+                            origin: live.config.origin.clone(),
+                            key: String::new(),
+                            message: "reading the configuration failed".into(),
+                        }))
+                    }
+                },
+                None => None,
+            };
+            if let Some(read) = read {
+                let (_, batch) = reading.take().expect("a read in progress");
+                match reload::apply(&live, read, dns.answers()) {
+                    Ok((next, applied)) => {
+                        answer(batch, &Ok(applied));
+                        dns.follow(&next.config);
+                        break next;
+                    }
+                    Err(why) => answer(batch, &Err(why)),
                 }
+            }
+            if let Some(next) = dns.take_changes(&live) {
+                break next;
             }
             monoio::time::sleep(TICK).await;
         };
@@ -80,6 +112,100 @@ pub(crate) async fn run(control: Control) {
             let _ = shard.send(Update::Live(next.clone(), catalog.clone()));
         }
         live = next;
+    }
+}
+
+/// Sends each asker the reload's outcome.
+fn answer(batch: Vec<Asked>, outcome: &crate::reload::Outcome) {
+    for ask in batch {
+        if let Some(reply) = ask.reply {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+/// The endpoints' host names, kept resolved by a [`DnsWatcher`] while
+/// `dns.refresh_interval_ms` is not 0, and their latest addresses.
+struct Names {
+    watcher: Option<DnsWatcher>,
+    answers: Answers,
+}
+
+impl Names {
+    fn start(config: &Config) -> Names {
+        let mut names = Names {
+            watcher: None,
+            answers: Answers::new(),
+        };
+        names.follow(config);
+        names
+    }
+
+    fn answers(&self) -> &Answers {
+        &self.answers
+    }
+
+    /// Watches the names of `config` (a reload's), with its `[dns]`.
+    fn follow(&mut self, config: &Config) {
+        let hosts = config.host_names();
+        if config.dns.refresh_interval.is_none() || hosts.is_empty() {
+            self.watcher = None;
+            return;
+        }
+        match &self.watcher {
+            Some(watcher) => {
+                watcher.configure(&config.dns);
+                watcher.watch(hosts);
+            }
+            None => match DnsWatcher::start(&config.dns, hosts) {
+                Ok(watcher) => self.watcher = Some(watcher),
+                Err(e) => warning!(
+                    "dns: cannot start the resolver thread ({e}); host names are not re-resolved"
+                ),
+            },
+        }
+    }
+
+    /// Takes in the watcher's answers; the next generation of `live` if the endpoints
+    /// it routes to changed.
+    fn take_changes(&mut self, live: &Live) -> Option<Live> {
+        let watcher = self.watcher.as_ref()?;
+        let mut changed = false;
+        while let Some(update) = watcher.try_recv() {
+            match update {
+                DnsUpdate::Resolved(answer) => {
+                    changed |= self.answers.get(&answer.host) != Some(&answer.addrs);
+                    self.answers.insert(answer.host.clone(), answer.addrs);
+                }
+                DnsUpdate::Failed { host, error, kept } => {
+                    let kept = if kept.is_some() {
+                        "; its last addresses are kept"
+                    } else {
+                        ""
+                    };
+                    warning!("dns: cannot resolve {host}: {error}{kept}");
+                }
+            }
+        }
+        if !changed {
+            return None;
+        }
+        let (endpoints, too_many) = expand::endpoints(&live.config, &self.answers);
+        if expand::same(&endpoints, &live.upstreams.endpoints) {
+            return None;
+        }
+        if let Some(w) = too_many {
+            warning!("dns: {w}");
+        }
+        let next = live.next(live.config.clone(), &endpoints);
+        let summary = format!(
+            "host names resolved to other addresses: generation {}, {} endpoint(s)",
+            next.generation,
+            next.upstreams.endpoints.len()
+        );
+        info!("{summary}");
+        next.upstreams.events.record(Kind::Reloaded, None, summary);
+        Some(next)
     }
 }
 

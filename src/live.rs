@@ -10,6 +10,8 @@
 //! What is learnt about a backend (health, breaker, load, counters) is carried from one
 //! generation to the next by name (`Upstreams::next`).
 
+pub(crate) mod expand;
+
 use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -73,9 +75,11 @@ pub(crate) enum Update {
 }
 
 impl Live {
-    /// The first generation: the configuration ringway starts with.
+    /// The first generation: the configuration ringway starts with, its host names at
+    /// the addresses they resolved to at load.
     pub(crate) fn first(config: Arc<Config>, shards: usize) -> Live {
-        let upstreams = Upstreams::new(&config.endpoints, &config.sticky, shards);
+        let (endpoints, _) = expand::endpoints(&config, &expand::Answers::new());
+        let upstreams = Upstreams::new(&endpoints, &config.sticky, shards);
         Live {
             generation: 1,
             loaded_unix_ms: unix_ms(),

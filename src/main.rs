@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             // A reload reads the same file again, with the same command-line overrides.
             let source = config.path.is_some().then(|| {
                 let cli = Cli::parse();
-                Box::new(move || load_config(&cli)) as ringway::ConfigSource
+                std::sync::Arc::new(move || load_config(&cli)) as ringway::ConfigSource
             });
             ringway::start_with(config, source)
                 .map_err(Into::into)

@@ -99,7 +99,7 @@ pub fn start(config: Config) -> Result<Server, StartError> {
     let source = config
         .path
         .clone()
-        .map(|(path, format)| Box::new(move || Config::load_as(&path, format)) as ConfigSource);
+        .map(|(path, format)| Arc::new(move || Config::load_as(&path, format)) as ConfigSource);
     start_with(config, source)
 }
 

@@ -26,6 +26,7 @@ pub(super) async fn watch(
     let settings = &config.health;
     let mut recovery = settings.recovery_interval;
     let mut models_due = Instant::now();
+    let mut first_up = !ep.health().is_up() && ep.health().snapshot().last_change_unix_ms == 0;
     while !stop.is_triggered() {
         let h = ep.health();
         if h.is_suspect() {
@@ -44,6 +45,12 @@ pub(super) async fn watch(
         };
         let transition = h.record_check(ok, settings);
         match transition {
+            // A new endpoint (a reload, an address) has never been up: it is "up".
+            Some(true) if first_up => {
+                first_up = false;
+                info!("endpoint {} is up", ep.name);
+                events.record(Kind::EndpointUp, Some(&ep.name), "up");
+            }
             Some(true) => {
                 info!("endpoint {} is back up", ep.name);
                 events.record(Kind::EndpointUp, Some(&ep.name), "back up");

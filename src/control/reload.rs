@@ -2,31 +2,58 @@
 //! source, validate it (a file that fails is rejected whole, and the running generation
 //! stays), and build the next generation from it (`crate::live`).
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use crate::config::{Config, ConfigError};
 use crate::events::Kind;
+use crate::live::expand::{self, Answers};
 use crate::live::{self, Live};
 use crate::log::{error, info, warning};
 use crate::reload::Applied;
 
 /// Where a reload reads the configuration from: the file ringway was started with,
-/// with the command line's overrides applied again.
-pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
+/// with the command line's overrides applied again. Called on a thread of its own:
+/// reading the file resolves its host names, which may take seconds.
+pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
-/// Reads and validates the configuration again: the next generation and what the
-/// reload says, or why the running one stays.
+/// A configuration being read.
+pub(super) type Reading = mpsc::Receiver<Result<Config, ConfigError>>;
+
+/// Starts reading the configuration through `source`, off the control thread; `None`
+/// when there is nothing to read (the answer is then [`nothing_to_reload`]).
+pub(super) fn read(source: Option<&ConfigSource>) -> Option<Reading> {
+    let source = source?.clone();
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("ringway-reload".into())
+        .spawn(move || {
+            let _ = tx.send(source());
+        });
+    match spawned {
+        Ok(_) => Some(rx),
+        Err(e) => {
+            error!("reload: cannot start a thread to read the configuration: {e}");
+            None
+        }
+    }
+}
+
+/// Why a reload without a source does nothing.
+pub(super) fn nothing_to_reload() -> String {
+    let why = "nothing to reload: ringway was started without a configuration file";
+    warning!("reload: {why}");
+    why.into()
+}
+
+/// Turns the configuration read into the next generation (its host names at their
+/// latest `answers`) and what the reload says, or says why the running one stays.
 pub(super) fn apply(
     running: &Live,
-    source: Option<&ConfigSource>,
+    read: Result<Config, ConfigError>,
+    answers: &Answers,
 ) -> Result<(Live, Applied), String> {
     let events = &running.upstreams.events;
-    let Some(source) = source else {
-        let why = "nothing to reload: ringway was started without a configuration file";
-        warning!("reload: {why}");
-        return Err(why.into());
-    };
-    let config = match source() {
+    let config = match read {
         Ok(config) => config,
         Err(e) => {
             let why = format!("{e}; the running configuration is kept");
@@ -40,7 +67,9 @@ pub(super) fn apply(
     let config = live::keep_restart_only(&running.config, config);
     crate::log::set_level(config.log_level);
     let config = Arc::new(config);
-    let next = running.next(config.clone(), &config.endpoints);
+    let (endpoints, too_many) = expand::endpoints(&config, answers);
+    warnings.extend(too_many);
+    let next = running.next(config.clone(), &endpoints);
     for w in &warnings {
         warning!("reload: {w}");
     }

@@ -259,15 +259,24 @@ fn a_reload_can_point_the_watcher_at_other_servers() {
 /// Mock backends, one per address of `hosts`, all on one port (as the addresses of one
 /// name must be, the port being the URL's).
 fn mocks_on_one_port(hosts: &[[u8; 4]]) -> Vec<MockServer> {
+    mocks_on_one_port_with(hosts, MockConfig::named)
+}
+
+/// Mocks on `hosts` (all of 127/8 is loopback), one port for all, each configured by
+/// `config` from its name (`mock-<last byte>`).
+fn mocks_on_one_port_with(
+    hosts: &[[u8; 4]],
+    config: impl Fn(&str) -> MockConfig,
+) -> Vec<MockServer> {
     for _ in 0..20 {
         let first = SocketAddr::from((hosts[0], 0));
-        let Ok(mock) = ringway_mock::spawn(first, MockConfig::named(&ip_name(hosts[0]))) else {
+        let Ok(mock) = ringway_mock::spawn(first, config(&ip_name(hosts[0]))) else {
             continue;
         };
         let port = mock.addr().port();
         let mut mocks = vec![mock];
         for &h in &hosts[1..] {
-            match ringway_mock::spawn((h, port).into(), MockConfig::named(&ip_name(h))) {
+            match ringway_mock::spawn((h, port).into(), config(&ip_name(h))) {
                 Ok(m) => mocks.push(m),
                 Err(_) => break,
             }
@@ -389,5 +398,137 @@ fn check_config_reports_dns_and_expand() {
     );
     for path in [good, literal] {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+/// `expand = "addresses"` under load: the name gives 2 addresses, then 3, then 2 others;
+/// the endpoints follow (`fleet/ADDR`), a new address is used once checked, a removed
+/// one takes no new request and its streams finish, and not one request fails.
+#[test]
+fn an_expanded_name_follows_its_addresses_and_no_request_fails() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let hosts = [
+        [127, 0, 0, 2],
+        [127, 0, 0, 3],
+        [127, 0, 0, 4],
+        [127, 0, 0, 5],
+        [127, 0, 0, 6],
+    ];
+    let mocks = mocks_on_one_port_with(&hosts, |name| MockConfig {
+        tokens: 16,
+        token_delay: Duration::from_millis(5),
+        ..MockConfig::named(name)
+    });
+    let port = mocks[0].addr().port();
+    let dns = DnsServer::start();
+    dns.set("fleet.test", &ips(&["127.0.0.2", "127.0.0.3"]), 1);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshards = 2\n\
+         [dns]\nservers = [\"{}\"]\ntimeout_ms = 1000\nrefresh_interval_ms = 1000\n\
+         [health]\ncheck_interval_ms = 3600000\n[models]\nloaded_refresh_interval_ms = 0\n\
+         [[endpoints]]\nname = \"fleet\"\nurl = \"http://fleet.test:{port}\"\ntype = \"ollama\"\nexpand = \"addresses\"\n",
+        dns.addr()
+    );
+    let proxy = proxy_from(&text);
+    let addr = proxy.local_addr();
+    let names = || -> Vec<(String, String)> {
+        status_page(&proxy)["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let healthy = |want: &[&str]| {
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|n| (format!("fleet/{n}"), "healthy".to_string()))
+            .collect();
+        eventually(Duration::from_secs(6), || names() == want)
+    };
+    assert!(healthy(&["127.0.0.2", "127.0.0.3"]), "{:?}", names());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let body = format!(
+                        r#"{{"model":"llama3.2:latest","stream":{},"messages":[{{"role":"user","content":"client {i} turn {n}"}}]}}"#,
+                        n % 2 == 0
+                    );
+                    let r = client.post_json("/v1/chat/completions", &body, "");
+                    if r.status == 200 && r.complete {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("client {i}: {} {}", r.status, r.text());
+                        client = Client::connect(addr);
+                    }
+                }
+            })
+        })
+        .collect();
+    let requests = |i: usize| mocks[i].stats().requests();
+    std::thread::sleep(Duration::from_millis(500));
+    dns.set(
+        "fleet.test",
+        &ips(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]),
+        1,
+    );
+    assert!(
+        healthy(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]),
+        "{:?}",
+        names()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || requests(2) > 0),
+        "the new address got no traffic"
+    );
+    dns.set("fleet.test", &ips(&["127.0.0.5", "127.0.0.6"]), 1);
+    assert!(healthy(&["127.0.0.5", "127.0.0.6"]), "{:?}", names());
+    // Streams already on the removed addresses finish (~80 ms); then nothing new.
+    std::thread::sleep(Duration::from_millis(300));
+    let gone: Vec<u64> = (0..3).map(requests).collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let (served, failed) = (
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    eprintln!("served {served}, failed {failed}");
+    assert_eq!(
+        failed, 0,
+        "requests failed while the name's addresses changed"
+    );
+    assert_eq!(
+        (0..3).map(requests).collect::<Vec<_>>(),
+        gone,
+        "removed addresses got requests"
+    );
+    assert!(
+        requests(3) > 0 && requests(4) > 0,
+        "the new addresses got no traffic"
+    );
+    for m in &mocks[..3] {
+        assert_eq!(
+            m.stats().aborted_streams(),
+            0,
+            "a stream on a removed address was cut"
+        );
     }
 }
