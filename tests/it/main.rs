@@ -21,5 +21,6 @@ mod olla_pages;
 mod process;
 mod ratelimit;
 mod reload;
+mod replicas;
 mod sticky;
 mod tls;

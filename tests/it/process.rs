@@ -12,15 +12,15 @@ use crate::harness::*;
 const BIN: &str = env!("CARGO_BIN_EXE_ringway");
 
 /// A `ringway` child process, killed when dropped.
-struct Ringway {
+pub(crate) struct Ringway {
     child: Child,
-    addr: std::net::SocketAddr,
+    pub(crate) addr: std::net::SocketAddr,
     log: Vec<String>,
 }
 
 impl Ringway {
     /// Runs the binary and waits for its "listening on" line.
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Ringway {
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)]) -> Ringway {
         let mut command = Command::new(BIN);
         command
             .args(args)
