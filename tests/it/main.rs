@@ -15,6 +15,7 @@ mod hardening;
 mod harness;
 mod hostile;
 mod limits;
+mod mock_tls;
 mod models;
 mod olla;
 mod olla_pages;

@@ -265,6 +265,10 @@ struct Conn<'a> {
     sh: &'a Shared,
     stream: TcpStream,
     cancel: CancelHandle,
+    /// The TLS session over `stream`, when the mock serves TLS: what is read and
+    /// written then goes through it.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Session>,
     /// Received bytes; the current request starts at `start` (earlier ones are answered).
     buf: Vec<u8>,
     start: usize,
@@ -275,10 +279,30 @@ struct Conn<'a> {
 }
 
 pub(crate) async fn serve(stream: TcpStream, sh: &Shared, cancel: CancelHandle) {
+    #[cfg(feature = "tls")]
+    let mut stream = stream;
+    #[cfg(feature = "tls")]
+    let tls = match &sh.config.tls {
+        Some(config) => {
+            match crate::tls::Session::accept(&mut stream, config.clone(), &cancel).await {
+                Ok(session) => {
+                    sh.stats
+                        .tls_handshakes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Some(session)
+                }
+                // A failed handshake: nothing to serve.
+                Err(_) => return,
+            }
+        }
+        None => None,
+    };
     let mut c = Conn {
         sh,
         stream,
         cancel,
+        #[cfg(feature = "tls")]
+        tls,
         buf: Vec::with_capacity(8 * 1024),
         start: 0,
         out: Vec::with_capacity(4 * 1024),
@@ -344,6 +368,12 @@ impl Conn<'_> {
             self.buf.drain(..self.start);
             self.start = 0;
         }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls
+                .read(&mut self.stream, &mut self.buf, &self.cancel)
+                .await;
+        }
         let len = self.buf.len();
         let want = need.max(len + 4096);
         if self.buf.capacity() < want {
@@ -356,6 +386,12 @@ impl Conn<'_> {
     }
 
     async fn send(&mut self) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls
+                .write_all(&mut self.stream, &self.out, &self.cancel)
+                .await;
+        }
         let out = std::mem::take(&mut self.out);
         let (res, out) = self.stream.write_all(out, self.cancel.clone()).await;
         self.out = out;

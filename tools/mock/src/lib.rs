@@ -18,6 +18,8 @@
 mod api;
 mod conn;
 mod kv;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use kv::KvCacheConfig;
 
@@ -61,6 +63,10 @@ pub struct MockConfig {
     /// health checks answers 401 unless the request carries this header with exactly this
     /// value (Olla's auth test backend, `test/cmd/mockbackend --require-header`).
     pub require_header: Option<(String, String)>,
+    /// Serve TLS with this configuration (`tls::server_config`): an `https://`
+    /// endpoint, served by the same connection loop. `None` (the default): plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<tls::ServerConfig>>,
 }
 
 impl Default for MockConfig {
@@ -75,6 +81,8 @@ impl Default for MockConfig {
             kv_cache: None,
             api_key: None,
             require_header: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -101,6 +109,7 @@ pub struct Stats {
     aborted_streams: AtomicU64,
     prompt_tokens: AtomicU64,
     cached_tokens: AtomicU64,
+    tls_handshakes: AtomicU64,
 }
 
 impl Stats {
@@ -139,6 +148,11 @@ impl Stats {
     /// The part of [`Stats::prompt_tokens`] that was found in the simulated KV cache.
     pub fn cached_tokens(&self) -> u64 {
         self.cached_tokens.load(Relaxed)
+    }
+    /// TLS handshakes completed (with `MockConfig::tls`): one per connection, so a
+    /// proxy that pools its connections makes few.
+    pub fn tls_handshakes(&self) -> u64 {
+        self.tls_handshakes.load(Relaxed)
     }
 }
 

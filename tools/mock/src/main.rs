@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -61,6 +62,13 @@ struct Args {
     /// The exact value --require-header must carry (surrounding spaces ignored).
     #[arg(long, value_name = "VALUE", requires = "require_header")]
     require_value: Option<String>,
+    /// Serve TLS (an https:// endpoint) with this PEM certificate chain; needs --tls-key
+    /// and a build with the `tls` feature (`cargo build -p ringway-mock --features tls`).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -95,6 +103,19 @@ fn main() -> std::io::Result<()> {
     config.threads = args.threads;
     config.api_key = args.api_key;
     config.require_header = args.require_header.zip(args.require_value);
+    if let Some((cert, key)) = args.tls_cert.zip(args.tls_key) {
+        #[cfg(feature = "tls")]
+        {
+            config.tls = Some(ringway_mock::tls::server_config(&cert, &key)?);
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (cert, key);
+            return Err(std::io::Error::other(
+                "--tls-cert: this ringway-mock was built without TLS; build it with `--features tls`",
+            ));
+        }
+    }
     let server = ringway_mock::spawn(args.listen, config)?;
     // Benchmark scripts parse this exact line.
     let mut stdout = std::io::stdout().lock();
