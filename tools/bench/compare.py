@@ -489,18 +489,24 @@ def main():
     try:
         report(args, tmp, *bench(args, tmp))
     finally:
-        for proc in reversed(PROCS):  # each in its own process group: nginx's workers too
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=5)
-                    break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+        stop_all()
         if args.keep:
             print(f"\nconfigs and logs kept in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop_all():
+    """Stops everything started here, last first; each is in its own process group, so
+    nginx's workers go too."""
+    for proc in reversed(PROCS):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=5)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
 
 
 def bench(args, tmp):

@@ -1144,7 +1144,7 @@ fn mock_route(
             "connections_accepted": s.connections_accepted(), "open_connections": s.open_connections(),
             "requests": s.requests(), "health_checks": s.health_checks(), "completed_streams": s.completed_streams(),
             "aborted_streams": s.aborted_streams(), "prompt_tokens": s.prompt_tokens(),
-            "cached_tokens": s.cached_tokens()}),
+            "cached_tokens": s.cached_tokens(), "tls_handshakes": s.tls_handshakes()}),
         ("control", "POST") => {
             let v: Value = match serde_json::from_slice(body) {
                 Ok(v) => v,
