@@ -1,9 +1,11 @@
 """Helpers shared by the benchmark drivers in this folder: where the repository is, how
-to wait for a process to listen, and the machine description every report starts with."""
+to wait for a process to listen, the machine description every report starts with, and a
+throwaway CA and certificate (openssl) for the drivers that measure https:// endpoints."""
 
 import os
 import platform
 import socket
+import subprocess
 import threading
 import time
 
@@ -52,3 +54,20 @@ def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
     return f"machine: {cpu}, {os.cpu_count()} CPUs, kernel {platform.release()}"
+
+
+def make_pki(tmp):
+    """A CA and a certificate for 127.0.0.1 it signed (ECDSA P-256), as PEM files."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *argv: subprocess.run(argv, cwd=tmp, check=True, capture_output=True)
+    run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=ringway bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")
+    run("openssl", "req", *ec, "-keyout", "key.pem", "-out", "cert.csr",
+        "-subj", "/CN=127.0.0.1")
+    with open(f"{tmp}/cert.ext", "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", "cert.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "cert.ext")
+    return f"{tmp}/ca.pem", f"{tmp}/cert.pem", f"{tmp}/key.pem"
