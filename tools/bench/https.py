@@ -179,7 +179,7 @@ def report(args, results, firsts, fails, handshakes, commit):
     lines = []
 
     def line(what, fmt, plain, https, note=""):
-        ratio = f"{https / plain:.2f}x" if isinstance(plain, float) and plain else ""
+        ratio = f"{https / plain:.2f}x" if isinstance(plain, (int, float)) and plain else ""
         lines.append([what, fmt(plain), fmt(https), ratio + note])
 
     us = lambda v: f"{v:,.1f} µs"

@@ -134,7 +134,11 @@ impl Session {
         let mut at = 0;
         while at < plain.len() {
             // The session buffers a bounded amount: encrypt, move out, repeat.
-            at += self.tls.writer().write(&plain[at..])?;
+            let n = self.tls.writer().write(&plain[at..])?;
+            if n == 0 && !self.tls.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            at += n;
             self.queue_records()?;
         }
         self.flush(stream, cancel).await
