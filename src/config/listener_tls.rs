@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 
@@ -62,14 +62,17 @@ impl ListenerTls {
 fn load(cert: &Path, key: &Path, at: Origin<'_>) -> Result<ListenerTls, ConfigError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| at.err(CERT_KEY, format!("cannot read {cert:?}: {e}")))?;
+        .map_err(|e| at.err(CERT_KEY, format!("cannot read {cert:?}: {}", pem_error(&e))))?;
     if chain.is_empty() {
         return Err(at.err(CERT_KEY, format!("{cert:?} holds no PEM certificate")));
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         at.err(
             KEY_KEY,
-            format!("cannot read a PEM private key from {key:?}: {e}"),
+            format!(
+                "cannot read a PEM private key from {key:?}: {}",
+                pem_error(&e)
+            ),
         )
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -98,6 +101,21 @@ fn load(cert: &Path, key: &Path, at: Origin<'_>) -> Result<ListenerTls, ConfigEr
         key_file: key.to_path_buf(),
         server: Arc::new(server),
     })
+}
+
+/// A PEM error in words (the library's own shows the markers it missed as byte lists).
+fn pem_error(e: &pem::Error) -> String {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!("a section has no {:?} line (a cut file?)", text(end_marker))
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("a malformed BEGIN line {:?}", text(line))
+        }
+        pem::Error::NoItemsFound => "no PEM section of that kind in it".into(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

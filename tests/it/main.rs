@@ -23,3 +23,4 @@ mod ratelimit;
 mod reload;
 mod sticky;
 mod tls;
+mod tls_listener;
