@@ -70,8 +70,7 @@ mod upstream;
 pub use config::{
     Cidr, Config, ConfigError, ConfigFormat, CorsConfig, DEFAULT_CONFIG, DriverChoice,
     EndpointConfig, Expand, HealthConfig, ListenerTls, ProxyConfig, RateLimitConfig, Secret,
-    ServerConfig,
-    StickyConfig,
+    ServerConfig, StickyConfig,
 };
 pub use control::ConfigSource;
 pub use endpoint_type::EndpointType;
@@ -79,4 +78,3 @@ pub use log::{AccessFormat, Level, set_level};
 pub use routing::{Balancer, Fallback, KeySource, PrefixGroupsConfig, RoutingConfig, Strategy};
 pub use runtime::{Reloader, Server, StartError, ThreadDied, start, start_with};
 pub use stop::Stopper;
-pub use tls::listener::CertReloader;

@@ -29,7 +29,7 @@ use crate::proxy;
 use crate::reload::Reloads;
 use crate::shard::{Shard, ShardParts};
 use crate::stop::{StopSignal, Stopper};
-use crate::tls::listener::{CertReloader, CertStore};
+use crate::tls::listener::CertStore;
 use supervisor::{CatchUnwind, Supervisor, panic_message};
 
 pub use supervisor::ThreadDied;
@@ -208,6 +208,7 @@ pub fn start_with(config: Config, source: Option<ConfigSource>) -> Result<Server
         shards: update_senders,
         asked,
         source,
+        certs: certs.clone(),
     };
     supervisor.spawn("ringway-control".into(), move || run_control(control));
     info!(
@@ -246,21 +247,16 @@ impl Server {
     }
 
     /// Reads the TLS listener's certificate and key files again (`server.tls_cert_file`,
-    /// `server.tls_key_file`): new connections get the new certificate; open ones,
-    /// streams included, carry on with theirs. A file that cannot be used keeps the
-    /// certificate in force; the error names the file and its key (and is logged).
-    /// Without a TLS listener there is nothing to reload: `Ok`.
+    /// `server.tls_key_file`), and nothing else: new connections get the new
+    /// certificate; open ones, streams included, carry on with theirs. A file that cannot
+    /// be used keeps the certificate in force; the error names the file and its key (and
+    /// is logged). Without a TLS listener there is nothing to reload: `Ok`. A
+    /// configuration reload ([`Server::reload`], SIGHUP) reads them too.
     pub fn reload_certificates(&self) -> Result<(), crate::ConfigError> {
         match &self.certs {
             Some(certs) => certs.reload(),
             None => Ok(()),
         }
-    }
-
-    /// A handle that reloads the TLS listener's certificate from any thread (a signal
-    /// handler), as [`Server::reload_certificates`]; `None` without a TLS listener.
-    pub fn certificate_reloader(&self) -> Option<CertReloader> {
-        self.certs.clone().map(CertReloader)
     }
 
     /// A handle that stops the server from any thread (e.g. a signal handler): shards

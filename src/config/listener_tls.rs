@@ -108,7 +108,10 @@ fn pem_error(e: &pem::Error) -> String {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     match e {
         pem::Error::MissingSectionEnd { end_marker } => {
-            format!("a section has no {:?} line (a cut file?)", text(end_marker))
+            format!(
+                "a PEM section does not end (no {:?} line: a cut file?)",
+                text(end_marker)
+            )
         }
         pem::Error::IllegalSectionStart { line } => {
             format!("a malformed BEGIN line {:?}", text(line))

@@ -49,14 +49,12 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
     let mut client = Client::new(stream, tls, peer, accepted);
     // Registered once for the connection's life (its task's waker does not change).
     let mut drained = shard.drained();
+    if client.conn.is_tls() && !handshake(shard, &mut client, &mut deadline, &mut drained).await {
+        return;
+    }
+    serve_requests(shard, &mut client, &mut deadline, &mut drained).await;
     if client.conn.is_tls() {
-        if !handshake(shard, &mut client, &mut deadline, &mut drained).await {
-            return;
-        }
-        serve_requests(shard, &mut client, &mut deadline, &mut drained).await;
         client.conn.close(&mut deadline).await;
-    } else {
-        serve_requests(shard, &mut client, &mut deadline, &mut drained).await;
     }
 }
 

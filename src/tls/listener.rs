@@ -1,10 +1,11 @@
 //! The TLS listener (`server.tls_cert_file`, `server.tls_key_file`): the certificate the
 //! shards present, and the first steps of an accepted connection.
 //!
-//! - [`CertStore`]: the certificate in force, shared by the shards and the reloaders
-//!   (SIGHUP, a configuration reload, `Server::reload_certificates`). A reload reads the
-//!   two files again and swaps in a new rustls configuration under a lock, then moves
-//!   a generation counter. Sessions already open keep the configuration they were made
+//! - [`CertStore`]: the certificate in force, shared by the shards and the reloaders: a
+//!   configuration reload (SIGHUP, `POST /internal/reload`, `Server::reload`; validating
+//!   the file reads the two PEM files again, `control/reload.rs` installs the result) and
+//!   `Server::reload_certificates` (the two files alone). Either swaps in a new rustls
+//!   configuration under a lock, then moves a generation counter. Sessions already open keep the configuration they were made
 //!   with (each holds its own `Arc` of it): a reload never touches them, streams
 //!   included.
 //! - [`ShardCerts`]: a shard's copy. An accept costs one relaxed load of the generation;
@@ -102,20 +103,6 @@ impl CertStore {
     fn current(&self) -> (u64, Arc<rustls::ServerConfig>) {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
         (current.0, current.1.server.clone())
-    }
-}
-
-/// Reloads the TLS listener's certificate of a running [`Server`](crate::Server), from
-/// any thread (a signal handler, a configuration reload).
-#[derive(Clone)]
-pub struct CertReloader(pub(crate) Arc<CertStore>);
-
-impl CertReloader {
-    /// Reads `server.tls_cert_file` and `server.tls_key_file` again: new connections get
-    /// the new certificate, open ones carry on with theirs. On an error (which names
-    /// the file and the key) the certificate in force stays.
-    pub fn reload(&self) -> Result<(), ConfigError> {
-        self.0.reload()
     }
 }
 

@@ -157,6 +157,12 @@ fn tls_proxy(endpoints: &[Ep<'_>], files: &Files, ca: &Ca, server_extra: &str) -
     let server = format!("{}{server_extra}", files.server_lines());
     let text = config_text(endpoints, &server, "");
     let config = ringway::Config::from_toml(&text, "test config").expect("valid test config");
+    start_settled(config, ca)
+}
+
+/// Starts ringway on `config` and waits for its first health checks (as
+/// `harness::proxy` does, over TLS).
+fn start_settled(config: ringway::Config, ca: &Ca) -> ringway::Server {
     let proxy = ringway::start(config).expect("start ringway");
     let addr = proxy.local_addr();
     let settled = eventually(Duration::from_secs(5), || {
@@ -384,6 +390,74 @@ fn a_reload_swaps_the_certificate_for_new_connections_and_open_streams_carry_on(
     assert_eq!(cert_of_new_connection(addr, &s.ca), third.der);
 }
 
+/// A configuration reload (`Server::reload`, as SIGHUP and `POST /internal/reload` ask)
+/// reads the certificate again with the rest of the file, from wherever it now says;
+/// a certificate that cannot be used fails the reload and the running one stays; turning
+/// TLS off waits for a restart.
+#[test]
+fn a_configuration_reload_renews_the_certificate() {
+    let a = mock("a");
+    let ca = ca();
+    let first = leaf(&ca, "ringway-first", 1);
+    let files = Files::new("config-reload");
+    let server = files.install(&first);
+    let endpoints = [Ep::new("a", &a)];
+    let file = TempFile::new(&config_text(&endpoints, &server, ""));
+    let proxy = start_settled(ringway::Config::load(&file.0).unwrap(), &ca);
+    let addr = proxy.local_addr();
+    assert_eq!(cert_of_new_connection(addr, &ca), first.der);
+
+    // Renewed in place.
+    let second = leaf(&ca, "ringway-second", 2);
+    files.install(&second);
+    proxy.reload().expect("the file is good");
+    assert_eq!(cert_of_new_connection(addr, &ca), second.der);
+
+    // Moved: the file names other paths.
+    let elsewhere = Files::new("config-reload-moved");
+    let third = leaf(&ca, "ringway-third", 3);
+    std::fs::write(
+        &file.0,
+        config_text(&endpoints, &elsewhere.install(&third), ""),
+    )
+    .unwrap();
+    proxy.reload().expect("the moved files are good");
+    assert_eq!(cert_of_new_connection(addr, &ca), third.der);
+    // ... and a certificate-only reload reads the new paths.
+    let fourth = leaf(&ca, "ringway-fourth", 4);
+    elsewhere.install(&fourth);
+    proxy.reload_certificates().unwrap();
+    assert_eq!(cert_of_new_connection(addr, &ca), fourth.der);
+
+    // A key that does not go with the certificate: the reload is refused, naming it.
+    elsewhere.replace("key.pem", &first.key_pem);
+    let e = proxy.reload().unwrap_err();
+    assert!(
+        e.contains("server.tls_key_file") && e.contains("key.pem"),
+        "{e}"
+    );
+    assert_eq!(cert_of_new_connection(addr, &ca), fourth.der);
+    elsewhere.install(&fourth);
+
+    // POST /internal/reload, over TLS, from loopback.
+    let mut client = tls_client(addr, &ca);
+    let r =
+        client.request(b"POST /internal/reload HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Without the TLS keys the listener stays TLS until a restart, and says so.
+    std::fs::write(&file.0, config_text(&endpoints, "", "")).unwrap();
+    let r =
+        client.request(b"POST /internal/reload HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("server.tls_cert_file changed"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(cert_of_new_connection(addr, &ca), fourth.der);
+}
+
 /// Every shard presents the reloaded certificate: each keeps its own copy, refreshed
 /// at its next accept.
 #[test]
@@ -558,8 +632,9 @@ fn beyond_max_connections_a_tls_client_is_closed() {
     assert_eq!(held.get("/internal/health").status, 200);
 }
 
-/// The binary: `--check-config` names the listener's files, SIGHUP reloads the
-/// certificate (and does not stop ringway), SIGTERM still stops it.
+/// The binary: `--check-config` names the listener's files; SIGHUP (a configuration
+/// reload) reads the certificate again and does not stop ringway, a broken key fails it
+/// and the certificate in force stays; SIGTERM still stops it.
 #[test]
 fn the_binary_reloads_its_certificate_on_sighup() {
     let a = mock("a");
