@@ -499,6 +499,35 @@ fn a_client_that_never_finishes_its_handshake_is_closed_at_the_head_timeout() {
         let _ = tcp.read_to_end(&mut rest);
         started.elapsed()
     });
+    // Handshake done, then its request's TLS record trickled: no plaintext comes of a
+    // record until its last byte, and the head's timeout still holds.
+    let ca_config = client_config(&s.ca, &[b"http/1.1"]);
+    let slow_record = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut stream = tls_connect(addr, ca_config).unwrap();
+        stream
+            .conn
+            .writer()
+            .write_all(b"GET /internal/health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut record = Vec::new();
+        while stream.conn.wants_write() {
+            stream.conn.write_tls(&mut record).unwrap();
+        }
+        for byte in &record[..record.len() - 1] {
+            if stream.sock.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        stream
+            .sock
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.sock.read_to_end(&mut rest);
+        started.elapsed()
+    });
     let started = Instant::now();
     assert!(silent.is_closed(Duration::from_secs(3)));
     assert!(half.is_closed(Duration::from_secs(3)));
@@ -509,8 +538,38 @@ fn a_client_that_never_finishes_its_handshake_is_closed_at_the_head_timeout() {
     );
     let trickled = trickle.join().unwrap();
     assert!(trickled < Duration::from_secs(2), "{trickled:?}");
+    let trickled = slow_record.join().unwrap();
+    assert!(trickled < Duration::from_secs(2), "{trickled:?}");
     // The shard carried on serving others meanwhile, and still does.
     assert_eq!(tls_client(addr, &s.ca).get("/internal/health").status, 200);
+}
+
+/// Clients at once on one shard, each with its own answers: every one asks for its own
+/// number of tokens and gets exactly that, request after request.
+#[test]
+fn concurrent_tls_clients_each_get_their_own_answers() {
+    let s = setup("concurrent", "");
+    let addr = s.proxy.local_addr();
+    let config = client_config(&s.ca, &[b"http/1.1"]);
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::over(tls_connect(addr, config).unwrap());
+                for n in 0..10 {
+                    let tokens = 3 + i + 8 * (n % 2);
+                    let extra = format!("X-Mock-Tokens: {tokens}\r\n");
+                    let body = chat("llama3.2:latest", false);
+                    let r = client.post_json("/v1/chat/completions", &body, &extra);
+                    assert_eq!(r.status, 200);
+                    assert_eq!(r.json()["usage"]["completion_tokens"], tokens, "client {i}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
 }
 
 /// A real ClientHello, as rustls would send it to ringway.
