@@ -108,10 +108,12 @@ fn pem_error(e: &pem::Error) -> String {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     match e {
         pem::Error::MissingSectionEnd { end_marker } => {
-            format!(
-                "a PEM section does not end (no {:?} line: a cut file?)",
-                text(end_marker)
-            )
+            let marker = text(end_marker);
+            let line = match marker.starts_with('-') {
+                true => marker,
+                false => format!("-----END {marker}-----"),
+            };
+            format!("a PEM section does not end (no {line:?} line: a cut file?)")
         }
         pem::Error::IllegalSectionStart { line } => {
             format!("a malformed BEGIN line {:?}", text(line))
