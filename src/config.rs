@@ -10,6 +10,7 @@ mod endpoints;
 mod file;
 mod keys;
 mod limits;
+mod listener_tls;
 mod olla;
 mod validate;
 
@@ -25,6 +26,7 @@ use crate::log::{AccessFormat, Level};
 use crate::routing::{Balancer, KeySource, PrefixGroupsConfig, RoutingConfig};
 pub(crate) use endpoints::tls::EndpointTls;
 pub use limits::{Cidr, CorsConfig, RateLimitConfig};
+pub use listener_tls::ListenerTls;
 
 /// The documented example configuration, which is also the default when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/ringway.toml");
@@ -183,6 +185,9 @@ pub struct ServerConfig {
     pub internal_from_anywhere: bool,
     /// On SIGTERM/SIGINT, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// `server.tls_cert_file` and `server.tls_key_file`: the listener speaks TLS only;
+    /// `None`: plain HTTP.
+    pub tls: Option<ListenerTls>,
     /// Test hook, not settable from a file: `GET /internal/debug/panic` panics inside
     /// the connection's task (to show that the shard survives it).
     #[doc(hidden)]

@@ -24,6 +24,7 @@ use crate::live::{Live, Update};
 use crate::log::{info, warning};
 use crate::reload::Asked;
 use crate::stop::StopSignal;
+use crate::tls::listener::CertStore;
 use crate::upstream::Upstreams;
 
 pub use reload::ConfigSource;
@@ -39,6 +40,8 @@ pub(crate) struct Control {
     pub(crate) asked: mpsc::Receiver<Asked>,
     /// Where a reload reads the configuration; `None`: there is no file to re-read.
     pub(crate) source: Option<ConfigSource>,
+    /// The TLS listener's certificate, which a reload renews; `None`: plain HTTP.
+    pub(crate) certs: Option<Arc<CertStore>>,
 }
 
 /// Watches every endpoint of the running generation, one task each, applies reloads and
@@ -51,6 +54,7 @@ pub(crate) async fn run(control: Control) {
         shards,
         asked,
         source,
+        certs,
     } = control;
     let mut dns = Names::start(&live.config);
     let mut discovery = Rc::new(discovery::Discovery::new(&live, shards.clone()));
@@ -90,7 +94,7 @@ pub(crate) async fn run(control: Control) {
             };
             if let Some(read) = read {
                 let (_, batch) = reading.take().expect("a read in progress");
-                match reload::apply(&live, read, dns.answers()) {
+                match reload::apply(&live, read, dns.answers(), certs.as_deref()) {
                     Ok((next, applied)) => {
                         answer(batch, &Ok(applied));
                         dns.follow(&next.config);

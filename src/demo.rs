@@ -39,39 +39,51 @@ pub fn run(base: Config, token_delay_ms: u64) -> Result<(), Box<dyn Error>> {
         "[server]\nlisten = \"{}\"\nshards = {}\n[proxy]\nbalancer = \"round-robin\"\n",
         base.server.listen, base.server.shards
     );
+    // The configuration's TLS listener, if it has one (`ringway demo --config`).
+    let (scheme, trust) = match &base.server.tls {
+        Some(tls) => {
+            let cert = tls.cert_file.display();
+            let trust = format!(
+                "\nTLS only (the certificate in {cert}): give curl its CA with --cacert FILE."
+            );
+            ("https", trust)
+        }
+        None => ("http", String::new()),
+    };
     for ((name, kind), mock) in names.iter().zip(types).zip(&mocks) {
         text += &format!(
             "[[endpoints]]\nname = \"{name}\"\nurl = \"http://{}\"\ntype = \"{kind}\"\n",
             mock.addr()
         );
     }
-    let config = Config::from_toml(&text, "the demo configuration")?;
+    let mut config = Config::from_toml(&text, "the demo configuration")?;
+    config.server.tls = base.server.tls.clone();
     let server = crate::start(config)?;
     let addr = server.local_addr();
     println!(
         r#"
-ringway demo: listening on http://{addr}, in front of three mock backends ({mocks}):
+ringway demo: listening on {scheme}://{addr}, in front of three mock backends ({mocks}):
 llama3.2:latest and qwen2.5:7b are balanced round-robin over the two Ollama-type mocks,
-{OPENAI_MODEL} is on the OpenAI-compatible one. Try:
+{OPENAI_MODEL} is on the OpenAI-compatible one.{trust} Try:
 
-  curl -s http://{addr}/v1/chat/completions -H 'Content-Type: application/json' \
+  curl -s {scheme}://{addr}/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{{"model":"llama3.2:latest","messages":[{{"role":"user","content":"Hello"}}]}}'
 
-  curl -sN http://{addr}/v1/chat/completions -H 'Content-Type: application/json' \
+  curl -sN {scheme}://{addr}/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{{"model":"llama3.2:latest","stream":true,"messages":[{{"role":"user","content":"Hello"}}]}}'
 
-  curl -sN http://{addr}/api/chat -d '{{"model":"llama3.2:latest","messages":[{{"role":"user","content":"Hello"}}]}}'
+  curl -sN {scheme}://{addr}/api/chat -d '{{"model":"llama3.2:latest","messages":[{{"role":"user","content":"Hello"}}]}}'
 
-  curl -si http://{addr}/v1/models      # see X-Olla-Endpoint alternate between the mocks
+  curl -si {scheme}://{addr}/v1/models      # see X-Olla-Endpoint alternate between the mocks
 
-Anthropic's Messages API (Claude Code: ANTHROPIC_BASE_URL=http://{addr}), passed through
+Anthropic's Messages API (Claude Code: ANTHROPIC_BASE_URL={scheme}://{addr}), passed through
 to the Ollama mocks' own /v1/messages (X-Olla-Mode: passthrough), or translated to the
 OpenAI mock's chat API:
 
-  curl -sN http://{addr}/v1/messages -H 'content-type: application/json' -H 'x-api-key: any' \
+  curl -sN {scheme}://{addr}/v1/messages -H 'content-type: application/json' -H 'x-api-key: any' \
     -d '{{"model":"llama3.2:latest","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"Hello"}}]}}'
 
-  curl -sN http://{addr}/v1/messages -H 'content-type: application/json' -H 'x-api-key: any' \
+  curl -sN {scheme}://{addr}/v1/messages -H 'content-type: application/json' -H 'x-api-key: any' \
     -d '{{"model":"{OPENAI_MODEL}","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"Hello"}}]}}'
 
 Ctrl-C to stop."#,

@@ -21,7 +21,7 @@ mod write;
 use std::ops::Range;
 
 pub(crate) use chunked::{ChunkError, ChunkedDecoder};
-pub(crate) use conn::{Conn, Watched, write_out, write_out_by};
+pub(crate) use conn::{Conn, write_out, write_out_by};
 pub(crate) use request::{RequestHead, parse_request};
 pub(crate) use response::{ResponseHead, parse_response};
 pub(crate) use write::{

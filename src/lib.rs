@@ -31,8 +31,8 @@
 //!
 //! Modules, leaves first (none imports one below it): `clock`, `stop`, `deadline`,
 //! `endpoint_type`, `endpoint_set`, `log`, `dns`, `events`, `http1`, `api`, `routing`,
-//! `metrics`, `config`, `auth`, `cors`, `ratelimit`, `upstream`, `control`, `shard`,
-//! `admin`, `proxy`, `runtime`.
+//! `metrics`, `config`, `tls`, `auth`, `cors`, `ratelimit`, `upstream`, `control`,
+//! `shard`, `admin`, `proxy`, `runtime`.
 
 mod admin;
 mod api;
@@ -64,12 +64,13 @@ mod routing;
 mod runtime;
 mod shard;
 mod stop;
+mod tls;
 mod upstream;
 
 pub use config::{
     Cidr, Config, ConfigError, ConfigFormat, CorsConfig, DEFAULT_CONFIG, DriverChoice,
-    EndpointConfig, Expand, HealthConfig, ProxyConfig, RateLimitConfig, Secret, ServerConfig,
-    StickyConfig,
+    EndpointConfig, Expand, HealthConfig, ListenerTls, ProxyConfig, RateLimitConfig, Secret,
+    ServerConfig, StickyConfig,
 };
 pub use control::ConfigSource;
 pub use endpoint_type::EndpointType;

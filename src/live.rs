@@ -172,6 +172,13 @@ pub(crate) fn restart_only(running: &Config, new: &Config) -> Vec<String> {
         running.proxy.pool_max_idle.to_string(),
         new.proxy.pool_max_idle.to_string(),
     );
+    // The listener speaks TLS or plain HTTP for its life; its certificate, and the files
+    // it is read from, change live.
+    let tls = |c: &Config| match c.server.tls {
+        Some(_) => "set".to_string(),
+        None => "unset".to_string(),
+    };
+    check("server.tls_cert_file", tls(running), tls(new));
     changed
 }
 
@@ -190,5 +197,8 @@ pub(crate) fn keep_restart_only(running: &Config, mut new: Config) -> Config {
     new.sticky.idle_ttl = running.sticky.idle_ttl;
     new.proxy.pool_idle_timeout = running.proxy.pool_idle_timeout;
     new.proxy.pool_max_idle = running.proxy.pool_max_idle;
+    if running.server.tls.is_some() != new.server.tls.is_some() {
+        new.server.tls = running.server.tls.clone();
+    }
     new
 }

@@ -77,6 +77,13 @@ fn main() -> ExitCode {
             config.endpoints.len()
         );
         print_dns(&config.dns);
+        if let Some(tls) = &config.server.tls {
+            println!(
+                "  TLS listener: certificate {}, key {}",
+                tls.cert_file.display(),
+                tls.key_file.display()
+            );
+        }
         for e in &config.endpoints {
             println!(
                 "  {} ({}) {} priority {}",

@@ -29,6 +29,7 @@ use crate::proxy;
 use crate::reload::Reloads;
 use crate::shard::{Shard, ShardParts};
 use crate::stop::{StopSignal, Stopper};
+use crate::tls::listener::CertStore;
 use supervisor::{CatchUnwind, Supervisor, panic_message};
 
 pub use supervisor::ThreadDied;
@@ -54,6 +55,8 @@ const ACCEPT_BURST: usize = 512;
 pub struct Server {
     local_addr: SocketAddr,
     drivers: Vec<&'static str>,
+    /// The TLS listener's certificate; `None`: plain HTTP.
+    certs: Option<Arc<CertStore>>,
     stop: Arc<StopSignal>,
     reloads: Reloads,
     supervisor: Supervisor,
@@ -125,6 +128,8 @@ pub fn start_with(config: Config, source: Option<ConfigSource>) -> Result<Server
         }
         None => None,
     };
+    let certs =
+        (config.server.tls.as_ref()).map(|tls| Arc::new(CertStore::new(tls, &config.origin)));
     let stop = Arc::new(StopSignal::default());
     let cores = if config.server.pin_cores {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -154,6 +159,7 @@ pub fn start_with(config: Config, source: Option<ConfigSource>) -> Result<Server
                 updates,
                 process_tag,
                 reloads: reloads.clone(),
+                certs: certs.clone(),
             },
             listener,
             stop: stop.clone(),
@@ -202,11 +208,13 @@ pub fn start_with(config: Config, source: Option<ConfigSource>) -> Result<Server
         shards: update_senders,
         asked,
         source,
+        certs: certs.clone(),
     };
     supervisor.spawn("ringway-control".into(), move || run_control(control));
     info!(
-        "ringway {} listening on {local_addr} with {shards} shard(s) ({}), balancer {}, {} endpoint(s)",
+        "ringway {} listening on {local_addr}{} with {shards} shard(s) ({}), balancer {}, {} endpoint(s)",
         env!("CARGO_PKG_VERSION"),
+        if certs.is_some() { " (TLS)" } else { "" },
         summarize(&drivers),
         config.proxy.balancer.name(),
         config.endpoints.len()
@@ -214,6 +222,7 @@ pub fn start_with(config: Config, source: Option<ConfigSource>) -> Result<Server
     Ok(Server {
         local_addr,
         drivers,
+        certs,
         stop,
         reloads,
         supervisor,
@@ -235,6 +244,19 @@ impl Server {
     pub fn shutdown(mut self) {
         self.stop.trigger();
         self.supervisor.join();
+    }
+
+    /// Reads the TLS listener's certificate and key files again (`server.tls_cert_file`,
+    /// `server.tls_key_file`), and nothing else: new connections get the new
+    /// certificate; open ones, streams included, carry on with theirs. A file that cannot
+    /// be used keeps the certificate in force; the error names the file and its key (and
+    /// is logged). Without a TLS listener there is nothing to reload: `Ok`. A
+    /// configuration reload ([`Server::reload`], SIGHUP) reads them too.
+    pub fn reload_certificates(&self) -> Result<(), crate::ConfigError> {
+        match &self.certs {
+            Some(certs) => certs.reload(),
+            None => Ok(()),
+        }
     }
 
     /// A handle that stops the server from any thread (e.g. a signal handler): shards
@@ -515,7 +537,11 @@ async fn accept_loop(
 fn admit(shard: &Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let Some(admitted) = shard.admit() else {
         shard.counters().refused_connections.bump();
-        monoio::spawn(proxy::refuse_connection(stream));
+        // A TLS client would read the plain 503 as garbage, and a handshake to answer it
+        // costs what the limit is there to save: it is closed unanswered.
+        if shard.listener_tls.is_none() {
+            monoio::spawn(proxy::refuse_connection(stream));
+        }
         return;
     };
     let shard = shard.clone();

@@ -15,6 +15,7 @@ use crate::live::{Live, Pinned, Update};
 use crate::log::AccessLog;
 use crate::metrics::{Metrics, ShardCounters};
 use crate::reload::Reloads;
+use crate::tls::listener::{CertStore, ShardCerts};
 use crate::upstream::models::Catalog;
 use crate::upstream::pool::Pool;
 
@@ -38,6 +39,8 @@ pub(crate) struct Shard {
     updates: mpsc::Receiver<Update>,
     /// Where `POST /internal/reload` asks the control thread for a reload.
     pub(crate) reloads: Reloads,
+    /// The TLS listener's certificate (this shard's copy); `None`: plain HTTP.
+    pub(crate) listener_tls: Option<ShardCerts>,
     /// Where the balancer starts scanning: just after this shard's previous pick.
     pub(crate) next_pick: Cell<usize>,
     pub(crate) next_request: Cell<u64>,
@@ -62,6 +65,8 @@ pub(crate) struct ShardParts {
     pub(crate) updates: mpsc::Receiver<Update>,
     pub(crate) process_tag: u32,
     pub(crate) reloads: Reloads,
+    /// The TLS listener's certificate, shared by the shards; `None`: plain HTTP.
+    pub(crate) certs: Option<Arc<CertStore>>,
 }
 
 impl Shard {
@@ -73,6 +78,7 @@ impl Shard {
             id: parts.id,
             driver: parts.driver,
             pool: Pool::new(endpoints, proxy.pool_idle_timeout, proxy.pool_max_idle),
+            listener_tls: parts.certs.map(ShardCerts::new),
             metrics: parts.metrics,
             access_log: parts.access_log,
             catalog: RefCell::new(Arc::new(Catalog::new(

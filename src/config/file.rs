@@ -57,6 +57,9 @@ pub(super) struct Server {
     pub(super) api_keys_env: Option<String>,
     pub(super) internal_access: String,
     pub(super) drain_timeout_ms: u64,
+    /// The TLS listener: a PEM certificate chain and its private key (both or neither).
+    pub(super) tls_cert_file: Option<String>,
+    pub(super) tls_key_file: Option<String>,
 }
 
 impl Default for Server {
@@ -78,6 +81,8 @@ impl Default for Server {
             api_keys_env: None,
             internal_access: "loopback".into(),
             drain_timeout_ms: 30_000,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{
     AnthropicConfig, Config, ConfigError, DriverChoice, HealthConfig, Origin, ProxyConfig,
-    ServerConfig, StickyConfig, file, keys,
+    ServerConfig, StickyConfig, file, keys, listener_tls,
 };
 use crate::http1::HEADER_CAP;
 use crate::log::{AccessFormat, Level};
@@ -46,6 +46,8 @@ pub(super) fn server(s: file::Server, at: Origin<'_>) -> Result<ServerConfig, Co
         return Err(at.err("server.max_connections", "must be at least 1"));
     }
     let api_keys = keys::inbound(&s, at)?;
+    let tls =
+        listener_tls::listener_tls(s.tls_cert_file.as_deref(), s.tls_key_file.as_deref(), at)?;
     let internal_from_anywhere = match s.internal_access.as_str() {
         "loopback" => false,
         "any" => true,
@@ -71,6 +73,7 @@ pub(super) fn server(s: file::Server, at: Origin<'_>) -> Result<ServerConfig, Co
         api_keys,
         internal_from_anywhere,
         drain_timeout: at.nonzero_ms("server.drain_timeout_ms", s.drain_timeout_ms)?,
+        tls,
         debug_panic_route: false,
     })
 }

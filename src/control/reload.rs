@@ -1,6 +1,8 @@
 //! Applying a reload on the control thread: read the configuration again through its
 //! source, validate it (a file that fails is rejected whole, and the running generation
-//! stays), and build the next generation from it (`crate::live`).
+//! stays), and build the next generation from it (`crate::live`). Validating it reads
+//! the TLS listener's certificate and key again: the certificate of a new generation is
+//! put in force for new connections (`tls/listener.rs`).
 
 use std::sync::{Arc, mpsc};
 
@@ -10,6 +12,7 @@ use crate::live::expand::{self, Answers};
 use crate::live::{self, Live};
 use crate::log::{error, info, warning};
 use crate::reload::Applied;
+use crate::tls::listener::CertStore;
 
 /// Where a reload reads the configuration from: the file ringway was started with,
 /// with the command line's overrides applied again. Called on a thread of its own:
@@ -51,6 +54,7 @@ pub(super) fn apply(
     running: &Live,
     read: Result<Config, ConfigError>,
     answers: &Answers,
+    certs: Option<&CertStore>,
 ) -> Result<(Live, Applied), String> {
     let events = &running.upstreams.events;
     let config = match read {
@@ -65,6 +69,14 @@ pub(super) fn apply(
     let mut warnings = live::restart_only(&running.config, &config);
     warnings.extend(config.warnings.iter().cloned());
     let config = live::keep_restart_only(&running.config, config);
+    if let (Some(certs), Some(tls)) = (certs, &config.server.tls) {
+        certs.install(tls.clone());
+        info!(
+            "reload: TLS certificate read again from {} (key {}); new connections use it",
+            tls.cert_file.display(),
+            tls.key_file.display()
+        );
+    }
     crate::log::set_level(config.log_level);
     let config = Arc::new(config);
     let (endpoints, too_many) = expand::endpoints(&config, answers);

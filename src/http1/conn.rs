@@ -5,7 +5,7 @@
 use std::io;
 use std::ops::Range;
 use std::pin::pin;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -13,24 +13,11 @@ use monoio::net::TcpStream;
 
 use crate::deadline::{Deadline, Elapsed};
 
-/// How long a proxied wait lasts before the waiting client is watched for a hang-up.
-/// Quick exchanges never pay for the watch; during a fast stream a hang-up is noticed
-/// anyway by the next write failing.
-const WATCH_AFTER: Duration = Duration::from_millis(20);
-
 /// A TCP connection with its read buffer. Bytes in `buf` are received and not yet
 /// consumed; a message's spans index into it.
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
     pub(crate) buf: Vec<u8>,
-}
-
-/// How a wait on the far side of a proxied exchange ended.
-pub(crate) enum Watched<T> {
-    Done(T),
-    /// The watched peer hung up first.
-    HungUp,
-    Elapsed,
 }
 
 impl Conn {
@@ -68,51 +55,6 @@ impl Conn {
         } else {
             self.buf.drain(..n);
         }
-    }
-
-    /// Awaits `work` (a wait on the far side of a proxied exchange) until `until`, unless
-    /// this connection's peer hangs up first. The peer is watched only once the wait has
-    /// lasted [`WATCH_AFTER`], so a quick exchange costs no I/O and no timer beyond the
-    /// connection's own. Bytes the peer sends meanwhile (a pipelined request) are
-    /// appended to `buf`; after that, it is no longer watched for this wait. Once `buf`
-    /// holds `max_buffered` bytes the peer is not read at all (back-pressure): a client
-    /// that writes while it is answered cannot grow the buffer without bound, and its
-    /// hang-up is then noticed when its answer is written.
-    pub(crate) async fn watch_while<F: Future>(
-        &mut self,
-        deadline: &mut Deadline<'_>,
-        (now, until): (Instant, Instant),
-        max_buffered: usize,
-        work: F,
-    ) -> Watched<F::Output> {
-        let mut work = pin!(work);
-        let watch = self.buf.len() < max_buffered;
-        deadline.set(if watch {
-            until.min(now + WATCH_AFTER)
-        } else {
-            until
-        });
-        match deadline.race(work.as_mut()).await {
-            Ok(out) => return Watched::Done(out),
-            Err(Elapsed) if deadline.at() >= until => return Watched::Elapsed,
-            Err(Elapsed) => deadline.set(until),
-        }
-        let watched = async {
-            monoio::select! {
-                out = work.as_mut() => return Watched::Done(out),
-                ready = self.stream.readable(false) => {
-                    if ready.is_err() {
-                        return Watched::HungUp;
-                    }
-                }
-            }
-            // Readable: a hang-up (EOF or reset) or early bytes; this read does not wait.
-            match self.fill().await {
-                Ok(0) | Err(_) => Watched::HungUp,
-                Ok(_) => Watched::Done(work.await),
-            }
-        };
-        deadline.run(watched).await.unwrap_or(Watched::Elapsed)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::access::StickyReport;
 use super::backpressure;
-use super::client::Client;
+use super::client::{Client, Watched};
 use super::error::ProxyError;
 use super::heads::{self, UpstreamTarget};
 use super::request::{Body, Request};
@@ -16,7 +16,7 @@ use super::route::{Forward, Want};
 use crate::clock;
 use crate::deadline::Deadline;
 use crate::endpoint_set::EndpointSet;
-use crate::http1::{self, BodyProgress, Framing, ResponseHead, Watched};
+use crate::http1::{self, BodyProgress, Framing, ResponseHead};
 use crate::live::Live;
 use crate::log::{debug, warning};
 use crate::ratelimit::Refusal;

@@ -21,24 +21,88 @@ use super::request::{self, Body, Read, Request};
 use super::route::messages::Mode;
 use super::route::{self, Plan};
 use crate::admin;
-use crate::deadline::{self, Deadline};
+use crate::deadline::{self, Deadline, Elapsed};
 use crate::http1::{self, Conn, RequestHead};
 use crate::log::debug;
 use crate::metrics::translators::{Fallback, MessagesUse};
 use crate::routing::{self, Internal, Route};
-use crate::shard::Shard;
+use crate::shard::{Drained, Shard};
+use crate::tls::listener::Refused;
 
-/// Serves one client connection until it closes, errs or times out.
+/// Serves one client connection until it closes, errs or times out; on the TLS
+/// listener, from its handshake to its close_notify.
 pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let accepted = Instant::now();
     let mut timer = pin!(deadline::timer(accepted));
     let mut deadline = Deadline::new(timer.as_mut());
-    let mut client = Client::new(stream, peer, accepted);
+    let tls = match &shard.listener_tls {
+        None => None,
+        Some(certs) => match certs.session() {
+            Ok(session) => Some(session),
+            Err(e) => {
+                debug!("{peer}: no TLS session: {e}");
+                return;
+            }
+        },
+    };
+    let mut client = Client::new(stream, tls, peer, accepted);
     // Registered once for the connection's life (its task's waker does not change).
     let mut drained = shard.drained();
+    if client.conn.is_tls() && !handshake(shard, &mut client, &mut deadline, &mut drained).await {
+        return;
+    }
+    serve_requests(shard, &mut client, &mut deadline, &mut drained).await;
+    if client.conn.is_tls() {
+        client.conn.close(&mut deadline).await;
+    }
+}
+
+/// The TLS handshake of a connection on the TLS listener, within the first head's time
+/// (`server.header_timeout_ms` from the accept): a client that never completes it is
+/// closed then, as one that never sends a head is, and a drain ends it too. Whether the
+/// connection carries on.
+async fn handshake(
+    shard: &Shard,
+    client: &mut Client,
+    deadline: &mut Deadline<'_>,
+    drained: &mut Drained<'_>,
+) -> bool {
+    let header_timeout = shard.live_now().config.server.header_timeout;
+    deadline.set(client.idle_since + header_timeout);
+    let shaking = client.conn.handshake();
+    let done = deadline
+        .run(async {
+            monoio::select! {
+                done = shaking => Some(done),
+                () = &mut *drained => None,
+            }
+        })
+        .await;
+    match done {
+        Ok(Some(Ok(()))) => true,
+        Ok(Some(Err(Refused::PlainHttp))) => {
+            debug!("{}: plain HTTP on the TLS listener", client.peer);
+            client.conn.refuse_plain_http(deadline).await;
+            false
+        }
+        Ok(Some(Err(Refused::Handshake(e)))) => {
+            debug!("{}: TLS handshake failed: {e}", client.peer);
+            false
+        }
+        Ok(None) | Err(Elapsed) => false,
+    }
+}
+
+/// The connection's requests, one after another, until one ends it.
+async fn serve_requests(
+    shard: &Shard,
+    client: &mut Client,
+    deadline: &mut Deadline<'_>,
+    drained: &mut Drained<'_>,
+) {
     loop {
-        match request::read(shard, &mut client, &mut deadline, &mut drained).await {
+        match request::read(shard, client, deadline, drained).await {
             Read::Closed => return,
             Read::Refused { head, error } => {
                 // The connection's remaining input is unknown: answer, then close. Its
@@ -55,27 +119,26 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
                 }
                 let live = shard.live();
                 if live.cors.is_some() || live.limits.is_some() {
-                    admission::refused_while_read(&live, &mut client, head.as_ref());
+                    admission::refused_while_read(&live, client, head.as_ref());
                 }
-                let by = Writing::now(shard, &mut deadline);
-                send_error(&mut client, by, &mut record, head.as_ref(), &error).await;
+                let by = Writing::now(shard, deadline);
+                send_error(client, by, &mut record, head.as_ref(), &error).await;
                 let seen = Seen {
                     head: head.as_ref(),
                     body: &[],
                     started,
                 };
-                access::finish(shard, &live, &client, &seen, &record, Instant::now());
+                access::finish(shard, &live, client, &seen, &record, Instant::now());
                 return;
             }
             Read::Request(mut request) => {
-                let (record, keep_alive, end) =
-                    serve(shard, &mut client, &mut deadline, &mut request).await;
+                let (record, keep_alive, end) = serve(shard, client, deadline, &mut request).await;
                 let seen = Seen {
                     head: Some(&request.head),
                     body: request.body.bytes(&client.conn.buf),
                     started: request.started,
                 };
-                access::finish(shard, &request.live, &client, &seen, &record, end);
+                access::finish(shard, &request.live, client, &seen, &record, end);
                 // A request body lost to a cancelled write leaves the buffer short: the
                 // connection's remaining input is unknown, it cannot carry another.
                 if !keep_alive || client.conn.buf.len() < request.len {
@@ -401,8 +464,10 @@ async fn respond(
     record.status = Some(status.as_u16());
     record.bytes = body.len() as u64;
     let len = out.len();
-    let stream = &mut client.conn.stream;
-    let written = http1::write_out_by(by.deadline, by.until, stream, out, 0..len).await;
+    let written = client
+        .conn
+        .write_by(by.deadline, by.until, out, 0..len)
+        .await;
     written.is_ok() && keep_alive
 }
 
@@ -423,8 +488,10 @@ async fn preflight(
     record.page = true;
     record.status = Some(StatusCode::NO_CONTENT.as_u16());
     let len = out.len();
-    let stream = &mut client.conn.stream;
-    let written = http1::write_out_by(by.deadline, by.until, stream, out, 0..len).await;
+    let written = client
+        .conn
+        .write_by(by.deadline, by.until, out, 0..len)
+        .await;
     written.is_ok() && head.keep_alive
 }
 

@@ -10,11 +10,11 @@ use std::time::Instant;
 pub(super) use translated::relay as translated;
 
 use super::attempt::Upstream;
-use super::client::Client;
+use super::client::{Client, Watched};
 use super::heads::{self, Answering, Reframe, Routing};
 use super::request::Request;
 use crate::deadline::Deadline;
-use crate::http1::{self, BodyProgress, Framing, Watched};
+use crate::http1::{BodyProgress, Framing};
 use crate::log::debug;
 use crate::shard::Shard;
 
@@ -89,8 +89,10 @@ pub(super) async fn relay(
     // client that stops reading is cut off.
     let write_by = |at: Instant| (at + idle).min(request.deadline);
     let len = out.len();
-    let stream = &mut client.conn.stream;
-    if http1::write_out_by(deadline, write_by(upstream.at), stream, out, 0..len)
+    let until = write_by(upstream.at);
+    if client
+        .conn
+        .write_by(deadline, until, out, 0..len)
         .await
         .is_err()
     {
@@ -149,7 +151,6 @@ pub(super) async fn relay(
             }
         };
         end = Instant::now();
-        let stream = &mut client.conn.stream;
         let written = if decode {
             let out = &mut client.out;
             out.clear();
@@ -159,7 +160,10 @@ pub(super) async fn relay(
             }
             let len = out.len();
             relayed.bytes += len as u64;
-            http1::write_out_by(deadline, write_by(end), stream, out, 0..len).await
+            client
+                .conn
+                .write_by(deadline, write_by(end), out, 0..len)
+                .await
         } else {
             let consumed = match body.advance(&upstream.conn.buf[..n], None) {
                 Ok(consumed) => consumed,
@@ -168,7 +172,11 @@ pub(super) async fn relay(
             clean &= consumed == n;
             relayed.bytes += consumed as u64;
             let buf = &mut upstream.conn.buf;
-            http1::write_out_by(deadline, write_by(end), stream, buf, 0..consumed).await
+            let until = write_by(end);
+            client
+                .conn
+                .write_by(deadline, until, buf, 0..consumed)
+                .await
         };
         if let Err(e) = written {
             // The client went away or stopped reading (noticed on writing): as above.

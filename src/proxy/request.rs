@@ -185,10 +185,7 @@ async fn read_body(
     if head.expect_continue && client.conn.buf.len() == start {
         let mut interim = heads::CONTINUE.to_vec();
         let len = interim.len();
-        if http1::write_out(&mut client.conn.stream, &mut interim, 0..len)
-            .await
-            .is_err()
-        {
+        if client.conn.write(&mut interim, 0..len).await.is_err() {
             return Err(ProxyError::ClientGone);
         }
     }

@@ -12,8 +12,8 @@
 //! connection), asked with non-blocking calls: `recv(MSG_PEEK | MSG_DONTWAIT)` and
 //! `shutdown(SHUT_WR)`.
 //!
-//! An `https://` endpoint's connection also holds its TLS session (`tls`, see
-//! `upstream/tls.rs`): reads, writes and the quietness check then go through it, and
+//! An `https://` endpoint's connection also holds its TLS session (`tls`, see `tls.rs`
+//! and `upstream/tls.rs`): reads, writes and the quietness check then go through it, and
 //! `buf` holds plaintext. A plain connection pays one `None` test per read and write.
 
 use std::io;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::tls::{self, Tls};
+use super::tls::{ClientTls, handshake};
 use crate::config::EndpointTls;
 use crate::deadline::{Deadline, Elapsed};
 use crate::http1::{self, Conn};
@@ -39,7 +39,7 @@ pub(crate) struct EndpointConn {
     /// For TLS, `io.stream` carries ciphertext and `io.buf` plaintext: read with
     /// [`EndpointConn::fill`], never `io.stream` directly.
     io: Conn,
-    tls: Option<Box<Tls>>,
+    tls: Option<Box<ClientTls>>,
     /// The same socket, for [`EndpointConn::is_quiet`] and [`EndpointConn::stop_sending`].
     control: Socket,
     /// Sending was stopped: the connection cannot carry another request.
@@ -157,7 +157,7 @@ impl EndpointConn {
         };
         if sealed && matches!(sent, Ok(Sent::All)) {
             if let Some(tls) = &mut self.tls {
-                tls::sent(&mut tls.outgoing);
+                crate::tls::sent(&mut tls.outgoing);
             }
         }
         sent
@@ -223,7 +223,7 @@ pub(crate) async fn open(addr: SocketAddr, tls: Option<&EndpointTls>) -> io::Res
     }
     let tls = match tls {
         None => None,
-        Some(settings) => Some(Box::new(Tls::handshake(&mut stream, settings).await?)),
+        Some(settings) => Some(Box::new(handshake(&mut stream, settings).await?)),
     };
     Ok(EndpointConn {
         io: Conn::new(stream, 16 * 1024),

@@ -176,23 +176,47 @@ impl Response {
     }
 }
 
+/// What a [`Client`] speaks over: a TCP stream, or a TLS session on one
+/// (tests/it/tls_listener.rs).
+pub(crate) trait Transport: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
 /// A client connection (keep-alive: several requests can go over it).
-pub(crate) struct Client {
-    reader: BufReader<TcpStream>,
+pub(crate) struct Client<S: Transport = TcpStream> {
+    reader: BufReader<S>,
+}
+
+/// A TCP connection to `addr` with the tests' timeouts.
+pub(crate) fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
 }
 
 impl Client {
     pub(crate) fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
+        Client::over(tcp_connect(addr))
+    }
+}
+
+impl<S: Transport> Client<S> {
+    /// A client over a connection of the test's own.
+    pub(crate) fn over(stream: S) -> Client<S> {
         Client {
             reader: BufReader::new(stream),
         }
     }
 
-    pub(crate) fn stream(&mut self) -> &mut TcpStream {
+    pub(crate) fn stream(&mut self) -> &mut S {
         self.reader.get_mut()
     }
 
@@ -330,11 +354,14 @@ impl Client {
 
     /// True when the server has closed the connection (reads EOF within `within`).
     pub(crate) fn is_closed(&mut self, within: Duration) -> bool {
-        self.stream().set_read_timeout(Some(within)).unwrap();
+        self.stream().tcp().set_read_timeout(Some(within)).unwrap();
         let mut byte = [0; 1];
         let closed = matches!(self.reader.read(&mut byte), Ok(0))
             || matches!(self.reader.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
-        self.stream().set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        self.stream()
+            .tcp()
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .unwrap();
         closed
     }
 }

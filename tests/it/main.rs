@@ -25,3 +25,4 @@ mod reload;
 mod replicas;
 mod sticky;
 mod tls;
+mod tls_listener;

@@ -16,6 +16,10 @@ Checks, one line each (PASS/FAIL + detail), then a summary; exits 1 on any failu
                   tool_result back, then text), count_tokens; then models.list and an
                   unknown model (NotFoundError with an Anthropic error body).
 
+HTTPS (--base https://..., --ca-file CA): the OpenAI checks through ringway's TLS listener,
+httpx verifying its certificate against that CA alone, after checking that without the CA
+the certificate is refused.
+
 Every call has a timeout (--timeout, 30 s) and no retries, every stream is read at most
 --max-chunks events, so the run is bounded. Only loopback addresses are accepted as --base.
 """
@@ -26,6 +30,7 @@ import argparse
 import importlib.metadata
 import ipaddress
 import os
+import ssl
 import sys
 import time
 import traceback
@@ -125,8 +130,14 @@ def timing_check(
 def openai_checks(base: str, args: argparse.Namespace) -> None:
     import openai
 
+    extra = {}
+    if args.ca_file:
+        # HTTPS: httpx verifies ringway's certificate against the test CA alone.
+        import httpx
+
+        extra["http_client"] = httpx.Client(verify=ssl.create_default_context(cafile=args.ca_file))
     client = openai.OpenAI(
-        base_url=base + "/v1", api_key="unused", timeout=args.timeout, max_retries=0
+        base_url=base + "/v1", api_key="unused", timeout=args.timeout, max_retries=0, **extra
     )
     plain: dict[str, str] = {}
 
@@ -202,6 +213,31 @@ def openai_checks(base: str, args: argparse.Namespace) -> None:
         expect(dims and 0 not in dims, f"empty vectors: {dims}")
         return f"2 vectors of {dims.pop()} floats"
 
+    def untrusted() -> str:
+        """Without the CA the SDK must refuse ringway's certificate: the checks above
+        really went through a verified TLS session."""
+        import httpx
+
+        bare = openai.OpenAI(
+            base_url=base + "/v1",
+            api_key="unused",
+            timeout=args.timeout,
+            max_retries=0,
+            http_client=httpx.Client(verify=ssl.create_default_context()),
+        )
+        try:
+            bare.models.list()
+        except openai.APIConnectionError as e:
+            cause = e.__cause__
+            expect("CERTIFICATE_VERIFY_FAILED" in repr(cause) or "certificate" in repr(cause).lower(),
+                   f"failed, but not on the certificate: {cause!r}")
+            return f"refused as it should be: {type(cause).__name__}"
+        finally:
+            bare.close()
+        raise CheckFailed("an SDK without the test CA accepted ringway's certificate")
+
+    if args.ca_file:
+        check("openai https: the certificate is verified", untrusted)
     check("openai models.list", models)
     check("openai chat.completions.create", chat)
     check("openai chat.completions.create(stream=True)", chat_stream)
@@ -520,8 +556,8 @@ def loopback_base(base: str) -> str:
         ok = ipaddress.ip_address(host).is_loopback
     except ValueError:
         ok = host == "localhost"
-    if u.scheme != "http" or not ok or not u.port:
-        sys.exit(f"check.py: --base must be http://<loopback address>:<port>, got {base!r}")
+    if u.scheme not in ("http", "https") or not ok or not u.port:
+        sys.exit(f"check.py: --base must be http(s)://<loopback address>:<port>, got {base!r}")
     return base.rstrip("/")
 
 
@@ -537,8 +573,15 @@ def main() -> int:
     )
     p.add_argument("--max-chunks", type=int, default=1000, help="upper bound on events read per stream")
     p.add_argument("--only", choices=["openai", "ollama", "anthropic"], help="run only one SDK's checks")
+    p.add_argument(
+        "--ca-file",
+        help="with an https:// --base: the CA that signed ringway's certificate, the only one trusted "
+        "(the OpenAI checks only)",
+    )
     args = p.parse_args()
     base = loopback_base(args.base)
+    if (args.ca_file is not None) != base.startswith("https://"):
+        sys.exit("check.py: --ca-file goes with an https:// --base, and only with one")
 
     # Traffic goes to the loopback address given, never through a proxy from the environment.
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):

@@ -23,10 +23,10 @@ use crate::api::anthropic::request::Translated;
 use crate::api::anthropic::response;
 use crate::api::anthropic::stream::StreamTranslator;
 use crate::deadline::Deadline;
-use crate::http1::{self, BodyProgress, Framing, Watched};
+use crate::http1::{self, BodyProgress, Framing};
 use crate::log::debug;
 use crate::proxy::attempt::Upstream;
-use crate::proxy::client::Client;
+use crate::proxy::client::{Client, Watched};
 use crate::proxy::error::ProxyError;
 use crate::proxy::heads::{self, Answering, Reframe, Routing};
 use crate::proxy::request::Request;
@@ -107,8 +107,10 @@ pub(in crate::proxy) async fn relay(
     };
     let len = client.out.len();
     let until = (end + request.live.config.proxy.stream_idle_timeout).min(request.deadline);
-    let stream = &mut client.conn.stream;
-    if http1::write_out_by(deadline, until, stream, &mut client.out, 0..len)
+    let out = &mut client.out;
+    if client
+        .conn
+        .write_by(deadline, until, out, 0..len)
         .await
         .is_err()
     {
@@ -193,8 +195,10 @@ async fn stream(
             let until =
                 (reader.last + request.live.config.proxy.stream_idle_timeout).min(request.deadline);
             let len = pending.len();
-            let stream = &mut client.conn.stream;
-            let written = http1::write_out_by(deadline, until, stream, &mut pending, 0..len).await;
+            let written = client
+                .conn
+                .write_by(deadline, until, &mut pending, 0..len)
+                .await;
             if let Err(e) = written {
                 debug!("writing to the client failed: {e}");
                 relayed.client_gone = true;
