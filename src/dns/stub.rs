@@ -2,8 +2,11 @@
 //! queries go out at once on one UDP socket of a fresh random port, connected to the
 //! server (the kernel then drops datagrams from anyone else; the source is checked again
 //! here); a reply counts only if its id and question are ours. A truncated reply (TC) is
-//! asked again over TCP. Blocking, with every wait bounded by `timeout`: it runs on a
-//! watcher's lookup thread or in the config loader, never on a shard.
+//! asked again over TCP. A query still unanswered after a third of `timeout` is sent
+//! again, with the same id (a late reply to the first datagram still counts), so one lost
+//! datagram costs a third of the wait, not the lookup. Blocking, with every wait bounded
+//! by `timeout`: it runs on a watcher's lookup thread or in the config loader, never on
+//! a shard.
 //!
 //! A server that times out, fails (SERVFAIL, REFUSED) or answers garbage, for either
 //! family, passes the lookup to the next server; NXDOMAIN and NODATA are answers about
@@ -22,6 +25,9 @@ use super::{DnsError, Family};
 /// Largest datagram read: more than the payload size advertised, so that a server that
 /// ignores it is read whole rather than cut.
 const MAX_DATAGRAM: usize = 65_535;
+/// How many times, in all, an unanswered query goes out over UDP to one server: evenly
+/// spaced over the server's `timeout`.
+const SENDS: u32 = 3;
 
 /// The addresses of `host` and the smallest TTL of the records used.
 pub(super) fn lookup(
@@ -88,27 +94,42 @@ fn ask(server: SocketAddr, queries: &[Query], timeout: Duration) -> Vec<Result<R
         Ok(s) => s,
         Err(e) => return queries.iter().map(|_| Err(failed(&e))).collect(),
     };
-    for q in queries {
-        if let Err(e) = socket.send(&q.bytes) {
-            return queries.iter().map(|_| Err(failed(&e))).collect();
-        }
-    }
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let mut results: Vec<Option<Result<Reply, DnsError>>> = queries.iter().map(|_| None).collect();
     // A reply with our id that could not be read: said if nothing better comes.
     let mut unreadable: Vec<Option<&'static str>> = vec![None; queries.len()];
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let (mut sends, mut resend_at) = (0, started);
     while results.iter().any(Option::is_none) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let now = Instant::now();
+        if now >= deadline {
             break;
         }
+        if sends < SENDS && now >= resend_at {
+            let sent = (queries.iter().zip(&results))
+                .filter(|(_, r)| r.is_none())
+                .try_for_each(|(q, _)| socket.send(&q.bytes).map(drop));
+            if let Err(e) = sent {
+                for r in results.iter_mut().filter(|r| r.is_none()) {
+                    *r = Some(Err(failed(&e)));
+                }
+                break;
+            }
+            sends += 1;
+            resend_at = started + timeout * sends / SENDS;
+            continue;
+        }
+        let wait = if sends < SENDS { resend_at } else { deadline };
         let received = socket
-            .set_read_timeout(Some(left))
+            .set_read_timeout(Some(
+                wait.saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            ))
             .and_then(|()| socket.recv_from(&mut buf));
         let (n, from) = match received {
             Ok(got) => got,
-            Err(e) if is_timeout(&e) => break,
+            Err(e) if is_timeout(&e) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // ECONNREFUSED (an ICMP port unreachable) and the like: no use waiting.
             Err(e) => {

@@ -196,6 +196,23 @@ fn the_next_server_is_asked_when_one_does_not_answer() {
 }
 
 #[test]
+fn lost_datagrams_are_sent_again_within_the_timeout() {
+    let dns = DnsServer::start();
+    dns.set("backends.test", &ips(&["127.0.0.2"]), 5);
+    // Both first queries (A and AAAA) are lost.
+    dns.drop_udp(2);
+    let resolver = Resolver::new(&config(&[dns.addr()], 900));
+    let asked = Instant::now();
+    let a = resolver.resolve("backends.test").unwrap();
+    assert_eq!(a.addrs, ips(&["127.0.0.2"]));
+    assert!(
+        asked.elapsed() < Duration::from_millis(900),
+        "answered by the resend"
+    );
+    assert_eq!(dns.udp_queries(), 4, "each query sent twice");
+}
+
+#[test]
 fn cname_chains_lead_to_their_targets_addresses() {
     let dns = DnsServer::start();
     dns.set_cname("vllm.test", "pods.cluster.test", 30);

@@ -1,7 +1,7 @@
 //! A loopback DNS server for tests: UDP and TCP on one port of 127.0.0.1, answering A and
 //! AAAA queries from a table the test changes while it runs (`set`, `set_cname`,
 //! `remove`). It can misbehave on request: truncate every UDP answer (so the client must
-//! ask again over TCP), stop answering, or answer SERVFAIL. An answer larger than the
+//! ask again over TCP), stop answering, lose the next datagrams, or answer SERVFAIL. An answer larger than the
 //! EDNS0 payload the query advertised (512 bytes without EDNS0) goes truncated over UDP,
 //! as a real server's would. Unknown names get NXDOMAIN. It stops when dropped.
 
@@ -25,6 +25,8 @@ struct Shared {
     truncate_udp: AtomicBool,
     silent: AtomicBool,
     servfail: AtomicBool,
+    /// UDP queries still to be read and dropped, as a lost datagram would be.
+    drop_udp: AtomicUsize,
     udp_queries: AtomicUsize,
     tcp_queries: AtomicUsize,
     stop: AtomicBool,
@@ -100,6 +102,11 @@ impl DnsServer {
         self.shared.silent.store(on, Ordering::SeqCst);
     }
 
+    /// The next `n` UDP queries are read and dropped unanswered.
+    pub(crate) fn drop_udp(&self, n: usize) {
+        self.shared.drop_udp.store(n, Ordering::SeqCst);
+    }
+
     /// Every query is answered SERVFAIL.
     pub(crate) fn servfail(&self, on: bool) {
         self.shared.servfail.store(on, Ordering::SeqCst);
@@ -137,7 +144,10 @@ fn serve_udp(socket: UdpSocket, shared: &Shared) {
         let Some(query) = Query::parse(&buf[..n]) else {
             continue;
         };
-        if shared.silent.load(Ordering::SeqCst) {
+        let dropped = (shared.drop_udp)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if dropped || shared.silent.load(Ordering::SeqCst) {
             continue;
         }
         let mut reply = answer(&query, shared);
