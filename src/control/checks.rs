@@ -9,13 +9,17 @@ use std::time::{Duration, Instant};
 
 use super::discovery::Discovery;
 use super::fetch::fetch;
+use crate::clock::unix_ms;
 use crate::config::Config;
 use crate::events::{Events, Kind};
 use crate::log::{info, warning};
 use crate::stop::StopSignal;
 use crate::upstream::Endpoint;
 
-/// Checks one endpoint until `stop` fires, and reads its model list when due.
+/// Checks one endpoint until `stop` fires, and reads its model list when due. A backend
+/// carried from the generation before keeps its schedule (a reload or an address change
+/// does not check and list the whole fleet at once); a new one, or one that is down, is
+/// checked at once.
 pub(super) async fn watch(
     ep: &Endpoint,
     events: &Events,
@@ -25,8 +29,13 @@ pub(super) async fn watch(
 ) {
     let settings = &config.health;
     let mut recovery = settings.recovery_interval;
-    let mut models_due = Instant::now();
+    let listed = discovery.listed_unix_ms(ep);
+    let mut models_due = Instant::now() + left_of(listed, config.models_refresh_interval);
     let mut first_up = !ep.health().is_up() && ep.health().snapshot().last_change_unix_ms == 0;
+    if ep.health().is_up() {
+        let checked = ep.health().snapshot().last_check_unix_ms;
+        pause(ep, events, left_of(checked, ep.check_interval), true, stop).await;
+    }
     while !stop.is_triggered() {
         let h = ep.health();
         if h.is_suspect() {
@@ -76,25 +85,49 @@ pub(super) async fn watch(
             recovery = (recovery * 3 / 2).min(settings.recovery_max_interval);
             wait
         };
-        // Sleep in short slices: a shard marking the endpoint down, or a stop, cuts the
-        // wait short so recovery probing starts at once.
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || stop.is_triggered() {
-                break;
-            }
-            monoio::time::sleep(left.min(Duration::from_millis(20))).await;
-            if (up && !h.is_up()) || h.is_suspect() {
-                if up && !h.is_up() {
-                    let why = "a request could not connect";
-                    events.record(Kind::EndpointDown, Some(&ep.name), why);
-                }
-                recovery = settings.recovery_interval;
-                break;
-            }
+        if pause(ep, events, wait, up, stop).await {
+            recovery = settings.recovery_interval;
         }
     }
+}
+
+/// Waits `wait` before the next check, in short slices: a shard marking the endpoint
+/// down (it was `up`), its breaker opening, or a stop cuts the wait short, so recovery
+/// probing starts at once. Whether it was cut short by the endpoint.
+async fn pause(
+    ep: &Endpoint,
+    events: &Events,
+    wait: Duration,
+    up: bool,
+    stop: &StopSignal,
+) -> bool {
+    let h = ep.health();
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stop.is_triggered() {
+            return false;
+        }
+        monoio::time::sleep(left.min(Duration::from_millis(20))).await;
+        if (up && !h.is_up()) || h.is_suspect() {
+            if up && !h.is_up() {
+                let why = "a request could not connect";
+                events.record(Kind::EndpointDown, Some(&ep.name), why);
+            }
+            return true;
+        }
+    }
+}
+
+/// What is left of `every` since `last_unix_ms` (0: never, nothing left). A wall clock
+/// set back leaves at most `every`.
+pub(super) fn left_of(last_unix_ms: u64, every: Duration) -> Duration {
+    if last_unix_ms == 0 {
+        return Duration::ZERO;
+    }
+    every.saturating_sub(Duration::from_millis(
+        unix_ms().saturating_sub(last_unix_ms),
+    ))
 }
 
 fn describe(result: &Result<(u16, Duration), String>) -> String {

@@ -53,11 +53,26 @@ impl Discovery {
             let Some(now) = next.upstreams.find(ep) else {
                 continue;
             };
+            // A list read as another type, or from another path, is not this one's.
+            if now.kind != ep.kind || now.models_path != ep.models_path {
+                continue;
+            }
             carried.lists.borrow_mut()[now.index] = self.lists.borrow()[i].clone();
             carried.seen_unix_ms.borrow_mut()[now.index] = self.seen_unix_ms.borrow()[i];
             carried.held.borrow_mut()[now.index] = self.held.borrow()[i].clone();
         }
         carried
+    }
+
+    /// When `ep`'s model list was last read (Unix ms; 0 = not in this process, or not
+    /// as it is configured now).
+    pub(super) fn listed_unix_ms(&self, ep: &Endpoint) -> u64 {
+        self.seen_unix_ms.borrow()[ep.index]
+    }
+
+    /// Whether what `ep` holds in memory is known (read by this generation or carried).
+    pub(super) fn knows_held(&self, ep: &Endpoint) -> bool {
+        self.held.borrow()[ep.index] != Held::Unknown
     }
 
     /// The catalogue of what is known now.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::checks::left_of;
 use super::discovery::{Discovery, MAX_LIST};
 use super::fetch::fetch;
 use crate::clock::unix_ms;
@@ -56,8 +57,16 @@ pub(super) async fn watch(
     if !reads_queue && held_path(ep.kind).is_none() && !holds_what_it_lists(ep.kind) {
         return;
     }
-    let mut due = Instant::now();
-    let mut was_up = false;
+    // A backend carried from the generation before, whose holdings are known, keeps its
+    // schedule; a new one is read as soon as it is up.
+    let carried = discovery.knows_held(ep);
+    let mut due = Instant::now()
+        + if carried {
+            left_of(ep.engine_read_unix_ms(), every)
+        } else {
+            Duration::ZERO
+        };
+    let mut was_up = carried && ep.health().is_up();
     while !stop.is_triggered() {
         let up = ep.health().is_up();
         if up && (!was_up || Instant::now() >= due) {

@@ -206,6 +206,40 @@ fn untouched_endpoints_keep_their_state_and_new_ones_wait_for_a_check() {
     assert_eq!(count("dead"), 0);
 }
 
+/// Reloads do not check the fleet at once: a backend they carry keeps its schedule of
+/// health checks, model-list and engine reads (checked every 2 s here, so no check is
+/// due while five reloads run), and a new one is checked at once.
+#[test]
+fn reloads_keep_carried_backends_check_schedule() {
+    let (a, b, c) = (mock("a"), mock("b"), mock("c"));
+    let extra = "[health]\ncheck_interval_ms = 2000\n[models]\nloaded_refresh_interval_ms = 2000\n";
+    let text = |eps: &[Ep<'_>]| config_text(eps, "shards = 2\n", extra);
+    let file = TempFile::new(&text(&[Ep::new("a", &a), Ep::new("b", &b)]));
+    let proxy = proxy_from_file(&file);
+    let reads = |m: &MockServer| (m.stats().health_checks(), m.stats().model_lists());
+    // The first model-list and engine reads follow the first passing check.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = [reads(&a), reads(&b)];
+    let started = std::time::Instant::now();
+    for priority in [10, 20, 30, 40, 50] {
+        let eps = [Ep::new("a", &a).priority(priority), Ep::new("b", &b)];
+        std::fs::write(&file.0, text(&eps)).unwrap();
+        proxy.reload().expect("a valid file");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = [reads(&a), reads(&b)];
+    if started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(after, before, "no check, list or engine read fell due");
+    }
+    // A new endpoint is checked, and its models read, at once.
+    let eps = [Ep::new("a", &a), Ep::new("b", &b), Ep::new("c", &c)];
+    std::fs::write(&file.0, text(&eps)).unwrap();
+    proxy.reload().expect("a valid file");
+    assert!(eventually(Duration::from_secs(1), || {
+        endpoint_status(&proxy, "c")["status"] == "healthy" && c.stats().model_lists() >= 1
+    }));
+}
+
 /// `POST /internal/reload` answers how it went; other methods get 405; the status
 /// page shows the generation and when it was loaded; SIGHUP-less start (no file) refuses.
 #[test]
