@@ -423,8 +423,6 @@ fn check_config_reports_dns_and_expand() {
 /// one takes no new request and its streams finish, and not one request fails.
 #[test]
 fn an_expanded_name_follows_its_addresses_and_no_request_fails() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let hosts = [
         [127, 0, 0, 2],
         [127, 0, 0, 3],
@@ -471,32 +469,7 @@ fn an_expanded_name_follows_its_addresses_and_no_request_fails() {
     };
     assert!(healthy(&["127.0.0.2", "127.0.0.3"]), "{:?}", names());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let clients: Vec<_> = (0..8)
-        .map(|i| {
-            let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let mut client = Client::connect(addr);
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let body = format!(
-                        r#"{{"model":"llama3.2:latest","stream":{},"messages":[{{"role":"user","content":"client {i} turn {n}"}}]}}"#,
-                        n % 2 == 0
-                    );
-                    let r = client.post_json("/v1/chat/completions", &body, "");
-                    if r.status == 200 && r.complete {
-                        served.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("client {i}: {} {}", r.status, r.text());
-                        client = Client::connect(addr);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = ChatLoad::start(addr, 8);
     let requests = |i: usize| mocks[i].stats().requests();
     std::thread::sleep(Duration::from_millis(500));
     dns.set(
@@ -519,15 +492,8 @@ fn an_expanded_name_follows_its_addresses_and_no_request_fails() {
     std::thread::sleep(Duration::from_millis(300));
     let gone: Vec<u64> = (0..3).map(requests).collect();
     std::thread::sleep(Duration::from_millis(1000));
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
-    let (served, failed) = (
-        served.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-    );
-    eprintln!("served {served}, failed {failed}");
+    let (served, failed) = load.stop();
+    assert!(served > 50, "only {served} requests served");
     assert_eq!(
         failed, 0,
         "requests failed while the name's addresses changed"

@@ -537,3 +537,59 @@ pub(crate) fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a
         .map(|(_, v)| v.as_str())
         .collect()
 }
+
+/// Clients sending distinct chat completions (every other one streamed) back to back on
+/// keep-alive connections until [`ChatLoad::stop`]: counts what was served whole and
+/// what failed (a failed client reconnects, as does one told `Connection: close`).
+pub(crate) struct ChatLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl ChatLoad {
+    pub(crate) fn start(addr: SocketAddr, clients: usize) -> ChatLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|i| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut served, mut failed) = (0, 0);
+                    let mut client = Client::connect(addr);
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let body = format!(
+                            r#"{{"model":"llama3.2:latest","stream":{},"messages":[{{"role":"user","content":"client {i} turn {n}"}}]}}"#,
+                            n % 2 == 0
+                        );
+                        let r = client.post_json("/v1/chat/completions", &body, "");
+                        if r.status == 200 && r.complete {
+                            served += 1;
+                        } else {
+                            failed += 1;
+                            eprintln!("client {i}: {} {}", r.status, r.text());
+                            client = Client::connect(addr);
+                        }
+                        if r.header("connection") == Some("close") {
+                            client = Client::connect(addr);
+                        }
+                    }
+                    (served, failed)
+                })
+            })
+            .collect();
+        ChatLoad { stop, clients }
+    }
+
+    /// Stops the clients; the requests served whole, and those that failed.
+    pub(crate) fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut served, mut failed) = (0, 0);
+        for client in self.clients {
+            let (s, f) = client.join().unwrap();
+            (served, failed) = (served + s, failed + f);
+        }
+        eprintln!("served {served}, failed {failed}");
+        (served, failed)
+    }
+}

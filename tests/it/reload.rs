@@ -2,8 +2,6 @@
 //! `POST /internal/reload`, `Server::reload`). A valid file is applied without dropping
 //! anything; a broken one changes nothing; backends keep their state by name.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::harness::*;
@@ -60,36 +58,7 @@ fn reloads_under_load_lose_no_request() {
     let file = TempFile::new(&config(&[Ep::new("a", &a), Ep::new("b", &b)]));
     let proxy = proxy_from_file(&file);
     let addr = proxy.local_addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let clients: Vec<_> = (0..16)
-        .map(|i| {
-            let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let mut client = Client::connect(addr);
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    // Distinct conversations, streamed and not.
-                    let body = format!(
-                        r#"{{"model":"llama3.2:latest","stream":{},"messages":[{{"role":"user","content":"client {i} turn {n}"}}]}}"#,
-                        n % 2 == 0
-                    );
-                    let r = client.post_json("/v1/chat/completions", &body, "");
-                    if r.status == 200 && r.complete {
-                        served.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("client {i}: {} {}", r.status, r.text());
-                        client = Client::connect(addr);
-                    }
-                    if r.header("connection") == Some("close") {
-                        client = Client::connect(addr);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = ChatLoad::start(addr, 16);
     let pause = || std::thread::sleep(Duration::from_millis(2500));
     pause();
     // 1: c joins.
@@ -120,15 +89,7 @@ fn reloads_under_load_lose_no_request() {
     assert!(rejected.contains("config error in"), "{rejected}");
     assert_eq!(generation(&proxy), 4);
     std::thread::sleep(Duration::from_millis(1000));
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
-    let (served, failed) = (
-        served.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-    );
-    eprintln!("served {served}, failed {failed}");
+    let (served, failed) = load.stop();
     assert_eq!(failed, 0, "requests failed across the reloads");
     assert!(served > 500, "only {served} requests in 10 s");
     assert_eq!(
