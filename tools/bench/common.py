@@ -1,7 +1,10 @@
 """Helpers shared by the benchmark drivers in this folder: where the repository is, how
-to wait for a process to listen, the machine description every report starts with, and a
-throwaway CA and certificate (openssl) for the drivers that measure https:// endpoints."""
+to wait for a process to listen, the machine description every report starts with, a
+throwaway CA and certificate (openssl) for the drivers that measure https:// endpoints, and
+the streamed chat client of the cache benchmarks (sticky.py, tenants.py)."""
 
+import http.client
+import json
 import os
 import platform
 import socket
@@ -71,3 +74,50 @@ def make_pki(tmp):
     run("openssl", "x509", "-req", "-in", "cert.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "cert.ext")
     return f"{tmp}/ca.pem", f"{tmp}/cert.pem", f"{tmp}/key.pem"
+
+
+def stream_chat(port, body, headers=(), timeout=300, on_event=None):
+    """One streamed chat completion (POST /v1/chat/completions on 127.0.0.1:`port`, `body` a
+    dict). Returns a record of the turn and the answer's text. The record has the status,
+    the time to the first content in ms (`ttft`), an `error` (None when the stream carried
+    content), and for each (key, header) of `headers` that response header's value (or
+    None). `on_event(event, record)` sees every parsed `data:` event."""
+    rec = {"status": None, "ttft": None, "error": None}
+    rec.update({key: None for key, _ in headers})
+    answer = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        sent = time.monotonic()
+        conn.request("POST", "/v1/chat/completions", json.dumps(body),
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        rec["status"] = resp.status
+        for key, header in headers:
+            rec[key] = resp.getheader(header)
+        if resp.status != 200:
+            rec["error"] = f"status {resp.status}: {resp.read()[:200]!r}"
+            return rec, ""
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            event = json.loads(data)
+            if on_event:
+                on_event(event, rec)
+            choices = event.get("choices") or [{}]
+            delta = (choices[0].get("delta") or {}).get("content") or ""
+            if delta and rec["ttft"] is None:
+                rec["ttft"] = (time.monotonic() - sent) * 1000
+            answer.append(delta)
+        if rec["ttft"] is None:
+            rec["error"] = "no content in the stream"
+    except Exception as e:  # a transport error is a failure the client saw
+        rec["error"] = repr(e)
+    finally:
+        conn.close()
+    return rec, "".join(answer)

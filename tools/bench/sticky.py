@@ -44,7 +44,7 @@ import time
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, drain, machine, port_of, wait_for_line  # noqa: E402
+from common import ROOT, drain, machine, port_of, stream_chat, wait_for_line  # noqa: E402
 
 MODEL = "llama3.2:latest"
 CONTEXTS = {"2k": 2048, "8k": 8192, "16k": 16384, "32k": 32768}
@@ -140,43 +140,11 @@ class Stack:
 
 def chat(port, messages):
     """One streamed chat completion. Returns a record of the turn and the answer text."""
-    body = json.dumps({"model": MODEL, "stream": True, "messages": messages})
-    rec = {"status": None, "ttft": None, "error": None}
-    answer = []
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    try:
-        sent = time.monotonic()
-        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        rec["status"] = resp.status
-        for key, header in (("endpoint", "X-Olla-Endpoint"), ("sticky", "X-Olla-Sticky-Session"),
-                            ("source", "X-Olla-Sticky-Key-Source"),
-                            ("cached", "X-Mock-Cached-Tokens"), ("prompt", "X-Mock-Prompt-Tokens"),
-                            ("prefill", "X-Mock-Prefill-Ms")):
-            rec[key] = resp.getheader(header)
-        if resp.status != 200:
-            rec["error"] = f"status {resp.status}: {resp.read()[:200]!r}"
-            return rec, ""
-        while True:
-            line = resp.readline()
-            if not line:
-                break
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                break
-            delta = json.loads(data)["choices"][0].get("delta", {}).get("content") or ""
-            if delta and rec["ttft"] is None:
-                rec["ttft"] = (time.monotonic() - sent) * 1000
-            answer.append(delta)
-        if rec["ttft"] is None:
-            rec["error"] = "no content in the stream"
-    except Exception as e:  # a transport error is a failure the client saw
-        rec["error"] = repr(e)
-    finally:
-        conn.close()
-    return rec, "".join(answer)
+    return stream_chat(port, {"model": MODEL, "stream": True, "messages": messages},
+                       (("endpoint", "X-Olla-Endpoint"), ("sticky", "X-Olla-Sticky-Session"),
+                        ("source", "X-Olla-Sticky-Key-Source"),
+                        ("cached", "X-Mock-Cached-Tokens"), ("prompt", "X-Mock-Prompt-Tokens"),
+                        ("prefill", "X-Mock-Prefill-Ms")))
 
 
 def conversation(port, system, idx, ctx_name, tokens, turns, out):

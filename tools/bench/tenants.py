@@ -72,7 +72,7 @@ import time
 from collections import Counter, defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, drain, free_port, machine, port_of, wait_for_line  # noqa: E402
+from common import ROOT, drain, free_port, machine, port_of, stream_chat, wait_for_line  # noqa: E402
 
 TARGET = os.environ.get("CARGO_TARGET_DIR", f"{ROOT}/target")
 BIN = f"{TARGET}/release"
@@ -146,52 +146,22 @@ def chat(port, model, tenant, messages, real):
     if real:
         body["max_tokens"] = 8
         body["temperature"] = 0
-    rec = {"status": None, "ttft": None, "error": None, "endpoint": None, "group": None,
-           "prompt": None, "cached": None}
-    answer = []
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
-    try:
-        sent = time.monotonic()
-        conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                     {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        rec["status"] = resp.status
-        rec["endpoint"] = resp.getheader("X-Olla-Endpoint")
-        rec["group"] = resp.getheader("X-Ringway-Prefix-Group")
-        rec["sticky"] = resp.getheader("X-Olla-Sticky-Session")
-        if resp.getheader("X-Mock-Prompt-Tokens") is not None:
-            rec["prompt"] = int(resp.getheader("X-Mock-Prompt-Tokens"))
-            rec["cached"] = int(resp.getheader("X-Mock-Cached-Tokens") or 0)
-        if resp.status != 200:
-            rec["error"] = f"status {resp.status}: {resp.read()[:200]!r}"
-            return rec, ""
-        while True:
-            line = resp.readline()
-            if not line:
-                break
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                break
-            event = json.loads(data)
-            timings = event.get("timings")
-            if timings and real:
-                # llama-server: prompt_n tokens were prefilled, cache_n reused.
-                rec["cached"] = timings.get("cache_n", 0)
-                rec["prompt"] = rec["cached"] + timings.get("prompt_n", 0)
-            choices = event.get("choices") or [{}]
-            delta = (choices[0].get("delta") or {}).get("content") or ""
-            if delta and rec["ttft"] is None:
-                rec["ttft"] = (time.monotonic() - sent) * 1000
-            answer.append(delta)
-        if rec["ttft"] is None:
-            rec["error"] = "no content in the stream"
-    except Exception as e:  # a transport error is a failure the client saw
-        rec["error"] = repr(e)
-    finally:
-        conn.close()
-    return rec, "".join(answer)
+
+    def timings(event, rec):
+        t = event.get("timings")
+        if t and real:
+            # llama-server: prompt_n tokens were prefilled, cache_n reused.
+            rec["cached"] = t.get("cache_n", 0)
+            rec["prompt"] = rec["cached"] + t.get("prompt_n", 0)
+
+    headers = (("endpoint", "X-Olla-Endpoint"), ("group", "X-Ringway-Prefix-Group"),
+               ("sticky", "X-Olla-Sticky-Session"), ("prompt", "X-Mock-Prompt-Tokens"),
+               ("cached", "X-Mock-Cached-Tokens"))
+    rec, answer = stream_chat(port, body, headers, REQUEST_TIMEOUT_S, timings)
+    if isinstance(rec["prompt"], str):
+        # The mock's counts, from its headers, as numbers.
+        rec["prompt"], rec["cached"] = int(rec["prompt"]), int(rec["cached"] or 0)
+    return rec, answer
 
 
 def conversation(port, model, tenant, user, args, deadline, out):
