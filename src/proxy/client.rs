@@ -5,7 +5,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut, Range};
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use monoio::io::AsyncWriteRent;
@@ -141,30 +142,38 @@ impl ClientConn {
 
     /// Reads whatever arrives next, appending it to `buf`, as [`Conn::fill`] (`Ok(0)`:
     /// end of stream; over TLS, with or without close_notify).
-    pub(super) async fn fill(&mut self) -> io::Result<usize> {
+    #[inline]
+    pub(super) fn fill(&mut self) -> impl Future<Output = io::Result<usize>> {
         match &mut self.tls {
-            None => self.io.fill().await,
-            Some(tls) => tls.session.fill(&mut self.io).await,
+            None => Either::Plain { f: self.io.fill() },
+            Some(tls) => Either::Tls {
+                f: tls.session.fill(&mut self.io),
+            },
         }
     }
 
     /// Writes `buf[range]` within `until`, as [`http1::write_out_by`]. Timed out or
     /// failed, the connection must be closed (a plain one's `buf` is then empty; over TLS
     /// `buf` was only read, its sealed copy went to the kernel).
-    pub(super) async fn write_by(
+    #[inline]
+    pub(super) fn write_by(
         &mut self,
         deadline: &mut Deadline<'_>,
         until: Instant,
         buf: &mut Vec<u8>,
         range: Range<usize>,
-    ) -> io::Result<()> {
+    ) -> impl Future<Output = io::Result<()>> {
+        let stream = &mut self.io.stream;
         match &mut self.tls {
-            None => http1::write_out_by(deadline, until, &mut self.io.stream, buf, range).await,
-            Some(tls) => {
-                tls.seal(&buf[range])?;
-                tls.write_outgoing_by(deadline, until, &mut self.io.stream)
-                    .await
-            }
+            None => Either::Plain {
+                f: http1::write_out_by(deadline, until, stream, buf, range),
+            },
+            Some(tls) => Either::Tls {
+                f: async move {
+                    tls.seal(&buf[range])?;
+                    tls.write_outgoing_by(deadline, until, stream).await
+                },
+            },
         }
     }
 
@@ -267,6 +276,29 @@ impl ClientConn {
         match &mut self.tls {
             None => self.io.fill().await.map(|n| n > 0),
             Some(tls) => Ok(tls.session.fill_once(&mut self.io).await?.is_some()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A plain or a TLS connection's future for the same operation. The plain one is
+    /// polled in place, inside its caller's future, with no state machine of its own
+    /// around it: what a wrapping `async fn` cost the plain path at every poll.
+    #[project = EitherProj]
+    enum Either<P, T> {
+        Plain { #[pin] f: P },
+        Tls { #[pin] f: T },
+    }
+}
+
+impl<P: Future, T: Future<Output = P::Output>> Future for Either<P, T> {
+    type Output = P::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<P::Output> {
+        match self.project() {
+            EitherProj::Plain { f } => f.poll(cx),
+            EitherProj::Tls { f } => f.poll(cx),
         }
     }
 }

@@ -49,12 +49,65 @@ pub(crate) async fn serve_connection(shard: &Shard, stream: TcpStream, peer: Soc
     let mut client = Client::new(stream, tls, peer, accepted);
     // Registered once for the connection's life (its task's waker does not change).
     let mut drained = shard.drained();
-    if client.conn.is_tls() && !handshake(shard, &mut client, &mut deadline, &mut drained).await {
+    // The TLS handshake and close are boxed: their state would otherwise enlarge this
+    // future, and what the plain path moves and polls, for every connection.
+    if client.conn.is_tls()
+        && !Box::pin(handshake(shard, &mut client, &mut deadline, &mut drained)).await
+    {
         return;
     }
-    serve_requests(shard, &mut client, &mut deadline, &mut drained).await;
+    let (client, deadline) = (&mut client, &mut deadline);
+    // The connection's requests, one after another, until one ends it.
+    loop {
+        match request::read(shard, client, deadline, &mut drained).await {
+            Read::Closed => break,
+            Read::Refused { head, error } => {
+                // The connection's remaining input is unknown: answer, then close. Its
+                // time runs from when the connection was opened or last went idle.
+                let started = client.idle_since;
+                let id = match &head {
+                    Some(head) => RequestId::for_request(shard, head, &client.conn.buf),
+                    None => RequestId::generate(shard),
+                };
+                let mut record = Record::new(id);
+                if let Some(head) = &head {
+                    let route = routing::classify(head.target.get(&client.conn.buf));
+                    record.anthropic = is_anthropic(route);
+                }
+                let live = shard.live();
+                if live.cors.is_some() || live.limits.is_some() {
+                    admission::refused_while_read(&live, client, head.as_ref());
+                }
+                let by = Writing::now(shard, deadline);
+                send_error(client, by, &mut record, head.as_ref(), &error).await;
+                let seen = Seen {
+                    head: head.as_ref(),
+                    body: &[],
+                    started,
+                };
+                access::finish(shard, &live, client, &seen, &record, Instant::now());
+                break;
+            }
+            Read::Request(mut request) => {
+                let (record, keep_alive, end) = serve(shard, client, deadline, &mut request).await;
+                let seen = Seen {
+                    head: Some(&request.head),
+                    body: request.body.bytes(&client.conn.buf),
+                    started: request.started,
+                };
+                access::finish(shard, &request.live, client, &seen, &record, end);
+                // A request body lost to a cancelled write leaves the buffer short: the
+                // connection's remaining input is unknown, it cannot carry another.
+                if !keep_alive || client.conn.buf.len() < request.len {
+                    break;
+                }
+                client.conn.consume(request.len);
+                client.idle_since = end;
+            }
+        }
+    }
     if client.conn.is_tls() {
-        client.conn.close(&mut deadline).await;
+        Box::pin(client.conn.close(deadline)).await;
     }
 }
 
@@ -91,63 +144,6 @@ async fn handshake(
             false
         }
         Ok(None) | Err(Elapsed) => false,
-    }
-}
-
-/// The connection's requests, one after another, until one ends it.
-async fn serve_requests(
-    shard: &Shard,
-    client: &mut Client,
-    deadline: &mut Deadline<'_>,
-    drained: &mut Drained<'_>,
-) {
-    loop {
-        match request::read(shard, client, deadline, drained).await {
-            Read::Closed => return,
-            Read::Refused { head, error } => {
-                // The connection's remaining input is unknown: answer, then close. Its
-                // time runs from when the connection was opened or last went idle.
-                let started = client.idle_since;
-                let id = match &head {
-                    Some(head) => RequestId::for_request(shard, head, &client.conn.buf),
-                    None => RequestId::generate(shard),
-                };
-                let mut record = Record::new(id);
-                if let Some(head) = &head {
-                    let route = routing::classify(head.target.get(&client.conn.buf));
-                    record.anthropic = is_anthropic(route);
-                }
-                let live = shard.live();
-                if live.cors.is_some() || live.limits.is_some() {
-                    admission::refused_while_read(&live, client, head.as_ref());
-                }
-                let by = Writing::now(shard, deadline);
-                send_error(client, by, &mut record, head.as_ref(), &error).await;
-                let seen = Seen {
-                    head: head.as_ref(),
-                    body: &[],
-                    started,
-                };
-                access::finish(shard, &live, client, &seen, &record, Instant::now());
-                return;
-            }
-            Read::Request(mut request) => {
-                let (record, keep_alive, end) = serve(shard, client, deadline, &mut request).await;
-                let seen = Seen {
-                    head: Some(&request.head),
-                    body: request.body.bytes(&client.conn.buf),
-                    started: request.started,
-                };
-                access::finish(shard, &request.live, client, &seen, &record, end);
-                // A request body lost to a cancelled write leaves the buffer short: the
-                // connection's remaining input is unknown, it cannot carry another.
-                if !keep_alive || client.conn.buf.len() < request.len {
-                    return;
-                }
-                client.conn.consume(request.len);
-                client.idle_since = end;
-            }
-        }
     }
 }
 
