@@ -303,11 +303,15 @@ class Mock:
         except (OSError, ValueError):
             return None
 
-    def kill(self):
+    def kill(self, book):
         s = self.stats()
         if s:
             self.retired.update({k: v for k, v in s.items() if isinstance(v, int)})
         t = time.monotonic()
+        # In the book before the signal: a client that sees its stream cut at once must
+        # find the kill there (filed after `wait`, a loaded machine let clients judge
+        # their cut streams first, and call them unexpected).
+        book.killed(self.name, t)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.kills.append([t, None])
@@ -877,8 +881,7 @@ def flapper(book, mocks, every, down_for, started_at):
         while not STOP.wait(max(0.0, next_kill - time.monotonic())):
             m = mocks[i % len(mocks)]
             i += 1
-            t = m.kill()
-            book.killed(m.name, t)
+            t = m.kill(book)
             log(f"killed {m.name} (port {m.port})")
             if SHUTDOWN.wait(max(0.0, t + down_for - time.monotonic())):
                 return
