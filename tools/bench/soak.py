@@ -141,7 +141,7 @@ local slice = os.getenv("SOAK_SLICE") or "0"
 pending = {}           -- id -> time sent, until its answer arrives
 counts = {}            -- "kind status" -> answers; kind s (streamed) or n
 sent = { s = 0, n = 0 }
-bad = {}               -- failed answers: "id status endpoint time what"
+bad = {}               -- failed answers: "id status endpoint time what [body]"
 local seq = 0
 local verified = false
 
@@ -191,8 +191,10 @@ function response(status, headers, body)
   local key = kind .. " " .. status .. (what and what ~= "status" and (" " .. what) or "")
   counts[key] = (counts[key] or 0) + 1
   if what and #bad < 200 then
-    bad[#bad + 1] = string.format("%s %d %s %.6f %s", id, status,
-      header(headers, "X-Olla-Endpoint") or "-", now(), what)
+    -- A status's body says who refused and why: its first 160 bytes, on one line.
+    local said = what == "status" and (" " .. body:sub(1, 160):gsub("%s+", " ")) or ""
+    bad[#bad + 1] = string.format("%s %d %s %.6f %s%s", id, status,
+      header(headers, "X-Olla-Endpoint") or "-", now(), what, said)
   end
 end
 
@@ -982,13 +984,15 @@ def judge_wrk(book, res, conns):
             book.count("mixed", n)
             book.count("wrk mixed", n)
     listed = 0
-    for rid, status, endpoint, at, what in ((b + ["?"] * 5)[:5] for b in res["bad"]):
+    for b in res["bad"]:
+        rid, status, endpoint, at, what = (b + ["?"] * 5)[:5]
+        said = f", body: {' '.join(b[5:])}" if len(b) > 5 else ""
         kind = ("wrk stream" if "-s-" in rid else "wrk nonstream" if "-n-" in rid
                 else "wrk (no request id)")
         listed += 1
         with book.lock:
             book.errors.append((float(at) if at != "?" else res["end"], kind, what,
-                                f"{rid}: status {status}, endpoint {endpoint}"))
+                                f"{rid}: status {status}, endpoint {endpoint}{said}"))
     failed = sum(n for key, n in res["answers"].items() if key.split()[1:] != ["200"])
     if failed > listed:
         with book.lock:
