@@ -457,8 +457,10 @@ async fn exchange(
         Some(conn) => conn,
         None => connect(ep, within).await?,
     };
+    // `to_endpoint` holds the head; each send appends a small body after it.
+    let head_len = client.to_endpoint.len();
     loop {
-        match send(client, deadline, request, &mut conn, ep, now).await {
+        match send(client, deadline, request, &mut conn, ep, now, head_len).await {
             // A 408 on a reused connection is the endpoint closing it as idle, sent as
             // our request went out: it never read the request (RFC 9110 §15.5.9), so
             // the request goes again on a fresh connection, as a close would.
@@ -502,7 +504,9 @@ enum Exchange {
 /// One request/response-head exchange on `conn`, all of it within one deadline: the
 /// endpoint's time to answer (`proxy.response_timeout_ms`) or the request's, whichever
 /// comes first. The response head is parsed into `client.response_headers`; its bytes
-/// (and any body bytes after it) stay in `conn.buf`.
+/// (and any body bytes after it) stay in `conn.buf`. `client.to_endpoint[..head_len]`
+/// is the request head: a send again on a fresh connection sends it with the body
+/// once, not after the body the first send appended.
 async fn send(
     client: &mut Client,
     deadline: &mut Deadline<'_>,
@@ -510,6 +514,7 @@ async fn send(
     conn: &mut EndpointConn,
     ep: &Endpoint,
     now: Instant,
+    head_len: usize,
 ) -> Result<ResponseHead, Exchange> {
     let response_due = now + request.live.config.proxy.response_timeout;
     let until = response_due.min(request.deadline);
@@ -534,6 +539,13 @@ async fn send(
     // stops and that answer is read below.
     let body = request.body.bytes(&client_conn.buf);
     let separate_body = body.len() > COALESCE_BODY;
+    if to_endpoint.len() < head_len {
+        // A write cut before (its buffer lost with it) leaves nothing to send again.
+        return Err(Exchange::Failed(ProxyError::ClosedBeforeResponse {
+            endpoint: ep.name.to_string(),
+        }));
+    }
+    to_endpoint.truncate(head_len);
     if !separate_body {
         to_endpoint.extend_from_slice(body);
     }

@@ -415,3 +415,103 @@ fn a_408_on_a_reused_connection_sends_the_request_again_on_a_fresh_one() {
         "not sent again on a fresh connection"
     );
 }
+
+/// One request as a raw backend reads it: the head, then `Content-Length` bytes, and
+/// any bytes read after them. `None` when the connection ends first.
+fn read_one_request(s: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if got.len() >= end + 4 + len {
+                let after = got.split_off(end + 4 + len);
+                return Some((got, after));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A pooled connection the endpoint closes as the next request reaches it is replaced,
+/// and that request goes out whole on the new connection: its head and its body once
+/// (the body used to be appended again after the first send's copy, and the endpoint
+/// read it as a malformed next request: the soak's 400s).
+#[test]
+fn a_request_sent_again_on_a_fresh_connection_carries_its_body_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed_one = Arc::new(AtomicBool::new(false));
+    let resent: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    let (closed, seen) = (closed_one.clone(), resent.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(20) {
+            let Ok(mut s) = conn else { return };
+            let (closed, seen) = (closed.clone(), seen.clone());
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let ok = |body: &str| {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let mut posts = 0;
+                while let Some((req, after)) = read_one_request(&mut s) {
+                    if !req.starts_with(b"POST") {
+                        let list = r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#;
+                        let _ = s.write_all(ok(list).as_bytes());
+                        continue;
+                    }
+                    posts += 1;
+                    if posts == 2 && !closed.swap(true, Ordering::SeqCst) {
+                        return; // closed as the second request arrives
+                    }
+                    if closed.load(Ordering::SeqCst) && posts == 1 {
+                        // The request sent again: whatever else follows it, within 300 ms.
+                        let mut rest = after;
+                        s.set_read_timeout(Some(Duration::from_millis(300)))
+                            .unwrap();
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = s.read(&mut buf) {
+                            rest.extend_from_slice(&buf[..n]);
+                        }
+                        *seen.lock().unwrap() = Some(rest);
+                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    }
+                    let _ = s.write_all(ok(r#"{"choices":[]}"#).as_bytes());
+                }
+            });
+        }
+    });
+    let proxy = proxy(&[Ep::at("raw", addr).kind("openai")], "", "");
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hello there"}]}"#;
+    let mut client = Client::connect(proxy.local_addr());
+    for _ in 0..2 {
+        let r = client.request(post("/v1/chat/completions", body, "").as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(
+        closed_one.load(Ordering::SeqCst),
+        "the pooled connection was not reused"
+    );
+    let rest = resent
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the request was sent again");
+    assert!(
+        rest.is_empty(),
+        "after the request, the endpoint got: {}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -276,6 +276,10 @@ struct Conn<'a> {
     out: Vec<u8>,
     /// Response body / chunk payload, rendered before its framing is known.
     scratch: Vec<u8>,
+    /// Requests answered on the connection so far, and the last one's head and length
+    /// (for the log of a request that cannot be read after it).
+    answered: u64,
+    last: String,
 }
 
 pub(crate) async fn serve(stream: TcpStream, sh: &Shared, cancel: CancelHandle) {
@@ -306,6 +310,8 @@ pub(crate) async fn serve(stream: TcpStream, sh: &Shared, cancel: CancelHandle) 
         buf: Vec::with_capacity(8 * 1024),
         start: 0,
         out: Vec::with_capacity(4 * 1024),
+        answered: 0,
+        last: String::new(),
         scratch: Vec::with_capacity(4 * 1024),
     };
     // Any error means the connection is done; dropping the stream closes it.
@@ -332,6 +338,17 @@ impl Conn<'_> {
                     }
                 }
                 Step::Error(status, msg) => {
+                    // What it could not read, for whoever sent it (its log is the only
+                    // witness of the bytes a proxy wrote): the first 300, escaped.
+                    let at = &self.buf[self.start..];
+                    let shown = at[..at.len().min(300)].escape_ascii();
+                    eprintln!(
+                        "{}: {status} {msg}: {} byte(s) after {} answered on the connection: {shown}; the last: {}",
+                        self.sh.config.name,
+                        at.len(),
+                        self.answered,
+                        self.last,
+                    );
                     self.scratch.clear();
                     let e = api::error_json(msg, "invalid_request_error", "bad_request");
                     let _ = serde_json::to_writer(&mut self.scratch, &e);
@@ -345,6 +362,14 @@ impl Conn<'_> {
                     meta,
                 } => {
                     continue_sent = false;
+                    self.answered += 1;
+                    let at = &self.buf[self.start..];
+                    let head = at.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+                    self.last = format!(
+                        "{} ({consumed} of {} bytes taken)",
+                        at[..head.min(600)].escape_ascii(),
+                        at.len()
+                    );
                     if !self.respond(reply, &meta).await? || !self.after_answer(meta.fail).await? {
                         return Ok(());
                     }
