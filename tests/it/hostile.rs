@@ -349,26 +349,12 @@ fn a_client_that_stops_reading_is_cut_off_at_request_timeout() {
     assert!(closed, "the connection stayed open");
 }
 
-/// Reads one request (head and Content-Length body) from `s`; `None` at its end.
+/// Reads one request (head and Content-Length body) from `s`: its head, lowercased;
+/// `None` at its end.
 fn read_request(s: &mut TcpStream) -> Option<String> {
-    let mut data = Vec::new();
-    let mut buf = [0; 4096];
-    loop {
-        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if data.len() >= end + 4 + length {
-                return Some(head);
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
+    let (request, _) = read_one_request(s)?;
+    let end = request.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(String::from_utf8_lossy(&request[..end]).to_ascii_lowercase())
 }
 
 #[test]
